@@ -1,0 +1,330 @@
+// Package eventlog parses, replays and writes TCG PC Client crypto-agile
+// event logs (the TPM 2.0 format of the TCG PC Client Platform Firmware
+// Profile, section 10): a TCG_PCR_EVENT header carrying the "Spec ID Event03"
+// algorithm list, then TCG_PCR_EVENT2 entries.
+//
+// A log is untrusted: the agent sends it and anyone on the node could have
+// written it. It means something only after Replay reproduces PCR values that a
+// verified quote signed, and then only for the PCRs that matched. Event data
+// is never covered by the replay: for most event types the digest is of
+// something else (an image, a variable), so Data is an untrusted description.
+//
+// Everything here is pure: no I/O, no TPM access.
+package eventlog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"trustpool/internal/evidence"
+)
+
+// Limits on what Parse accepts. Real firmware logs hold a few hundred events
+// and their largest event data (a db or dbx variable) is tens of KiB; the
+// limits leave generous room above that while bounding the work a hostile
+// log can cause.
+const (
+	MaxEvents    = 10000
+	MaxEventData = 1 << 20
+	// maxAlgorithms bounds the Spec ID event's algorithm list; TPMs have at
+	// most a handful of PCR banks.
+	maxAlgorithms = 16
+	// maxDigestSize is the largest digest a TPM hash algorithm produces (SHA-512).
+	maxDigestSize = 64
+)
+
+// specIDSignature opens the data of the first event of a crypto-agile log.
+var specIDSignature = []byte("Spec ID Event03\x00")
+
+// Digest is one event digest in one PCR bank.
+type Digest struct {
+	Bank  evidence.Bank `json:"bank"`
+	Value []byte        `json:"value"`
+}
+
+// Event is one TCG_PCR_EVENT2 entry of a log.
+type Event struct {
+	// Index is the event's position in the log, 0 being the first event after
+	// the Spec ID header.
+	Index int    `json:"index"`
+	PCR   int    `json:"pcr"`
+	Type  uint32 `json:"type"`
+	// Digests holds one digest per bank the log records, in the order of
+	// Log.Banks. Digests of algorithms trustpool does not know are skipped.
+	Digests []Digest `json:"digests"`
+	// Data is the event data: an untrusted description, not covered by the
+	// digest for all event types.
+	Data []byte `json:"data"`
+}
+
+// Digest returns the event's digest in bank b, or nil if it has none.
+func (e Event) Digest(b evidence.Bank) []byte {
+	for _, d := range e.Digests {
+		if d.Bank == b {
+			return d.Value
+		}
+	}
+	return nil
+}
+
+// Log is a parsed event log.
+type Log struct {
+	// Banks are the PCR banks the log records digests for, in the order of
+	// the Spec ID header, limited to the banks trustpool knows.
+	Banks  []evidence.Bank
+	Events []Event
+}
+
+// specAlg is one entry of the Spec ID event's algorithm list.
+type specAlg struct {
+	id   uint16
+	size int
+	// slot is the position of the algorithm's bank in Log.Banks, or -1 for
+	// an algorithm trustpool does not know (its digests are skipped).
+	slot int
+}
+
+// Parse decodes a crypto-agile event log strictly: a Spec ID header, every
+// event with exactly one digest for each algorithm the header lists, PCR
+// indices below evidence.NumPCRs, and no trailing bytes. The returned
+// events' Data and digest values alias b, which must not be modified while
+// the Log is in use. Parse never panics, whatever b holds.
+func Parse(b []byte) (*Log, error) {
+	if len(b) > evidence.MaxEventLog {
+		return nil, fmt.Errorf("parse event log: %d bytes, limit %d", len(b), evidence.MaxEventLog)
+	}
+	r := reader{b: b}
+	algs, banks, err := parseHeader(&r)
+	if err != nil {
+		return nil, fmt.Errorf("parse event log: %w", err)
+	}
+
+	// All digests live in one backing array: event i's digests are
+	// digests[i*len(banks) : (i+1)*len(banks)]. Sub-slices are cut once the
+	// array stops growing.
+	nb := len(banks)
+	events := make([]Event, 0, estimateEvents(r.len(), algs))
+	digests := make([]Digest, 0, cap(events)*nb)
+	for r.len() > 0 {
+		if len(events) == MaxEvents {
+			return nil, fmt.Errorf("parse event log: more than %d events", MaxEvents)
+		}
+		off := r.off
+		e, err := parseEvent(&r, algs, banks, &digests)
+		if err != nil {
+			return nil, fmt.Errorf("parse event log: event %d at offset %d: %w", len(events), off, err)
+		}
+		e.Index = len(events)
+		events = append(events, e)
+	}
+	for i := range events {
+		events[i].Digests = digests[i*nb : (i+1)*nb : (i+1)*nb]
+	}
+	return &Log{Banks: banks, Events: events}, nil
+}
+
+// estimateEvents guesses the number of events from the log's length so that
+// the event slice is allocated once for typical logs. Real events average
+// well over 100 bytes; the guess only sizes an allocation.
+func estimateEvents(n int, algs []specAlg) int {
+	per := 12 + 4
+	for _, a := range algs {
+		per += 2 + a.size
+	}
+	per += 32 // typical event data
+	return min(n/per+1, MaxEvents)
+}
+
+// parseHeader decodes the TCG_PCR_EVENT that carries the TCG_EfiSpecIDEvent
+// and returns its algorithm list and the known banks among them.
+func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
+	pcr := r.u32()
+	typ := r.u32()
+	digest := r.bytes(20)
+	size := r.u32()
+	if r.err != nil {
+		return nil, nil, fmt.Errorf("spec ID event: %w", r.err)
+	}
+	if pcr != 0 || typ != EvNoAction {
+		return nil, nil, fmt.Errorf("first event is PCR %d type %s, want the spec ID event (PCR 0, EV_NO_ACTION)", pcr, TypeName(typ))
+	}
+	if !allZero(digest) {
+		return nil, nil, errors.New("spec ID event has a non-zero digest")
+	}
+	if size > uint32(r.len()) {
+		return nil, nil, fmt.Errorf("spec ID event: %d data bytes, %d left", size, r.len())
+	}
+	data := reader{b: r.bytes(int(size))}
+	sig := data.bytes(len(specIDSignature))
+	data.u32() // platformClass: client or server, irrelevant to replay
+	minor, major, _, uintn := data.u8(), data.u8(), data.u8(), data.u8()
+	n := data.u32()
+	if data.err != nil {
+		return nil, nil, fmt.Errorf("spec ID event: %w", data.err)
+	}
+	if !bytes.Equal(sig, specIDSignature) {
+		return nil, nil, fmt.Errorf("spec ID event signature %q, want %q (not a crypto-agile TPM 2.0 log)", sig, specIDSignature)
+	}
+	if major != 2 || minor != 0 {
+		return nil, nil, fmt.Errorf("spec ID event version %d.%d, want 2.0", major, minor)
+	}
+	if uintn != 1 && uintn != 2 {
+		return nil, nil, fmt.Errorf("spec ID event uintnSize %d, want 1 or 2", uintn)
+	}
+	if n == 0 || n > maxAlgorithms {
+		return nil, nil, fmt.Errorf("spec ID event lists %d algorithms, want 1 to %d", n, maxAlgorithms)
+	}
+	algs := make([]specAlg, 0, n)
+	var banks []evidence.Bank
+	for range n {
+		id, sz := data.u16(), int(data.u16())
+		if data.err != nil {
+			return nil, nil, fmt.Errorf("spec ID event algorithms: %w", data.err)
+		}
+		for _, a := range algs {
+			if a.id == id {
+				return nil, nil, fmt.Errorf("spec ID event lists algorithm 0x%04x twice", id)
+			}
+		}
+		a := specAlg{id: id, size: sz, slot: -1}
+		if bank, ok := evidence.BankForAlg(id); ok {
+			if sz != bank.Size() {
+				return nil, nil, fmt.Errorf("spec ID event: %s digest size %d, want %d", bank, sz, bank.Size())
+			}
+			a.slot = len(banks)
+			banks = append(banks, bank)
+		} else if sz == 0 || sz > maxDigestSize {
+			return nil, nil, fmt.Errorf("spec ID event: algorithm 0x%04x digest size %d", id, sz)
+		}
+		algs = append(algs, a)
+	}
+	vendor := int(data.u8())
+	data.bytes(vendor)
+	if data.err != nil {
+		return nil, nil, fmt.Errorf("spec ID event vendor info: %w", data.err)
+	}
+	if data.len() != 0 {
+		return nil, nil, fmt.Errorf("spec ID event has %d trailing bytes", data.len())
+	}
+	if len(banks) == 0 {
+		return nil, nil, errors.New("spec ID event lists no PCR bank trustpool knows (sha1, sha256, sha384)")
+	}
+	return algs, banks, nil
+}
+
+// parseEvent decodes one TCG_PCR_EVENT2 and appends its known-bank digests,
+// in bank order, to *digests.
+func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests *[]Digest) (Event, error) {
+	pcr := r.u32()
+	typ := r.u32()
+	count := r.u32()
+	if r.err != nil {
+		return Event{}, r.err
+	}
+	if pcr >= evidence.NumPCRs {
+		return Event{}, fmt.Errorf("PCR index %d out of range", pcr)
+	}
+	if count != uint32(len(algs)) {
+		return Event{}, fmt.Errorf("%d digests, the spec ID event lists %d algorithms", count, len(algs))
+	}
+	base := len(*digests)
+	*digests = append(*digests, make([]Digest, len(banks))...)
+	var seen uint32 // bit i: algs[i] already read
+	for range count {
+		id := r.u16()
+		if r.err != nil {
+			return Event{}, r.err
+		}
+		i := algIndex(algs, id)
+		if i < 0 {
+			return Event{}, fmt.Errorf("digest of algorithm 0x%04x, which the spec ID event does not list", id)
+		}
+		if seen&(1<<i) != 0 {
+			return Event{}, fmt.Errorf("two digests of algorithm 0x%04x", id)
+		}
+		seen |= 1 << i
+		v := r.bytes(algs[i].size)
+		if r.err != nil {
+			return Event{}, r.err
+		}
+		if s := algs[i].slot; s >= 0 {
+			(*digests)[base+s] = Digest{Bank: banks[s], Value: v}
+		}
+	}
+	size := r.u32()
+	if r.err != nil {
+		return Event{}, r.err
+	}
+	if size > MaxEventData {
+		return Event{}, fmt.Errorf("%d bytes of event data, limit %d", size, MaxEventData)
+	}
+	if size > uint32(r.len()) {
+		return Event{}, fmt.Errorf("%d bytes of event data, %d left in the log", size, r.len())
+	}
+	return Event{PCR: int(pcr), Type: typ, Data: r.bytes(int(size))}, nil
+}
+
+func algIndex(algs []specAlg, id uint16) int {
+	for i, a := range algs {
+		if a.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// errShort reports a structure that runs past the end of its buffer.
+var errShort = errors.New("truncated")
+
+// reader decodes little-endian integers (the byte order of UEFI event logs)
+// with bounds checks. The first short read sets err; later reads return
+// zero values, so callers check err once after a group of reads.
+type reader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (r *reader) len() int { return len(r.b) - r.off }
+
+func (r *reader) bytes(n int) []byte {
+	if r.err != nil || n < 0 || n > r.len() {
+		r.err = errShort
+		return nil
+	}
+	v := r.b[r.off : r.off+n : r.off+n]
+	r.off += n
+	return v
+}
+
+func (r *reader) u8() uint8 {
+	if v := r.bytes(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (r *reader) u16() uint16 {
+	if v := r.bytes(2); v != nil {
+		return binary.LittleEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (r *reader) u32() uint32 {
+	if v := r.bytes(4); v != nil {
+		return binary.LittleEndian.Uint32(v)
+	}
+	return 0
+}
