@@ -1,0 +1,40 @@
+# `make check` is what CI runs (.ci/run installs the system packages first).
+GO ?= go
+
+.PHONY: deps check fmt vet test demo-smoke build fuzz bench
+
+# System packages the tests use: cgo for the TPM simulator, swtpm (a real
+# software TPM) and tpm2-tools, PostgreSQL, and OpenStack Placement.
+DEBS = gcc make libssl-dev swtpm swtpm-tools tpm2-tools postgresql placement-api python3-placement
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps installs Debian packages: run it as root"; exit 1; fi
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null
+
+check: fmt vet test demo-smoke
+
+build:
+	$(GO) build -o bin/trustpool ./cmd/trustpool
+
+fmt:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The demo's contract, checked: 5 nodes, 1 tampered, 1 without a measured launch.
+# The demo's contracts, checked on real runs (swtpm: TXT launch emulated).
+demo-smoke: build
+	./bin/trustpool demo --nodes 3 --tampered 1 --once --json > bin/demo3.json
+	$(GO) run ./scripts/checkdemo -trusted 2 -untrusted 1 -reason node3=18:vmm < bin/demo3.json
+	./bin/trustpool demo --nodes 5 --tampered 1 --no-launch 1 --once --json > bin/demo5.json
+	$(GO) run ./scripts/checkdemo -trusted 3 -untrusted 2 -reason node5=18:vmm -reason node4=17 < bin/demo5.json
+	./bin/trustpool demo --tpm simulator --nodes 3 --tampered 1 --once --json > bin/demo-sim.json
+	$(GO) run ./scripts/checkdemo -trusted 2 -untrusted 1 -reason node3=4:vmm < bin/demo-sim.json
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

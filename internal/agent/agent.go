@@ -1,0 +1,325 @@
+// Package agent is the trust agent that runs on every compute node. It
+// enrolls the node's TPM with the attestation server (credential activation
+// proves its AK and EK share one TPM), answers the server's challenges with
+// TPM quotes, PCR values and event logs over mutually authenticated TLS, and
+// says hello when it starts, so a rebooted node is attested at once.
+//
+// The agent decides nothing: everything it sends is verified by the server.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"trustpool/internal/api/render"
+	"trustpool/internal/enroll"
+	"trustpool/internal/evidence"
+	"trustpool/internal/pki"
+)
+
+// TPM is what the agent needs from the node's TPM (package agent/tpm).
+type TPM interface {
+	EK() (public, cert []byte, err error)
+	AK() (public []byte, err error)
+	Quote(nonce []byte, sel []evidence.Selection) (attest, signature []byte, err error)
+	ReadPCRs(sel []evidence.Selection) ([]evidence.PCR, error)
+	ActivateCredential(idObject, encSecret []byte) ([]byte, error)
+}
+
+// DefaultEventLog is where Linux exposes the firmware's event log.
+const DefaultEventLog = "/sys/kernel/security/tpm0/binary_bios_measurements"
+
+// Config configures an agent.
+type Config struct {
+	Name      string // host name, as the scheduler knows it
+	Server    string // https://host:port of the attestation server
+	ServerCA  []byte // PEM of the CA that signed the server's certificate
+	Listen    string // address to answer challenges on
+	Advertise string // URL the server reaches us at; default https://<listen address>
+	StateDir  string // keeps the agent's TLS key and certificate
+	EventLog  string // SRTM event log file; empty: none
+	DRTMLog   string // DRTM (TXT) event log file; empty: none
+	JoinToken string // one-time admission token; empty: wait for an operator
+	Log       *slog.Logger
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := evidence.ValidateHostName(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("name: %w", err))
+	}
+	if c.Server == "" {
+		errs = append(errs, errors.New("server URL is required"))
+	}
+	if len(c.ServerCA) == 0 {
+		errs = append(errs, errors.New("the server's CA certificate is required"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state directory is required"))
+	}
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen address is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Agent is a running trust agent.
+type Agent struct {
+	cfg    Config
+	tpm    TPM
+	client *http.Client
+	pool   *x509.CertPool
+}
+
+// New returns an agent using t.
+func New(cfg Config, t TPM) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(cfg.ServerCA) {
+		return nil, errors.New("agent config: no certificate in the server CA")
+	}
+	a := &Agent{cfg: cfg, tpm: t, pool: pool}
+	a.client = a.httpClient(nil)
+	return a, nil
+}
+
+func (a *Agent) httpClient(cert *tls.Certificate) *http.Client {
+	tc := &tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+}
+
+// Run enrolls (when not yet enrolled with this TPM's AK), serves challenges
+// and says hello, until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("agent listen: %w", err)
+	}
+	defer ln.Close()
+	advertise := a.cfg.Advertise
+	if advertise == "" {
+		advertise = "https://" + ln.Addr().String()
+	}
+	cert, err := a.ensureEnrolled(ctx, advertise)
+	if err != nil {
+		return err
+	}
+	a.client = a.httpClient(&cert)
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{cert},
+			// Only the attestation server (a certificate from its CA) may challenge us.
+			ClientAuth: tls.RequireAndVerifyClientCert,
+			ClientCAs:  a.pool,
+		},
+		ErrorLog: slog.NewLogLogger(a.cfg.Log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	if err := a.hello(ctx); err != nil {
+		a.cfg.Log.Warn("hello failed; the server will attest on its schedule", "err", err)
+	}
+	a.cfg.Log.Info("agent serving challenges", "host", a.cfg.Name, "url", advertise)
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	case err := <-errc:
+		return fmt.Errorf("agent serve: %w", err)
+	}
+}
+
+// Handler answers challenges at /v1/quote.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/quote", a.serveQuote)
+	return mux
+}
+
+func (a *Agent) serveQuote(w http.ResponseWriter, r *http.Request) {
+	var c evidence.Challenge
+	if err := render.Decode(w, r, 16<<10, &c); err != nil {
+		render.Error(w, r, a.cfg.Log, err)
+		return
+	}
+	if err := c.Validate(); err != nil {
+		render.JSON(w, http.StatusBadRequest, render.ErrorBody{Error: "challenge: " + err.Error()})
+		return
+	}
+	ev, err := a.Evidence(&c)
+	if err != nil {
+		a.cfg.Log.Error("answer challenge", "err", err)
+		render.JSON(w, http.StatusInternalServerError, render.ErrorBody{Error: err.Error()})
+		return
+	}
+	render.JSON(w, http.StatusOK, ev)
+}
+
+// Evidence answers challenge c: a quote over its selection with its nonce,
+// the PCR values, and the event logs.
+func (a *Agent) Evidence(c *evidence.Challenge) (*evidence.Evidence, error) {
+	attest, sig, err := a.tpm.Quote(c.Nonce, c.Selection)
+	if err != nil {
+		return nil, fmt.Errorf("quote: %w", err)
+	}
+	pcrs, err := a.tpm.ReadPCRs(c.Selection)
+	if err != nil {
+		return nil, fmt.Errorf("read PCRs: %w", err)
+	}
+	ev := &evidence.Evidence{Quote: attest, Signature: sig, PCRs: pcrs}
+	if ev.EventLog, err = readLog(a.cfg.EventLog); err != nil {
+		return nil, err
+	}
+	if ev.DRTMLog, err = readLog(a.cfg.DRTMLog); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+func readLog(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read event log: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, evidence.MaxEventLog+1))
+	if err != nil {
+		return nil, fmt.Errorf("read event log %s: %w", path, err)
+	}
+	if len(b) > evidence.MaxEventLog {
+		return nil, fmt.Errorf("event log %s exceeds %d bytes", path, evidence.MaxEventLog)
+	}
+	return b, nil
+}
+
+// State files.
+const (
+	certFile = "agent.pem"
+	keyFile  = "agent-key.pem"
+	akFile   = "ak.pub"
+)
+
+// ensureEnrolled returns the agent's TLS certificate, enrolling first when
+// there is none or when the TPM's AK is not the one enrolled.
+func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certificate, error) {
+	akPub, err := a.tpm.AK()
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("load AK: %w", err)
+	}
+	dir := a.cfg.StateDir
+	if old, err := os.ReadFile(filepath.Join(dir, akFile)); err == nil && bytes.Equal(old, akPub) {
+		if cert, err := tls.LoadX509KeyPair(filepath.Join(dir, certFile), filepath.Join(dir, keyFile)); err == nil {
+			return cert, nil
+		}
+	}
+	ekPub, ekCert, err := a.tpm.EK()
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("load EK: %w", err)
+	}
+	key, csr, err := pki.NewKeyAndCSR(a.cfg.Name)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	var cred enroll.Credential
+	req := enroll.Request{Host: a.cfg.Name, EKPublic: ekPub, EKCert: ekCert, AKPublic: akPub, URL: advertise, CSR: csr, JoinToken: a.cfg.JoinToken}
+	if err := a.post(ctx, "/v1/enroll", &req, &cred); err != nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
+	}
+	secret, err := a.tpm.ActivateCredential(cred.CredentialBlob, cred.EncryptedSecret)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: activate credential: %w", err)
+	}
+	var adm enroll.Admitted
+	if err := a.post(ctx, "/v1/enroll/activate", &enroll.Activation{ID: cred.ID, Secret: secret}, &adm); err != nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := tls.X509KeyPair(adm.Cert, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: issued certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tls.Certificate{}, fmt.Errorf("agent state: %w", err)
+	}
+	for name, b := range map[string][]byte{keyFile: keyPEM, certFile: adm.Cert, akFile: akPub} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return tls.Certificate{}, fmt.Errorf("agent state: %w", err)
+		}
+	}
+	a.cfg.Log.Info("enrolled", "host", adm.Host, "state", adm.State)
+	return cert, nil
+}
+
+// hello tells the server this node (re)started.
+func (a *Agent) hello(ctx context.Context) error {
+	return a.post(ctx, "/v1/hello", &struct {
+		Host string `json:"host"`
+	}{a.cfg.Name}, nil)
+}
+
+func (a *Agent) post(ctx context.Context, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.cfg.Server+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e render.ErrorBody
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s: %s", resp.Status, e.Error)
+		}
+		return fmt.Errorf("%s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}

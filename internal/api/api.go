@@ -1,0 +1,521 @@
+// Package api serves trustpool's native REST API under /v1: enrollment and
+// hello for agents; hosts, verdicts, known-good values and join tokens for
+// operators; the pool and the filter for schedulers. Handlers decode strictly
+// with size limits and leave status codes and messages to package render.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"trustpool/internal/api/render"
+	"trustpool/internal/enroll"
+	"trustpool/internal/evidence"
+	"trustpool/internal/filter"
+	"trustpool/internal/integrity"
+	"trustpool/internal/policy"
+	"trustpool/internal/problem"
+	"trustpool/internal/store"
+	"trustpool/internal/verdict"
+	"trustpool/internal/verify"
+)
+
+// maxBody bounds every API request body.
+const maxBody = 64 << 10
+
+// Store is what the API reads and writes directly.
+type Store interface {
+	ListHosts(ctx context.Context) ([]store.Host, error)
+	GetHost(ctx context.Context, name string) (store.Host, error)
+	PutHost(ctx context.Context, h store.Host) error
+	DeleteHost(ctx context.Context, name string) error
+	CreateJoinToken(ctx context.Context, t store.JoinToken) error
+	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
+	History(ctx context.Context, host string, limit int) ([]store.HistoryEntry, error)
+}
+
+// KnownGood persists references and policies and installs them in the
+// integrity service (package server).
+type KnownGood interface {
+	Current() *integrity.KnownGood
+	PutReference(ctx context.Context, actor string, r *policy.Reference) (*policy.Reference, error)
+	PutPolicy(ctx context.Context, actor string, p *policy.Policy) (*policy.Policy, error)
+}
+
+// IdentityVerifier checks an agent's client certificate against its host name.
+type IdentityVerifier func(chain []*x509.Certificate, host string, usage x509.ExtKeyUsage) error
+
+// Config wires the API.
+type Config struct {
+	Store      Store
+	Enroll     *enroll.Service
+	Integrity  *integrity.Service
+	KnownGood  KnownGood
+	VerifyPeer IdentityVerifier
+	AdminToken string
+	// JoinTokenTTL is the default lifetime of a join token (default 24 h).
+	JoinTokenTTL time.Duration
+	Now          func() time.Time
+	Log          *slog.Logger
+}
+
+// API is the /v1 handler.
+type API struct {
+	cfg        Config
+	adminToken [32]byte
+	mux        *http.ServeMux
+}
+
+// New builds the API.
+func New(cfg Config) *API {
+	if cfg.JoinTokenTTL <= 0 {
+		cfg.JoinTokenTTL = 24 * time.Hour
+	}
+	a := &API{cfg: cfg, adminToken: sha256.Sum256([]byte(cfg.AdminToken)), mux: http.NewServeMux()}
+	m := a.mux
+	// Agents: admission is by join token or approval; hello by certificate.
+	m.HandleFunc("POST /v1/enroll", a.enrollBegin)
+	m.HandleFunc("POST /v1/enroll/activate", a.enrollActivate)
+	m.HandleFunc("POST /v1/hello", a.hello)
+	// Operators.
+	m.HandleFunc("GET /v1/hosts", a.admin(a.listHosts))
+	m.HandleFunc("GET /v1/hosts/{name}", a.admin(a.getHost))
+	m.HandleFunc("DELETE /v1/hosts/{name}", a.admin(a.deleteHost))
+	m.HandleFunc("POST /v1/hosts/{name}/approve", a.admin(a.approveHost))
+	m.HandleFunc("POST /v1/hosts/{name}/attest", a.admin(a.attestHost))
+	m.HandleFunc("POST /v1/join-tokens", a.admin(a.createJoinToken))
+	m.HandleFunc("GET /v1/pool", a.admin(a.pool))
+	m.HandleFunc("GET /v1/references", a.admin(a.listReferences))
+	m.HandleFunc("PUT /v1/references/{name}", a.admin(a.putReference))
+	m.HandleFunc("GET /v1/policy", a.admin(a.getPolicy))
+	m.HandleFunc("PUT /v1/policy", a.admin(a.putPolicy))
+	m.HandleFunc("POST /v1/golden", a.admin(a.golden))
+	// Schedulers.
+	m.HandleFunc("POST /v1/filter", a.admin(a.filter))
+	return a
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	render.Error(w, r, a.cfg.Log, err)
+}
+
+// admin requires the admin bearer token.
+func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(tok))
+		if !ok || subtle.ConstantTimeCompare(sum[:], a.adminToken[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="trustpool"`)
+			a.fail(w, r, problem.New(problem.Unauthorized, "a valid bearer token is required"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
+	var req enroll.Request
+	if err := render.Decode(w, r, maxBody, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	cred, err := a.cfg.Enroll.Begin(r.Context(), &req)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, cred)
+}
+
+func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
+	var act enroll.Activation
+	if err := render.Decode(w, r, 4<<10, &act); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	adm, err := a.cfg.Enroll.Activate(r.Context(), &act)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if adm.State == string(store.HostActive) {
+		a.cfg.Integrity.Hello(adm.Host)
+	}
+	render.JSON(w, http.StatusOK, adm)
+}
+
+// hello is an agent saying it (re)started: attest it now. Only the agent
+// holding the host's certificate can ask, so hello cannot be used to make
+// the server hammer a node.
+func (a *API) hello(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Host string `json:"host"`
+	}
+	if err := render.Decode(w, r, 1<<10, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if r.TLS == nil || a.cfg.VerifyPeer(r.TLS.PeerCertificates, req.Host, x509.ExtKeyUsageClientAuth) != nil {
+		a.fail(w, r, problem.New(problem.Unauthorized, "hello needs the agent certificate issued to %q", req.Host))
+		return
+	}
+	a.cfg.Integrity.Hello(req.Host)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// HostView is a host as the API shows it.
+type HostView struct {
+	Name    string            `json:"name"`
+	State   store.HostState   `json:"state"`
+	URL     string            `json:"url"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Verdict *PoolEntry        `json:"verdict,omitempty"`
+	History []HistoryView     `json:"history,omitempty"`
+}
+
+// HistoryView is one level change.
+type HistoryView struct {
+	Level   verdict.Level    `json:"trust_lvl"`
+	VTime   time.Time        `json:"vtime"`
+	Reasons []verdict.Reason `json:"reasons,omitempty"`
+}
+
+func (a *API) view(h store.Host) HostView {
+	v := HostView{Name: h.Name, State: h.State, URL: h.URL, Labels: h.Labels}
+	if e, ok := a.entry(h.Name); ok {
+		v.Verdict = &e
+	}
+	return v
+}
+
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
+	hosts, err := a.cfg.Store.ListHosts(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]HostView, 0, len(hosts))
+	for _, h := range hosts {
+		out = append(out, a.view(h))
+	}
+	render.JSON(w, http.StatusOK, out)
+}
+
+func (a *API) host(w http.ResponseWriter, r *http.Request) (store.Host, bool) {
+	name := r.PathValue("name")
+	h, err := a.cfg.Store.GetHost(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		err = problem.New(problem.NotFound, "no host %q", name)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return h, false
+	}
+	return h, true
+}
+
+func (a *API) getHost(w http.ResponseWriter, r *http.Request) {
+	h, ok := a.host(w, r)
+	if !ok {
+		return
+	}
+	v := a.view(h)
+	hist, err := a.cfg.Store.History(r.Context(), h.Name, 50)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	for _, e := range hist {
+		v.History = append(v.History, HistoryView{Level: e.Level, VTime: e.VTime, Reasons: e.Reasons})
+	}
+	render.JSON(w, http.StatusOK, v)
+}
+
+func (a *API) deleteHost(w http.ResponseWriter, r *http.Request) {
+	h, ok := a.host(w, r)
+	if !ok {
+		return
+	}
+	if err := a.cfg.Store.DeleteHost(r.Context(), h.Name); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.cfg.Integrity.Forget(h.Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) approveHost(w http.ResponseWriter, r *http.Request) {
+	h, ok := a.host(w, r)
+	if !ok {
+		return
+	}
+	h.State = store.HostActive
+	if err := a.cfg.Store.PutHost(r.Context(), h); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.cfg.Integrity.Hello(h.Name)
+	render.JSON(w, http.StatusOK, a.view(h))
+}
+
+func (a *API) attestHost(w http.ResponseWriter, r *http.Request) {
+	h, ok := a.host(w, r)
+	if !ok {
+		return
+	}
+	if h.State != store.HostActive {
+		a.fail(w, r, problem.New(problem.Conflict, "host %s is %s: approve it first", h.Name, h.State))
+		return
+	}
+	v, err := a.cfg.Integrity.Attest(r.Context(), h.Name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, entryOf(h.Name, v, v.At(a.cfg.Now())))
+}
+
+func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Host string `json:"host"`
+		TTL  string `json:"ttl,omitempty"` // Go duration, default 24h
+	}
+	if err := render.Decode(w, r, 1<<10, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := evidence.ValidateHostName(req.Host); err != nil {
+		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
+		return
+	}
+	ttl := a.cfg.JoinTokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > 30*24*time.Hour {
+			a.fail(w, r, problem.New(problem.Invalid, "ttl %q: want a duration up to 720h", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	tok := enroll.NewToken()
+	now := a.cfg.Now()
+	if err := a.cfg.Store.CreateJoinToken(r.Context(), store.JoinToken{Hash: enroll.TokenHash(tok), Host: req.Host, ExpiresAt: now.Add(ttl), CreatedAt: now}); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusCreated, map[string]any{"host": req.Host, "token": tok, "expires": now.Add(ttl).UTC()})
+}
+
+// PoolEntry is one host in the pool: the OpenAttestation keys plus reasons.
+type PoolEntry struct {
+	Host    string           `json:"host_name"`
+	Level   verdict.Level    `json:"trust_lvl"`
+	VTime   string           `json:"vtime"`
+	Expiry  string           `json:"expiry,omitempty"`
+	Policy  string           `json:"policy,omitempty"`
+	Reasons []verdict.Reason `json:"reasons"`
+}
+
+// Pool is the pool at a glance.
+type Pool struct {
+	Hosts []PoolEntry `json:"hosts"`
+}
+
+func entryOf(host string, v verdict.Verdict, level verdict.Level) PoolEntry {
+	e := PoolEntry{Host: host, Level: level, VTime: v.VTime.UTC().Format(time.RFC3339), Policy: v.Policy, Reasons: v.Reasons}
+	if !v.Expiry.IsZero() {
+		e.Expiry = v.Expiry.UTC().Format(time.RFC3339)
+	}
+	if level == verdict.Unknown && v.Level != verdict.Unknown && !v.VTime.IsZero() {
+		e.Reasons = append(slices.Clone(v.Reasons), verdict.Reason{Code: verdict.CodeExpired,
+			Message: fmt.Sprintf("the %s verdict of %s expired at %s", v.Level, e.VTime, e.Expiry)})
+	}
+	if e.Reasons == nil {
+		e.Reasons = []verdict.Reason{}
+	}
+	return e
+}
+
+func (a *API) entry(host string) (PoolEntry, bool) {
+	v, ok := a.cfg.Integrity.Cache().Verdict(host)
+	if !ok {
+		return PoolEntry{}, false
+	}
+	return entryOf(host, v, v.At(a.cfg.Now())), true
+}
+
+// PoolOf returns every enrolled host's entry, sorted by name; hosts never
+// attested are unknown.
+func PoolOf(ctx context.Context, s Store, c *integrity.Cache, now time.Time) (Pool, error) {
+	hosts, err := s.ListHosts(ctx)
+	if err != nil {
+		return Pool{}, err
+	}
+	p := Pool{Hosts: make([]PoolEntry, 0, len(hosts))}
+	for _, h := range hosts {
+		v, ok := c.Verdict(h.Name)
+		if !ok {
+			p.Hosts = append(p.Hosts, PoolEntry{Host: h.Name, Level: verdict.Unknown, VTime: now.UTC().Format(time.RFC3339),
+				Reasons: []verdict.Reason{{Code: verdict.CodeNotAttested, Message: fmt.Sprintf("host is %s and was never attested", h.State)}}})
+			continue
+		}
+		p.Hosts = append(p.Hosts, entryOf(h.Name, v, v.At(now)))
+	}
+	slices.SortFunc(p.Hosts, func(a, b PoolEntry) int { return strings.Compare(a.Host, b.Host) })
+	return p, nil
+}
+
+func (a *API) pool(w http.ResponseWriter, r *http.Request) {
+	p, err := PoolOf(r.Context(), a.cfg.Store, a.cfg.Integrity.Cache(), a.cfg.Now())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, p)
+}
+
+func (a *API) listReferences(w http.ResponseWriter, r *http.Request) {
+	kg := a.cfg.KnownGood.Current()
+	out := []*policy.Reference{}
+	if kg != nil {
+		for _, ref := range kg.Refs {
+			out = append(out, ref)
+		}
+	}
+	slices.SortFunc(out, func(a, b *policy.Reference) int { return strings.Compare(a.Name, b.Name) })
+	render.JSON(w, http.StatusOK, out)
+}
+
+func (a *API) putReference(w http.ResponseWriter, r *http.Request) {
+	var ref policy.Reference
+	if err := render.Decode(w, r, maxBody, &ref); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if ref.Name == "" {
+		ref.Name = r.PathValue("name")
+	}
+	if ref.Name != r.PathValue("name") {
+		a.fail(w, r, problem.New(problem.Invalid, "reference name %q differs from the path's %q", ref.Name, r.PathValue("name")))
+		return
+	}
+	if err := ref.Validate(); err != nil {
+		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
+		return
+	}
+	saved, err := a.cfg.KnownGood.PutReference(r.Context(), "admin", &ref)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, saved)
+}
+
+func (a *API) getPolicy(w http.ResponseWriter, r *http.Request) {
+	kg := a.cfg.KnownGood.Current()
+	if kg == nil || kg.Policy == nil {
+		a.fail(w, r, problem.New(problem.NotFound, "no policy yet: import a golden host or PUT /v1/policy"))
+		return
+	}
+	render.JSON(w, http.StatusOK, kg.Policy)
+}
+
+func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var p policy.Policy
+	if err := render.Decode(w, r, maxBody, &p); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := p.Validate(); err != nil {
+		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
+		return
+	}
+	saved, err := a.cfg.KnownGood.PutPolicy(r.Context(), "admin", &p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, saved)
+}
+
+// golden turns a host's latest verified evidence into references and
+// approves them in the policy.
+func (a *API) golden(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Host string            `json:"host"`
+		Name string            `json:"name"`
+		Meta map[string]string `json:"meta,omitempty"`
+	}
+	if err := render.Decode(w, r, 4<<10, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if req.Name == "" {
+		req.Name = req.Host
+	}
+	rec, err := a.cfg.Store.LatestEvidence(r.Context(), req.Host)
+	if errors.Is(err, store.ErrNotFound) {
+		err = problem.New(problem.Conflict, "host %q has no verified evidence: only evidence that verified cryptographically can become known-good", req.Host)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var m verify.Measurements
+	if err := json.Unmarshal(rec.Measurements, &m); err != nil {
+		a.fail(w, r, fmt.Errorf("stored measurements of %s: %w", req.Host, err))
+		return
+	}
+	refs, err := policy.Golden(req.Name, 0, &m, req.Meta)
+	if err != nil {
+		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
+		return
+	}
+	for i, ref := range refs {
+		if refs[i], err = a.cfg.KnownGood.PutReference(r.Context(), "admin", ref); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
+	var cur *policy.Policy
+	if kg := a.cfg.KnownGood.Current(); kg != nil {
+		cur = kg.Policy
+	}
+	p, err := a.cfg.KnownGood.PutPolicy(r.Context(), "admin", policy.Approve(cur, "default", refs))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, map[string]any{"references": refs, "policy": p})
+}
+
+func (a *API) filter(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ExtraSpecs map[string]string `json:"extra_specs"`
+		Hosts      []string          `json:"hosts"`
+	}
+	if err := render.Decode(w, r, 4<<20, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	pass, rejected := filter.Filter(req.ExtraSpecs, req.Hosts, a.cfg.Integrity.Cache().Level)
+	if pass == nil {
+		pass = []string{}
+	}
+	if rejected == nil {
+		rejected = []filter.Rejection{}
+	}
+	render.JSON(w, http.StatusOK, map[string]any{"hosts": pass, "rejected": rejected})
+}

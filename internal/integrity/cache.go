@@ -1,0 +1,63 @@
+package integrity
+
+import (
+	"sync"
+	"time"
+
+	"trustpool/internal/verdict"
+)
+
+// Cache holds every host's latest verdict in memory, so relying parties are
+// answered without touching the store or a node. Reads fail closed through
+// verdict.At.
+type Cache struct {
+	now func() time.Time
+
+	mu sync.RWMutex // guards m
+	m  map[string]verdict.Verdict
+}
+
+// NewCache returns an empty cache reading levels at now().
+func NewCache(now func() time.Time) *Cache {
+	return &Cache{now: now, m: map[string]verdict.Verdict{}}
+}
+
+// Verdict returns host's latest verdict as stored (callers apply At).
+func (c *Cache) Verdict(host string) (verdict.Verdict, bool) {
+	c.mu.RLock()
+	v, ok := c.m[host]
+	c.mu.RUnlock()
+	return v, ok
+}
+
+// Level is host's level now: unknown when missing or expired.
+func (c *Cache) Level(host string) verdict.Level {
+	v, _ := c.Verdict(host)
+	return v.At(c.now())
+}
+
+// Snapshot returns every verdict.
+func (c *Cache) Snapshot() []verdict.Verdict {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]verdict.Verdict, 0, len(c.m))
+	for _, v := range c.m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// put stores v and returns the level the host had before, read at v's time.
+func (c *Cache) put(v verdict.Verdict) verdict.Level {
+	c.mu.Lock()
+	prev := c.m[v.Host]
+	c.m[v.Host] = v
+	c.mu.Unlock()
+	return prev.At(v.VTime)
+}
+
+func (c *Cache) remove(host string) {
+	c.mu.Lock()
+	delete(c.m, host)
+	c.mu.Unlock()
+}

@@ -1,0 +1,438 @@
+// Package integrity is the attestation server's integrity service: it
+// challenges every enrolled node on a schedule and at once when a node says
+// hello after a boot, verifies the evidence (package verify), evaluates it
+// against the known-good database (package policy), persists the verdict and
+// keeps the in-memory verdict cache that relying parties read. Relying
+// parties never cause a quote: they only read the cache.
+package integrity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"trustpool/internal/evidence"
+	"trustpool/internal/policy"
+	"trustpool/internal/store"
+	"trustpool/internal/verdict"
+	"trustpool/internal/verify"
+)
+
+// Config tunes the schedule.
+type Config struct {
+	// Interval between two attestations of a host (default 30 s, inside
+	// Nova's 60 s verdict cache).
+	Interval time.Duration
+	// Validity is how long a verdict stands before it reads as unknown
+	// (default 3 × Interval, so one lost round does not empty the pool).
+	Validity time.Duration
+	// Timeout bounds one challenge round trip (default 10 s).
+	Timeout time.Duration
+	// Concurrency bounds challenges in flight (default 64).
+	Concurrency int
+	Now         func() time.Time
+	Log         *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Interval <= 0 {
+		c.Interval = 30 * time.Second
+	}
+	if c.Validity <= 0 {
+		c.Validity = 3 * c.Interval
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Store is what the integrity service needs from storage.
+type Store interface {
+	ListHosts(ctx context.Context) ([]store.Host, error)
+	GetHost(ctx context.Context, name string) (store.Host, error)
+	PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error)
+	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
+	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
+}
+
+// Challenger obtains evidence from a host's agent.
+type Challenger interface {
+	Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error)
+}
+
+// KnownGood is the policy in force and the references it may approve.
+type KnownGood struct {
+	Policy *policy.Policy
+	Refs   map[string]*policy.Reference
+}
+
+// collect is always quoted besides what the policy reads, so that the stored
+// evidence can feed golden-host import and previews of future policies.
+var collect = evidence.Selection{Bank: evidence.SHA256, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 19}}
+
+// Service is the integrity service.
+type Service struct {
+	cfg    Config
+	store  Store
+	agents Challenger
+	cache  *Cache
+	nonces *nonces
+	kg     atomic.Pointer[KnownGood]
+	hello  chan string
+
+	mu        sync.Mutex // guards aks, backoff, listeners
+	aks       map[string]*akEntry
+	backoff   map[string]backoff
+	listeners []func(v verdict.Verdict, prev verdict.Level)
+}
+
+type akEntry struct {
+	public []byte
+	ak     *verify.AK
+}
+
+type backoff struct {
+	failures int
+	until    time.Time
+}
+
+// New builds the service. Call Load before serving relying parties.
+func New(cfg Config, s Store, agents Challenger) *Service {
+	cfg.defaults()
+	return &Service{
+		cfg: cfg, store: s, agents: agents, cache: NewCache(cfg.Now), nonces: newNonces(),
+		hello: make(chan string, 1024), aks: map[string]*akEntry{}, backoff: map[string]backoff{},
+	}
+}
+
+// Cache is the verdict cache relying parties read.
+func (s *Service) Cache() *Cache { return s.cache }
+
+// OnChange registers f to be called after every level change (in the
+// attesting goroutine: f must not block).
+func (s *Service) OnChange(f func(v verdict.Verdict, prev verdict.Level)) {
+	s.mu.Lock()
+	s.listeners = append(s.listeners, f)
+	s.mu.Unlock()
+}
+
+// Load rebuilds the cache from the store, so a restarted server answers at
+// once with the persisted verdicts that are still valid.
+func (s *Service) Load(ctx context.Context) error {
+	vs, err := s.store.LatestVerdicts(ctx)
+	if err != nil {
+		return fmt.Errorf("load verdicts: %w", err)
+	}
+	for _, v := range vs {
+		s.cache.put(v)
+	}
+	return nil
+}
+
+// SetKnownGood installs the known-good values and re-evaluates every host's
+// stored evidence against them at once, without new quotes.
+func (s *Service) SetKnownGood(ctx context.Context, kg *KnownGood) error {
+	s.kg.Store(kg)
+	return s.Reevaluate(ctx)
+}
+
+// KnownGood returns the values in force (nil before the first SetKnownGood).
+func (s *Service) KnownGood() *KnownGood { return s.kg.Load() }
+
+// Hello asks for an immediate attestation of host, as after a reboot.
+func (s *Service) Hello(host string) {
+	select {
+	case s.hello <- host:
+	default: // a full queue means a round is due anyway
+	}
+}
+
+// Run attests every active host each interval and every host that says
+// hello, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	attest := func(host string, delay time.Duration) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if delay > 0 {
+				t := time.NewTimer(delay)
+				defer t.Stop()
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			if _, err := s.Attest(ctx, host); err != nil && ctx.Err() == nil {
+				s.cfg.Log.Warn("attestation failed", "host", host, "err", err)
+			}
+		}()
+	}
+	round := func() {
+		hosts, err := s.store.ListHosts(ctx)
+		if err != nil {
+			s.cfg.Log.Error("list hosts", "err", err)
+			return
+		}
+		now := s.cfg.Now()
+		s.nonces.sweep(now)
+		for _, h := range hosts {
+			if h.State != store.HostActive || s.backingOff(h.Name, now) {
+				continue
+			}
+			// Spread the round over the first half of the interval.
+			attest(h.Name, rand.N(s.cfg.Interval/2+1))
+		}
+	}
+	round()
+	tick := time.NewTicker(s.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			round()
+		case host := <-s.hello:
+			s.clearBackoff(host)
+			attest(host, 0)
+		}
+	}
+}
+
+func (s *Service) backingOff(host string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return now.Before(s.backoff[host].until)
+}
+
+func (s *Service) clearBackoff(host string) {
+	s.mu.Lock()
+	delete(s.backoff, host)
+	s.mu.Unlock()
+}
+
+// noteReachable records the outcome of contacting host; an unreachable host
+// is retried after 1, 2, 4… intervals (at most 8).
+func (s *Service) noteReachable(host string, ok bool, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok {
+		delete(s.backoff, host)
+		return
+	}
+	b := s.backoff[host]
+	b.failures++
+	b.until = now.Add(s.cfg.Interval * time.Duration(min(1<<(b.failures-1), 8)) / 2)
+	s.backoff[host] = b
+}
+
+// Attest challenges host once and records the verdict. An error means no
+// decision could be made at all (the host is unknown to the store, or the
+// store failed); a host that fails attestation gets an untrusted verdict.
+func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
+	h, err := s.store.GetHost(ctx, host)
+	if err != nil {
+		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, err)
+	}
+	if h.State != store.HostActive {
+		return verdict.Verdict{}, fmt.Errorf("attest %s: host is %s, not active", host, h.State)
+	}
+	ak, err := s.akOf(h)
+	if err != nil {
+		return s.record(ctx, s.fail(host, verdict.Untrusted, verdict.Reason{Code: verdict.CodeAKNotActivated,
+			Message: fmt.Sprintf("stored attestation key is unusable: %v", err)}), nil)
+	}
+	kg := s.kg.Load()
+	required := s.required(kg)
+	now := s.cfg.Now()
+	ch := &evidence.Challenge{
+		Nonce:     s.nonces.issue(host, now.Add(s.cfg.Timeout)),
+		Selection: merge(append(slices.Clone(required), collect)),
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	ev, err := s.agents.Challenge(cctx, h, ch)
+	cancel()
+	s.noteReachable(host, err == nil, now)
+	if err != nil {
+		code := verdict.CodeUnreachable
+		if errors.Is(err, ErrAgent) {
+			code = verdict.CodeAgentError
+		}
+		return s.record(ctx, s.fail(host, verdict.Unknown, verdict.Reason{Code: code, Message: err.Error()}), nil)
+	}
+	return s.record(ctx, s.Verify(host, ak, ch.Nonce, required, kg, ev))
+}
+
+// Verify checks evidence answering the challenge with nonce and evaluates it.
+// It consumes the nonce: the same challenge never verifies twice.
+func (s *Service) Verify(host string, ak *verify.AK, nonce []byte, required []evidence.Selection, kg *KnownGood, ev *evidence.Evidence) (verdict.Verdict, *store.EvidenceRecord) {
+	now := s.cfg.Now()
+	if !s.nonces.consume(nonce, host, now) {
+		return s.fail(host, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
+			Message: "the challenge's nonce was already used, expired or issued to another host"}), nil
+	}
+	res := ak.Verify(verify.Input{Nonce: nonce, Required: required, Evidence: ev})
+	if !res.OK() {
+		return s.fail(host, verdict.Untrusted, res.Reasons...), nil
+	}
+	evJSON, _ := json.Marshal(ev)
+	mJSON, _ := json.Marshal(res.Measurements)
+	rec := &store.EvidenceRecord{Host: host, Evidence: evJSON, Nonce: nonce, Measurements: mJSON, VerifiedAt: now}
+	return s.evaluate(host, kg, &res.Measurements, now), rec
+}
+
+// evaluate turns verified measurements into a verdict established at vtime.
+func (s *Service) evaluate(host string, kg *KnownGood, m *verify.Measurements, vtime time.Time) verdict.Verdict {
+	v := verdict.Verdict{Host: host, VTime: vtime, Expiry: vtime.Add(s.cfg.Validity)}
+	if kg == nil || kg.Policy == nil {
+		v.Level = verdict.Untrusted
+		v.Reasons = []verdict.Reason{{Code: verdict.CodeNoPolicy,
+			Message: "no known-good values are configured: import a golden host or add references and a policy"}}
+		return v
+	}
+	r := policy.Evaluate(kg.Policy, kg.Refs, m)
+	v.Level, v.Reasons = r.Level, r.Reasons
+	v.Policy = policy.Label(kg.Policy, approvedRefs(kg))
+	return v
+}
+
+func (s *Service) fail(host string, level verdict.Level, reasons ...verdict.Reason) verdict.Verdict {
+	now := s.cfg.Now()
+	return verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(s.cfg.Validity), Reasons: reasons}
+}
+
+// record persists v (with the evidence that verified, if any), updates the
+// cache and tells the listeners about a level change.
+func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.EvidenceRecord) (verdict.Verdict, error) {
+	if _, err := s.store.PutVerdict(ctx, v, rec); err != nil {
+		return v, fmt.Errorf("store verdict of %s: %w", v.Host, err)
+	}
+	if prev := s.cache.put(v); prev != v.Level {
+		s.mu.Lock()
+		ls := slices.Clone(s.listeners)
+		s.mu.Unlock()
+		for _, f := range ls {
+			f(v, prev)
+		}
+	}
+	return v, nil
+}
+
+// Reevaluate applies the known-good values in force to every host's latest
+// verified evidence.
+func (s *Service) Reevaluate(ctx context.Context) error {
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		return fmt.Errorf("re-evaluate: %w", err)
+	}
+	kg := s.kg.Load()
+	for _, h := range hosts {
+		rec, err := s.store.LatestEvidence(ctx, h.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("re-evaluate %s: %w", h.Name, err)
+		}
+		cur, _ := s.cache.Verdict(h.Name)
+		if cur.VTime.After(rec.VerifiedAt) {
+			continue // a later attestation failed verification: that verdict stands
+		}
+		var m verify.Measurements
+		if err := json.Unmarshal(rec.Measurements, &m); err != nil {
+			return fmt.Errorf("re-evaluate %s: stored measurements: %w", h.Name, err)
+		}
+		if _, err := s.record(ctx, s.evaluate(h.Name, kg, &m, rec.VerifiedAt), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) akOf(h store.Host) (*verify.AK, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.aks[h.Name]; e != nil && string(e.public) == string(h.AKPublic) {
+		return e.ak, nil
+	}
+	ak, err := verify.ParseAK(h.AKPublic)
+	if err != nil {
+		return nil, err
+	}
+	s.aks[h.Name] = &akEntry{public: h.AKPublic, ak: ak}
+	return ak, nil
+}
+
+func (s *Service) required(kg *KnownGood) []evidence.Selection {
+	if kg == nil || kg.Policy == nil {
+		return nil
+	}
+	return policy.Selection(kg.Policy, kg.Refs)
+}
+
+func approvedRefs(kg *KnownGood) []*policy.Reference {
+	var out []*policy.Reference
+	for _, c := range kg.Policy.Require {
+		for _, n := range kg.Policy.Approved[c] {
+			if r := kg.Refs[n]; r != nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// merge unions PCR selections per bank.
+func merge(sels []evidence.Selection) []evidence.Selection {
+	want := map[evidence.Bank][]int{}
+	for _, s := range sels {
+		for _, p := range s.PCRs {
+			if !slices.Contains(want[s.Bank], p) {
+				want[s.Bank] = append(want[s.Bank], p)
+			}
+		}
+	}
+	var out []evidence.Selection
+	for _, b := range evidence.Banks {
+		if p := want[b]; len(p) > 0 {
+			slices.Sort(p)
+			out = append(out, evidence.Selection{Bank: b, PCRs: p})
+		}
+	}
+	return out
+}
+
+// Forget drops a deleted host from the cache: it reads as unknown at once.
+func (s *Service) Forget(host string) {
+	s.cache.remove(host)
+	s.mu.Lock()
+	delete(s.aks, host)
+	delete(s.backoff, host)
+	s.mu.Unlock()
+}

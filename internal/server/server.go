@@ -1,0 +1,254 @@
+// Package server assembles the attestation server: it opens the store,
+// loads or creates the CA, the server certificate and the credentials in the
+// state directory, builds the integrity service and the APIs (native /v1,
+// Nova PollHosts, health) and runs them together.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"trustpool/internal/api"
+	"trustpool/internal/enroll"
+	"trustpool/internal/integrity"
+	"trustpool/internal/nova"
+	"trustpool/internal/pki"
+	"trustpool/internal/store"
+)
+
+// Files the server keeps in its state directory.
+const (
+	AdminTokenFile = "admin.token"
+	NovaBlobFile   = "nova-auth-blob"
+	dbFile         = "trustpool.db"
+)
+
+// Config configures a server.
+type Config struct {
+	StateDir string // required
+	Listen   string // default 127.0.0.1:8443
+	// Names are extra DNS names or IPs for the server certificate; the
+	// listen host, localhost and 127.0.0.1 are always included.
+	Names []string
+	// DSN selects the store; default SQLite in the state directory.
+	DSN       string
+	Integrity integrity.Config
+	Log       *slog.Logger
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state directory is required"))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is an attestation server.
+type Server struct {
+	cfg       Config
+	store     *store.Store
+	ca        *pki.CA
+	cert      tls.Certificate
+	integrity *integrity.Service
+	handler   http.Handler
+	ln        net.Listener
+}
+
+// New prepares a server: state directory, credentials, store, services.
+// It listens at once, so Addr is known before Run.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8443"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Integrity.Now == nil {
+		cfg.Integrity.Now = time.Now
+	}
+	if cfg.Integrity.Log == nil {
+		cfg.Integrity.Log = cfg.Log
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	now := cfg.Integrity.Now
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	adminToken, err := secretFile(filepath.Join(cfg.StateDir, AdminTokenFile))
+	if err != nil {
+		return nil, err
+	}
+	novaBlob, err := secretFile(filepath.Join(cfg.StateDir, NovaBlobFile))
+	if err != nil {
+		return nil, err
+	}
+	ca, err := pki.LoadOrCreateCA(cfg.StateDir, now)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	names := append([]string{host, "localhost", "127.0.0.1"}, cfg.Names...)
+	if hn, err := os.Hostname(); err == nil {
+		names = append(names, hn)
+	}
+	cert, err := ca.LoadOrCreateServerCert(cfg.StateDir, dedupe(names))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	dsn := cfg.DSN
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(cfg.StateDir, dbFile)
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln}
+	s.integrity = integrity.New(cfg.Integrity, st, integrity.NewHTTPAgents(cert, ca.VerifyHost))
+	if err := s.integrity.Load(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	kg := &knownGood{store: st, integrity: s.integrity}
+	if err := kg.load(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	v1 := api.New(api.Config{
+		Store: st, Enroll: enroll.New(st, ca, now), Integrity: s.integrity, KnownGood: kg,
+		VerifyPeer: ca.VerifyHost, AdminToken: adminToken, Now: now, Log: cfg.Log,
+	})
+	poll := nova.NewPollHosts(nova.PollHostsConfig{AuthBlob: novaBlob, Now: now}, s.integrity.Cache())
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", v1)
+	for _, p := range poll.Paths() {
+		mux.Handle(p, poll)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	s.handler = mux
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the server's base URL.
+func (s *Server) URL() string { return "https://" + s.Addr() }
+
+// CAPEM is the PEM of the CA agents and clients must trust.
+func (s *Server) CAPEM() []byte { return s.ca.CertPEM }
+
+// Store is the server's store.
+func (s *Server) Store() *store.Store { return s.store }
+
+// Integrity is the server's integrity service.
+func (s *Server) Integrity() *integrity.Service { return s.integrity }
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run serves until ctx ends, then shuts down.
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{s.cert},
+			// Agents present their certificate for hello; others need none.
+			ClientAuth: tls.VerifyClientCertIfGiven,
+			ClientCAs:  s.ca.Pool(),
+		},
+		ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- s.integrity.Run(ctx) }()
+	go func() {
+		err := srv.ServeTLS(s.ln, "", "")
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	srv.Shutdown(sctx)
+	return err
+}
+
+// Close releases the listener and the store.
+func (s *Server) Close() error {
+	s.ln.Close()
+	return s.store.Close()
+}
+
+// secretFile reads a secret from path, creating a random one on first use.
+func secretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	t := base64.RawURLEncoding.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return t, nil
+}
+
+func dedupe(ss []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
