@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// HostState says whether a host takes part in attestation.
+type HostState string
+
+// Host states.
+const (
+	// HostPending: enrolled, awaiting an operator's approval; not attested.
+	HostPending HostState = "pending"
+	// HostActive: attested on schedule; its verdict counts.
+	HostActive HostState = "active"
+	// HostDisabled: kept but not attested (maintenance, decommission).
+	HostDisabled HostState = "disabled"
+)
+
+// Valid reports whether st is one of the three states.
+func (st HostState) Valid() bool {
+	return st == HostPending || st == HostActive || st == HostDisabled
+}
+
+// Host is an enrolled compute node. EKPublic and AKPublic are TPM public
+// areas; the AK is trusted for quotes because it passed credential
+// activation against this EK at enrollment.
+type Host struct {
+	Name      string
+	State     HostState
+	EKPublic  []byte
+	EKCert    []byte // DER; empty when the TPM has none
+	AKPublic  []byte
+	AKName    []byte // TPM name of the AK (hash algorithm + digest of AKPublic)
+	URL       string // the agent's https URL
+	AgentCert []byte // PEM of the certificate issued to the agent; may be empty
+	Labels    map[string]string
+	Policy    string // name of the policy the host is held to
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// EKHash is the key HostByEK looks hosts up by: SHA-256 of the EK public area.
+func EKHash(ekPublic []byte) []byte {
+	h := sha256.Sum256(ekPublic)
+	return h[:]
+}
+
+const hostColumns = `name, state, ek_public, ek_cert, ak_public, ak_name, url, agent_cert, labels, policy, created_at, updated_at`
+
+// PutHost inserts h or replaces the host of that name. On replace,
+// CreatedAt keeps its first value. An EK bound to another host is
+// ErrConflict.
+func (s *Store) PutHost(ctx context.Context, h Host) error {
+	if h.Name == "" {
+		return fmt.Errorf("put host: %w", invalid("empty host name"))
+	}
+	if !h.State.Valid() {
+		return fmt.Errorf("put host %s: %w", h.Name, invalid("state %q", h.State))
+	}
+	labels, err := jsonOrNull(h.Labels, len(h.Labels) == 0)
+	if err != nil {
+		return fmt.Errorf("put host %s: encode labels: %w", h.Name, err)
+	}
+	var ekHash []byte
+	if len(h.EKPublic) > 0 {
+		ekHash = EKHash(h.EKPublic)
+	}
+	_, err = s.wdb.ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`, ek_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (name) DO UPDATE SET
+			state = excluded.state, ek_public = excluded.ek_public, ek_cert = excluded.ek_cert,
+			ak_public = excluded.ak_public, ak_name = excluded.ak_name, url = excluded.url,
+			agent_cert = excluded.agent_cert, labels = excluded.labels, policy = excluded.policy,
+			updated_at = excluded.updated_at, ek_hash = excluded.ek_hash`,
+		h.Name, string(h.State), h.EKPublic, h.EKCert, h.AKPublic, h.AKName, h.URL, h.AgentCert,
+		labels, h.Policy, micros(h.CreatedAt), micros(h.UpdatedAt), ekHash)
+	if err != nil {
+		return fmt.Errorf("put host %s: %w", h.Name, s.eng.classify(err))
+	}
+	return nil
+}
+
+// GetHost returns the named host or ErrNotFound.
+func (s *Store) GetHost(ctx context.Context, name string) (Host, error) {
+	h, err := scanHost(s.rdb.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE name = $1`, name))
+	if err != nil {
+		return Host{}, fmt.Errorf("get host %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// HostByEK returns the host whose EK public area hashes to ekHash (see
+// EKHash), or ErrNotFound.
+func (s *Store) HostByEK(ctx context.Context, ekHash []byte) (Host, error) {
+	h, err := scanHost(s.rdb.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE ek_hash = $1`, ekHash))
+	if err != nil {
+		return Host{}, fmt.Errorf("host by EK %x: %w", ekHash, err)
+	}
+	return h, nil
+}
+
+// ListHosts returns every host, ordered by name.
+func (s *Store) ListHosts(ctx context.Context) ([]Host, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	defer rows.Close()
+	var hs []Host
+	for rows.Next() {
+		h, err := scanHost(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list hosts: %w", err)
+		}
+		hs = append(hs, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return hs, nil
+}
+
+// DeleteHost removes the host with its verdicts, evidence, history and
+// lease, or returns ErrNotFound.
+func (s *Store) DeleteHost(ctx context.Context, name string) error {
+	res, err := s.wdb.ExecContext(ctx, `DELETE FROM hosts WHERE name = $1`, name)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	if err != nil {
+		return fmt.Errorf("delete host %s: %w", name, err)
+	}
+	return nil
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanHost(r scanner) (Host, error) {
+	var (
+		h                Host
+		state            string
+		labels           sql.NullString
+		created, updated int64
+	)
+	err := r.Scan(&h.Name, &state, &h.EKPublic, &h.EKCert, &h.AKPublic, &h.AKName, &h.URL,
+		&h.AgentCert, &labels, &h.Policy, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Host{}, ErrNotFound
+	}
+	if err != nil {
+		return Host{}, err
+	}
+	h.State = HostState(state)
+	h.CreatedAt, h.UpdatedAt = fromMicros(created), fromMicros(updated)
+	if labels.Valid {
+		if err := json.Unmarshal([]byte(labels.String), &h.Labels); err != nil {
+			return Host{}, fmt.Errorf("decode labels of %s: %w", h.Name, err)
+		}
+	}
+	return h, nil
+}
+
+// jsonOrNull encodes v as a JSON string, or returns nil (SQL NULL) when
+// empty is true.
+func jsonOrNull(v any, empty bool) (any, error) {
+	if empty {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}

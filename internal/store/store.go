@@ -1,0 +1,177 @@
+// Package store keeps trustpool's state: hosts, enrollments in flight, join
+// tokens, the latest verdict and verified evidence of every host with the
+// history of level changes, the versioned known-good database (references and
+// policies), the hash-chained audit log, the webhook outbox, API tokens and the
+// host leases that divide attestation work between server replicas.
+//
+// One concrete *Store runs on one of two engines, chosen by the DSN given to
+// Open:
+//
+//   - SQLite (the embedded default, pure Go): "sqlite:/var/lib/trustpool/trustpool.db".
+//     The file is created when missing and opened in WAL mode with foreign
+//     keys on. Writes go through one connection, so writers queue in Go instead
+//     of polling SQLite's lock; readers use a small read-only pool.
+//   - PostgreSQL, for several server replicas sharing one database:
+//     "postgres://trustpool:SECRET@db.example:5432/trustpool?sslmode=verify-full".
+//     Any URL that github.com/jackc/pgx/v5 accepts works (postgresql:// too).
+//     To point the server at PostgreSQL, create an empty database owned by the
+//     server's role and give the server that URL as its store DSN (keep the
+//     password out of files: read it from an environment variable). The schema
+//     is created and migrated by Open; replicas starting together serialise
+//     their migrations with an advisory lock.
+//
+// The schema of each engine is embedded (schema/<engine>/NNNN_name.sql) and
+// versioned in the table schema_migrations; Open applies the files the
+// database has not seen yet, in one transaction, and refuses a database whose
+// schema is newer than this binary.
+//
+// All times are stored as UTC microseconds since the Unix epoch (the same
+// integers on both engines, so comparisons mean the same everywhere) and come
+// back as UTC time.Time values truncated to the microsecond. The store has no
+// clock: callers pass every time in, which keeps tests deterministic.
+//
+// The store trusts its callers: it validates shapes (names present, JSON well
+// formed, known states) so that a bug cannot write a row that later reads
+// back wrong, but it does not authenticate anyone. Opaque byte fields
+// (evidence, measurements, reference and policy bodies) are stored and
+// returned exactly as given.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Methods wrap them, so test with errors.Is.
+var (
+	// ErrNotFound: the named row does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write collides with an existing row (a duplicate key,
+	// an EK already bound to another host).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the caller passed a value the store refuses to write.
+	ErrInvalid = errors.New("invalid")
+)
+
+// Store is the trustpool database. It is safe for concurrent use.
+type Store struct {
+	eng engine
+	// rdb serves reads; wdb serves writes. They are the same pool on
+	// PostgreSQL; on SQLite wdb holds a single connection.
+	rdb, wdb *sql.DB
+}
+
+// Open connects to the database named by dsn ("sqlite:PATH" or a
+// "postgres://" URL), applies pending schema migrations and returns the store.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	eng, err := engineFor(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	rdb, wdb, err := eng.open(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
+	}
+	s := &Store{eng: eng, rdb: rdb, wdb: wdb}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
+	}
+	return s, nil
+}
+
+// Engine names the database engine: "sqlite" or "postgres".
+func (s *Store) Engine() string { return s.eng.name }
+
+// Close releases the database connections.
+func (s *Store) Close() error {
+	err := s.rdb.Close()
+	if s.wdb != s.rdb {
+		err = errors.Join(err, s.wdb.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// inTx runs fn in one write transaction and commits it when fn returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		return errors.Join(err, ignoreDone(tx.Rollback()))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", s.eng.classify(err))
+	}
+	return nil
+}
+
+func ignoreDone(err error) error {
+	if errors.Is(err, sql.ErrTxDone) {
+		return nil
+	}
+	return err
+}
+
+// mustAffect turns "no row matched" into ErrNotFound.
+func mustAffect(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// micros is the stored form of a time.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// fromMicros reads a stored time back.
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// nullMicros stores an optional time: the zero time is NULL.
+func nullMicros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+// fromNullMicros reads an optional time back.
+func fromNullMicros(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMicros(v.Int64)
+}
+
+// Truncate returns t as the store gives it back: UTC, to the microsecond.
+// Callers comparing a written time with the one read back use it.
+func Truncate(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// invalid reports a refused value.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// limitOK checks a caller's page size.
+func limitOK(limit int) error {
+	if limit <= 0 {
+		return invalid("limit %d must be positive", limit)
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package storetest
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"trustpool/internal/store"
+	"trustpool/internal/verdict"
+)
+
+// testVerdict returns a verdict of host at level established at
+// epoch()+minutes; untrusted verdicts carry reasons.
+func testVerdict(host string, level verdict.Level, minutes int) verdict.Verdict {
+	at := store.Truncate(epoch().Add(time.Duration(minutes) * time.Minute))
+	v := verdict.Verdict{Host: host, Level: level, VTime: at, Expiry: at.Add(10 * time.Minute), Policy: "default@3"}
+	if level == verdict.Untrusted {
+		v.Reasons = []verdict.Reason{
+			verdict.PCRReason(verdict.CodePCRMismatch, 18, "sha256", "PCR 18 is 3fa4…, want 91bc…"),
+			{Code: verdict.CodeNoReference, Message: "no approved vmm reference", Class: "vmm"},
+		}
+	}
+	return v
+}
+
+func testEvidence(host, tag string, minutes int) *store.EvidenceRecord {
+	return &store.EvidenceRecord{
+		Host:         host,
+		Evidence:     []byte(`{"quote":"` + tag + `"}`),
+		Nonce:        []byte("nonce-" + tag),
+		Measurements: []byte(`{"pcrs":"` + tag + `"}`),
+		VerifiedAt:   store.Truncate(epoch().Add(time.Duration(minutes) * time.Minute)),
+	}
+}
+
+// putHosts stores active hosts with the given names.
+func putHosts(t *testing.T, s *store.Store, names ...string) {
+	t.Helper()
+	for i, name := range names {
+		must(t, "put host "+name, s.PutHost(t.Context(), testHost(name, i)))
+	}
+}
+
+func verdictTests() map[string]func(*testing.T, Opener) {
+	return map[string]func(*testing.T, Opener){
+		"Sequence": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1")
+			steps := []struct {
+				v        verdict.Verdict
+				wantPrev verdict.Level
+				history  int // history length after the step
+			}{
+				{testVerdict("node1", verdict.Trusted, 0), verdict.Unknown, 1},
+				{testVerdict("node1", verdict.Trusted, 1), verdict.Trusted, 1},
+				{testVerdict("node1", verdict.Untrusted, 2), verdict.Trusted, 2},
+				{testVerdict("node1", verdict.Untrusted, 3), verdict.Untrusted, 2},
+				{testVerdict("node1", verdict.Unknown, 4), verdict.Untrusted, 3},
+				{testVerdict("node1", verdict.Trusted, 5), verdict.Unknown, 4},
+			}
+			for i, st := range steps {
+				prev, err := s.PutVerdict(ctx, st.v, nil)
+				must(t, "put verdict", err)
+				if prev != st.wantPrev {
+					t.Errorf("step %d: prev = %q, want %q", i, prev, st.wantPrev)
+				}
+				latest, err := s.LatestVerdicts(ctx)
+				must(t, "latest", err)
+				if len(latest) != 1 || !reflect.DeepEqual(latest[0], st.v) {
+					t.Fatalf("step %d: latest = %+v\nwant [%+v]", i, latest, st.v)
+				}
+				h, err := s.History(ctx, "node1", 100)
+				must(t, "history", err)
+				if len(h) != st.history {
+					t.Fatalf("step %d: history has %d entries, want %d", i, len(h), st.history)
+				}
+			}
+			// History holds the verdict that started each level, newest first.
+			h, err := s.History(ctx, "node1", 3)
+			must(t, "history", err)
+			want := []verdict.Verdict{steps[5].v, steps[4].v, steps[2].v}
+			if !reflect.DeepEqual(h, want) {
+				t.Fatalf("history = %+v\nwant %+v", h, want)
+			}
+		},
+		"FirstVerdictUnknown": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1")
+			prev, err := s.PutVerdict(ctx, testVerdict("node1", verdict.Unknown, 0), nil)
+			must(t, "put", err)
+			if prev != verdict.Unknown {
+				t.Errorf("prev = %q, want unknown", prev)
+			}
+			h, err := s.History(ctx, "node1", 10)
+			must(t, "history", err)
+			if len(h) != 1 {
+				t.Fatalf("a first verdict, even unknown, starts the history: got %d entries", len(h))
+			}
+		},
+		"Evidence": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1", "node2")
+			_, err := s.LatestEvidence(ctx, "node1")
+			wantErr(t, "evidence before any", err, store.ErrNotFound)
+
+			ev1 := testEvidence("node1", "one", 0)
+			_, err = s.PutVerdict(ctx, testVerdict("node1", verdict.Trusted, 0), ev1)
+			must(t, "put with evidence", err)
+			// A verdict without verified evidence (agent unreachable) keeps the last evidence.
+			_, err = s.PutVerdict(ctx, testVerdict("node1", verdict.Unknown, 1), nil)
+			must(t, "put without evidence", err)
+			got, err := s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			if !reflect.DeepEqual(got, *ev1) {
+				t.Fatalf("evidence = %+v\nwant %+v", got, *ev1)
+			}
+			ev2 := testEvidence("node1", "two", 2)
+			_, err = s.PutVerdict(ctx, testVerdict("node1", verdict.Untrusted, 2), ev2)
+			must(t, "put with new evidence", err)
+			got, err = s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			if !reflect.DeepEqual(got, *ev2) {
+				t.Fatalf("evidence = %+v\nwant %+v", got, *ev2)
+			}
+			_, err = s.LatestEvidence(ctx, "node2")
+			wantErr(t, "evidence of another host", err, store.ErrNotFound)
+		},
+		"Errors": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1")
+			tests := []struct {
+				name string
+				v    verdict.Verdict
+				ev   *store.EvidenceRecord
+				want error
+			}{
+				{"unknown host", testVerdict("ghost", verdict.Trusted, 0), nil, store.ErrNotFound},
+				{"unknown host with evidence", testVerdict("ghost", verdict.Trusted, 0), testEvidence("ghost", "x", 0), store.ErrNotFound},
+				{"no host", testVerdict("", verdict.Trusted, 0), nil, store.ErrInvalid},
+				{"bad level", testVerdict("node1", "TRUSTED", 0), nil, store.ErrInvalid},
+				{"empty level", testVerdict("node1", "", 0), nil, store.ErrInvalid},
+				{"evidence of another host", testVerdict("node1", verdict.Trusted, 0), testEvidence("node2", "x", 0), store.ErrInvalid},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					_, err := s.PutVerdict(ctx, tt.v, tt.ev)
+					wantErr(t, "put verdict", err, tt.want)
+				})
+			}
+			latest, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			if len(latest) != 0 {
+				t.Fatalf("refused verdicts were stored: %+v", latest)
+			}
+			_, err = s.History(ctx, "node1", 0)
+			wantErr(t, "history limit 0", err, store.ErrInvalid)
+		},
+		"ManyHosts": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			names := []string{"a", "b", "c", "d"}
+			putHosts(t, s, names...)
+			levels := []verdict.Level{verdict.Trusted, verdict.Untrusted, verdict.Unknown, verdict.Trusted}
+			var want []verdict.Verdict
+			for i, name := range names[:3] { // d has none
+				v := testVerdict(name, levels[i], i)
+				_, err := s.PutVerdict(ctx, v, nil)
+				must(t, "put", err)
+				want = append(want, v)
+			}
+			got, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("latest = %+v\nwant %+v", got, want)
+			}
+			h, err := s.History(ctx, "d", 10)
+			must(t, "history of d", err)
+			if len(h) != 0 {
+				t.Fatalf("history of a host without verdicts: %+v", h)
+			}
+		},
+		"DeleteHostCascades": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1", "node2")
+			for _, host := range []string{"node1", "node2"} {
+				_, err := s.PutVerdict(ctx, testVerdict(host, verdict.Trusted, 0), testEvidence(host, "e", 0))
+				must(t, "put", err)
+			}
+			must(t, "delete", s.DeleteHost(ctx, "node1"))
+			latest, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			if len(latest) != 1 || latest[0].Host != "node2" {
+				t.Fatalf("latest after delete = %+v, want node2's only", latest)
+			}
+			_, err = s.LatestEvidence(ctx, "node1")
+			wantErr(t, "evidence of deleted host", err, store.ErrNotFound)
+			// A host enrolled again under the name starts afresh.
+			putHosts(t, s, "node1")
+			h, err := s.History(ctx, "node1", 10)
+			must(t, "history", err)
+			if len(h) != 0 {
+				t.Fatalf("re-created host inherited %d history entries", len(h))
+			}
+		},
+		"ConcurrentWriters": func(t *testing.T, open Opener) {
+			// Writers of one host's verdict race; each reports the level it
+			// replaced. With the two levels alternating, a writer that saw
+			// another level (or none) appended to the history, so the
+			// history must have exactly as many entries as such writers.
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1")
+			const n = 24
+			prevs := make([]verdict.Level, n)
+			levels := [2]verdict.Level{verdict.Trusted, verdict.Untrusted}
+			errs := race(n, func(i int) error {
+				var err error
+				prevs[i], err = s.PutVerdict(ctx, testVerdict("node1", levels[i%2], i), nil)
+				return err
+			})
+			changes := 0
+			for i, err := range errs {
+				must(t, "put", err)
+				if prevs[i] != levels[i%2] {
+					changes++
+				}
+			}
+			h, err := s.History(ctx, "node1", 1000)
+			must(t, "history", err)
+			if len(h) != changes {
+				t.Fatalf("history has %d entries, writers reported %d changes", len(h), changes)
+			}
+			for i := 1; i < len(h); i++ {
+				if h[i].Level == h[i-1].Level {
+					t.Fatalf("history repeats level %s at %d: %+v", h[i].Level, i, h)
+				}
+			}
+		},
+	}
+}
