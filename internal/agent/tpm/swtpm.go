@@ -53,8 +53,29 @@ func dialSwtpm(hostport string) (*swtpmConn, error) {
 	return &swtpmConn{conn: conn}, nil
 }
 
+// TPM_RC_RETRY: "the TPM was not able to start the command". libtpms answers
+// it, for instance, to the first command that uses a freshly created RSA
+// primary key. The command is sent again after a short wait.
+const rcRetry = 0x922
+
+// maxRetries bounds the resends of a command answered with TPM_RC_RETRY; the
+// waits double from 1 ms, about 2 s in all, as tpmutil.RunCommandRaw does for
+// the device and simulator transports.
+const maxRetries = 11
+
 // Send implements transport.TPM.
 func (c *swtpmConn) Send(cmd []byte) ([]byte, error) {
+	for i := 0; ; i++ {
+		rsp, err := c.roundTrip(cmd)
+		if err != nil || binary.BigEndian.Uint32(rsp[6:10]) != rcRetry || i == maxRetries {
+			return rsp, err
+		}
+		time.Sleep(time.Millisecond << i)
+	}
+}
+
+// roundTrip sends one command and reads its response.
+func (c *swtpmConn) roundTrip(cmd []byte) ([]byte, error) {
 	if err := c.conn.SetDeadline(time.Now().Add(commandTimeout)); err != nil {
 		return nil, fmt.Errorf("swtpm: set deadline: %w", err)
 	}

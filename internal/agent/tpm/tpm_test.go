@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/google/go-attestation/attest"
@@ -65,18 +66,10 @@ func testBanks(t *testing.T, tp *tpm.TPM) {
 		t.Fatalf("Banks: %v", err)
 	}
 	for _, want := range []evidence.Bank{evidence.SHA1, evidence.SHA256} {
-		if !bytes.Contains([]byte(joinBanks(banks)), []byte(want)) {
+		if !slices.Contains(banks, want) {
 			t.Errorf("Banks() = %v, want it to include %s", banks, want)
 		}
 	}
-}
-
-func joinBanks(banks []evidence.Bank) string {
-	var s string
-	for _, b := range banks {
-		s += string(b) + ","
-	}
-	return s
 }
 
 func testEK(t *testing.T, tp *tpm.TPM) {
@@ -384,13 +377,16 @@ func testActivateCredential(t *testing.T, tp *tpm.TPM) {
 		name    string
 		key     tpm2.LabeledEncapsulationKey
 		objName []byte
-		wantErr error // nil: the secret comes back
+		wantErr []error // nil: the secret comes back; else one of these
 	}{
+		// The seed was encrypted to a key this TPM does not hold. The
+		// reference simulator says TPM_RC_VALUE; libtpms (swtpm) reports its
+		// failed RSA-OAEP decryption as TPM_RC_FAILURE, without entering
+		// failure mode: the next case shows the TPM still works.
+		{"another EK", otherEncapsulation, akName.Buffer, []error{tpm2.TPMRCValue, tpm2.TPMRCFailure}},
 		{"AK in this TPM", encapsulation, akName.Buffer, nil},
 		// The TPM decrypts the seed but the HMAC over the name fails.
-		{"another name", encapsulation, ekName.Buffer, tpm2.TPMRCIntegrity},
-		// The seed was encrypted to a key this TPM does not hold.
-		{"another EK", otherEncapsulation, akName.Buffer, tpm2.TPMRCValue},
+		{"another name", encapsulation, ekName.Buffer, []error{tpm2.TPMRCIntegrity}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -400,8 +396,8 @@ func testActivateCredential(t *testing.T, tp *tpm.TPM) {
 			}
 			got, err := tp.ActivateCredential(idObject, encSecret)
 			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("ActivateCredential = %x, %v; want %v", got, err, tc.wantErr)
+				if !slices.ContainsFunc(tc.wantErr, func(want error) bool { return errors.Is(err, want) }) {
+					t.Fatalf("ActivateCredential = %x, %v; want one of %v", got, err, tc.wantErr)
 				}
 				return
 			}
