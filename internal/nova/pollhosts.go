@@ -1,0 +1,278 @@
+package nova
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"trustpool/internal/verdict"
+)
+
+// The two URL prefixes OpenAttestation servers answered on: Nova's default
+// attestation_api_url, and the one OAT 1.5+ documented.
+const (
+	PrefixNova = "/OpenAttestationWebServices/V1.0"
+	PrefixOAT  = "/AttestationService/resources"
+)
+
+// Limits on a PollHosts request. Nova sends every compute node it knows in
+// one request, often as FQDNs of 30–60 bytes, so the body limit leaves room
+// for the host limit at about 80 bytes a name; both keep one hostile request
+// to a bounded amount of memory and CPU.
+const (
+	MaxPollBody = 8 << 20
+	MaxPollHost = 100_000
+	MaxHostName = 255 // longest DNS name
+)
+
+// vtimeLayout is RFC 3339 in UTC with a literal Z and no fraction, the form
+// every Nova release parses (iso8601.parse_date).
+const vtimeLayout = "2006-01-02T15:04:05Z"
+
+// Verdicts is the read side of the verdict cache that PollHosts answers from.
+// Verdict must not block on a node; ok is false for a host never attested.
+type Verdicts interface {
+	Verdict(host string) (v verdict.Verdict, ok bool)
+}
+
+// PollHostsConfig configures PollHosts.
+type PollHostsConfig struct {
+	// Prefixes are the URL prefixes to answer {prefix}/PollHosts on; empty
+	// means both PrefixNova and PrefixOAT. A trailing slash is dropped (Nova
+	// joins attestation_api_url and "PollHosts" with a slash).
+	Prefixes []string
+	// AuthBlob, when not empty, must equal the request's x-auth-blob header
+	// (Nova's attestation_auth_blob); other requests get 401.
+	AuthBlob string
+	// Now is the clock levels are read at; nil means time.Now.
+	Now func() time.Time
+}
+
+// PollHosts is the http.Handler for POST {prefix}/PollHosts. It holds no
+// mutable state and is safe for concurrent use.
+type PollHosts struct {
+	paths    map[string]bool
+	authHash [sha256.Size]byte // SHA-256 of the configured blob, when auth is on
+	auth     bool
+	now      func() time.Time
+	verdicts Verdicts
+}
+
+// NewPollHosts returns a PollHosts handler answering from v.
+func NewPollHosts(cfg PollHostsConfig, v Verdicts) *PollHosts {
+	prefixes := cfg.Prefixes
+	if len(prefixes) == 0 {
+		prefixes = []string{PrefixNova, PrefixOAT}
+	}
+	p := &PollHosts{paths: make(map[string]bool, len(prefixes)), now: cfg.Now, verdicts: v}
+	for _, prefix := range prefixes {
+		prefix = "/" + strings.Trim(prefix, "/")
+		if prefix == "/" {
+			prefix = ""
+		}
+		p.paths[prefix+"/PollHosts"] = true
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if cfg.AuthBlob != "" {
+		p.auth = true
+		p.authHash = sha256.Sum256([]byte(cfg.AuthBlob))
+	}
+	return p
+}
+
+// Paths lists the URL paths the handler answers, for mounting it on a mux.
+func (p *PollHosts) Paths() []string {
+	return slices.Sorted(maps.Keys(p.paths))
+}
+
+// ServeHTTP answers one PollHosts request. Every answer is JSON: 200 with one
+// entry per requested name, or an error status with {"error": "..."}, which
+// Nova reads as "every host unknown" (fail closed).
+func (p *PollHosts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !p.paths[r.URL.Path] {
+		writeError(w, http.StatusNotFound, "no such resource: PollHosts is served at "+strings.Join(p.Paths(), ", "))
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "PollHosts accepts only POST")
+		return
+	}
+	if !p.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "missing or wrong x-auth-blob")
+		return
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", MaxPollBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		return
+	}
+	hosts, err := parsePollRequest(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// An entry is the name plus at most 80 bytes of keys, level and vtime.
+	ans := p.appendAnswer(make([]byte, 0, 16+len(body)+80*len(hosts)), hosts)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(ans)))
+	w.WriteHeader(http.StatusOK)
+	// The status is sent; a failed write means the client went away.
+	_, _ = w.Write(ans)
+}
+
+// authorized compares the x-auth-blob header with the configured blob in
+// constant time; hashing both first hides the blob's length as well.
+func (p *PollHosts) authorized(r *http.Request) bool {
+	if !p.auth {
+		return true
+	}
+	got := r.Header.Values("X-Auth-Blob")
+	if len(got) != 1 {
+		return false
+	}
+	h := sha256.Sum256([]byte(got[0]))
+	return subtle.ConstantTimeCompare(h[:], p.authHash[:]) == 1
+}
+
+// appendAnswer appends the JSON answer for hosts to buf:
+//
+//	{"hosts":[{"host_name":"node1","trust_lvl":"trusted","vtime":"2016-02-29T22:29:26Z"},...]}
+//
+// Every level is read at one instant, so one answer is consistent. Every
+// entry has all three keys: Nova indexes them directly and a missing one is a
+// KeyError in its scheduler. host_name echoes the requested name byte for
+// byte. The answer is written by hand because it is on the scheduler's path
+// and encoding/json's reflection costs more than the lookups.
+func (p *PollHosts) appendAnswer(buf []byte, hosts []string) []byte {
+	now := p.now().UTC()
+	nowText := now.Format(vtimeLayout)
+	buf = append(buf, `{"hosts":[`...)
+	for i, host := range hosts {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"host_name":`...)
+		buf = appendJSONString(buf, host)
+		level, vtime := verdict.Unknown, now
+		if v, ok := p.verdicts.Verdict(host); ok {
+			// An expired verdict reads Unknown, and that holds as of now: an
+			// old vtime would make Nova re-poll every host on every request.
+			if level = v.At(now); level != verdict.Unknown && v.VTime.Before(now) {
+				// Nova caches an entry until vtime + attestation_auth_timeout,
+				// so a vtime in the future (from a clock that was ahead) would
+				// pin it there: it is never later than now.
+				vtime = v.VTime.UTC()
+			}
+		}
+		buf = append(buf, `,"trust_lvl":"`...)
+		buf = append(buf, level...)
+		buf = append(buf, `","vtime":"`...)
+		if vtime.Equal(now) {
+			buf = append(buf, nowText...)
+		} else {
+			buf = appendVTime(buf, vtime)
+		}
+		buf = append(buf, `"}`...)
+	}
+	return append(buf, "]}\n"...)
+}
+
+// appendVTime appends t (in UTC) as vtimeLayout; it is the same as
+// t.AppendFormat(buf, vtimeLayout) for years 0–9999, at a fraction of the
+// cost.
+func appendVTime(buf []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(buf, vtimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	buf = appendDigits(buf, year, 4)
+	buf = append(buf, '-')
+	buf = appendDigits(buf, int(month), 2)
+	buf = append(buf, '-')
+	buf = appendDigits(buf, day, 2)
+	buf = append(buf, 'T')
+	buf = appendDigits(buf, hour, 2)
+	buf = append(buf, ':')
+	buf = appendDigits(buf, minute, 2)
+	buf = append(buf, ':')
+	buf = appendDigits(buf, sec, 2)
+	return append(buf, 'Z')
+}
+
+// appendDigits appends the low width decimal digits of n >= 0, zero-padded.
+func appendDigits(buf []byte, n, width int) []byte {
+	for i := width - 1; i >= 0; i-- {
+		d := n
+		for range i {
+			d /= 10
+		}
+		buf = append(buf, byte('0'+d%10))
+	}
+	return buf
+}
+
+// readBody reads the whole request body, at most MaxPollBody bytes, into a
+// buffer sized from Content-Length when the client sent one.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= MaxPollBody {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxPollBody))
+	return buf.Bytes(), err
+}
+
+// appendJSONString appends s as a JSON string. Host names are printable
+// ASCII in practice and are copied as they are; anything else goes through
+// encoding/json, which escapes it correctly.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			quoted, err := json.Marshal(s)
+			if err != nil {
+				// Marshal of a string cannot fail; keep the answer valid JSON.
+				return append(buf, `""`...)
+			}
+			return append(buf, quoted...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	// The status is already sent; a failed write means the client went away.
+	_ = enc.Encode(v)
+}
