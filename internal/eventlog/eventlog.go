@@ -299,7 +299,10 @@ type reader struct {
 func (r *reader) len() int { return len(r.b) - r.off }
 
 func (r *reader) bytes(n int) []byte {
-	if r.err != nil || n < 0 || n > r.len() {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > r.len() {
 		r.err = errShort
 		return nil
 	}
