@@ -29,6 +29,8 @@ func Run(t *testing.T, open Opener) {
 		{"Enrollments", enrollmentTests},
 		{"JoinTokens", joinTokenTests},
 		{"Verdicts", verdictTests},
+		{"KnownGood", knownGoodTests},
+		{"Audit", auditTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
