@@ -31,6 +31,9 @@ func Run(t *testing.T, open Opener) {
 		{"Verdicts", verdictTests},
 		{"KnownGood", knownGoodTests},
 		{"Audit", auditTests},
+		{"Outbox", outboxTests},
+		{"APITokens", apiTokenTests},
+		{"Leases", leaseTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -55,6 +58,14 @@ func wantErr(t *testing.T, op string, err, want error) {
 	case want != nil && !errors.Is(err, want):
 		t.Fatalf("%s: error %v, want %v", op, err, want)
 	}
+}
+
+// sorted returns a sorted copy of names (nil for none).
+func sorted(names []string) []string {
+	if len(names) == 0 {
+		return nil
+	}
+	return slices.Sorted(slices.Values(names))
 }
 
 // must fails the test on err.

@@ -35,11 +35,13 @@ func testEvidence(host, tag string, minutes int) *store.EvidenceRecord {
 	}
 }
 
-// putHosts stores active hosts with the given names.
+// putHosts stores active hosts with the given names, each with its own EK.
 func putHosts(t *testing.T, s *store.Store, names ...string) {
 	t.Helper()
-	for i, name := range names {
-		must(t, "put host "+name, s.PutHost(t.Context(), testHost(name, i)))
+	for _, name := range names {
+		h := testHost(name, 0)
+		h.EKPublic = []byte("ek-of-" + name)
+		must(t, "put host "+name, s.PutHost(t.Context(), h))
 	}
 }
 

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Leases divide attestation work between server replicas sharing one
+// PostgreSQL database: a replica attests the active hosts it holds a lease
+// on, renews its leases well before they expire, and claims hosts whose
+// lease is free or expired, so a dead replica's hosts are taken over within
+// one lease time. The database is the only coordinator. On SQLite (one
+// server) the same calls work and one owner simply holds every host.
+
+// ClaimHosts gives owner up to limit active hosts whose lease is free or
+// expired at now, leased until now+leaseFor, and returns their names in
+// order. Hosts owner already holds unexpired are not returned again (see
+// RenewLeases). It is one statement; on PostgreSQL, rows another replica is
+// claiming at the same moment are skipped rather than waited for.
+func (s *Store) ClaimHosts(ctx context.Context, owner string, now time.Time, leaseFor time.Duration, limit int) ([]string, error) {
+	if err := leaseArgs(owner, leaseFor, limit); err != nil {
+		return nil, fmt.Errorf("claim hosts for %s: %w", owner, err)
+	}
+	// The ON CONFLICT … WHERE re-checks expiry against the latest committed
+	// lease, so a host claimed by another replica after this statement's
+	// snapshot is left alone. "WHERE true" resolves SQLite's parsing
+	// ambiguity of INSERT … SELECT … ON CONFLICT.
+	rows, err := s.wdb.QueryContext(ctx, `WITH free AS (
+			SELECT h.name FROM hosts h LEFT JOIN leases l ON l.host = h.name
+			WHERE h.state = 'active' AND (l.host IS NULL OR l.expires_at <= $2)
+			ORDER BY h.name LIMIT $4`+s.eng.forUpdate("h", true)+`
+		)
+		INSERT INTO leases (host, owner, expires_at)
+		SELECT name, CAST($1 AS TEXT), CAST($3 AS BIGINT) FROM free WHERE true
+		ON CONFLICT (host) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+			WHERE leases.expires_at <= $2
+		RETURNING host`,
+		owner, micros(now), micros(now.Add(leaseFor)), limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim hosts for %s: %w", owner, err)
+	}
+	hosts, err := collectNames(rows)
+	if err != nil {
+		return nil, fmt.Errorf("claim hosts for %s: %w", owner, err)
+	}
+	return hosts, nil
+}
+
+// RenewLeases extends every lease owner holds on an active host to
+// now+leaseFor and returns those hosts in order. A lease that expired but
+// was not claimed by another replica is renewed too: owner still held it.
+func (s *Store) RenewLeases(ctx context.Context, owner string, now time.Time, leaseFor time.Duration) ([]string, error) {
+	if err := leaseArgs(owner, leaseFor, 1); err != nil {
+		return nil, fmt.Errorf("renew leases of %s: %w", owner, err)
+	}
+	rows, err := s.wdb.QueryContext(ctx, `UPDATE leases SET expires_at = $2
+		WHERE owner = $1 AND host IN (SELECT name FROM hosts WHERE state = 'active')
+		RETURNING host`, owner, micros(now.Add(leaseFor)))
+	if err != nil {
+		return nil, fmt.Errorf("renew leases of %s: %w", owner, err)
+	}
+	hosts, err := collectNames(rows)
+	if err != nil {
+		return nil, fmt.Errorf("renew leases of %s: %w", owner, err)
+	}
+	return hosts, nil
+}
+
+// ReleaseLeases gives up every lease owner holds (at shutdown), so other
+// replicas can claim the hosts at once.
+func (s *Store) ReleaseLeases(ctx context.Context, owner string) error {
+	if _, err := s.wdb.ExecContext(ctx, `DELETE FROM leases WHERE owner = $1`, owner); err != nil {
+		return fmt.Errorf("release leases of %s: %w", owner, err)
+	}
+	return nil
+}
+
+func leaseArgs(owner string, leaseFor time.Duration, limit int) error {
+	if owner == "" {
+		return invalid("empty owner")
+	}
+	if leaseFor <= 0 {
+		return invalid("lease time %v must be positive", leaseFor)
+	}
+	return limitOK(limit)
+}
+
+// collectNames reads a one-column result of names, sorted.
+func collectNames(rows *sql.Rows) ([]string, error) {
+	names, err := collect(rows, func(r scanner) (string, error) {
+		var n string
+		return n, r.Scan(&n)
+	})
+	slices.Sort(names)
+	return names, err
+}
