@@ -73,11 +73,15 @@ func Available() error {
 
 // Start runs `swtpm socket --tpm2` with its data channel on a free loopback
 // port P and its control channel on P+1, and returns once the data channel
-// accepts connections. The TPM is initialized and has received
-// TPM2_Startup(CLEAR), so it is ready for commands, as after a boot.
+// accepts connections and the TPM runs. The TPM has received
+// TPM2_Startup(CLEAR), so it is ready for commands, as after a boot; a new
+// state directory gets a newly manufactured TPM (new EK), an existing one
+// keeps its seeds. The swtpm process is Linux-only in the way it is tied to
+// ours (it gets SIGTERM if we die without Stop).
 //
-// ctx bounds the start only; the process runs until Stop. If the ports are
-// taken between picking and binding, Start retries with others.
+// ctx bounds the start only; the process runs until Stop. If swtpm does not
+// come up (for instance because another program took a port between our
+// check and swtpm's bind), Start tries again on other ports, a few times.
 func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("start swtpm: no state directory")
@@ -122,7 +126,9 @@ func start(ctx context.Context, cfg Config) (*Process, error) {
 	if cfg.Log != nil {
 		cmd.Stdout, cmd.Stderr = cfg.Log, io.MultiWriter(cfg.Log, stderr)
 	}
-	// If this process dies without Stop, the kernel ends swtpm too.
+	// If this process dies without Stop, the kernel ends swtpm too. (Strictly,
+	// when the OS thread that started it exits; Go keeps its threads unless
+	// a goroutine exits while locked to one, which this package never does.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run %s: %w", Binary, err)

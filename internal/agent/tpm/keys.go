@@ -71,17 +71,21 @@ func (t *TPM) EK() (public []byte, cert []byte, err error) {
 
 // EKPublicKey returns the EK's public key (an *rsa.PublicKey).
 func (t *TPM) EKPublicKey() (crypto.PublicKey, error) {
-	public, _, err := t.EK()
+	var key crypto.PublicKey
+	err := t.locked("read EK public key", func(tr transport.TPM) error {
+		ek, err := t.loadEK(tr)
+		if err != nil {
+			return err
+		}
+		pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](ek.public)
+		if err != nil {
+			return fmt.Errorf("decode EK public area: %w", err)
+		}
+		key, err = tpm2.Pub(*pub)
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
-	if err != nil {
-		return nil, fmt.Errorf("decode EK public area: %w", err)
-	}
-	key, err := tpm2.Pub(*pub)
-	if err != nil {
-		return nil, fmt.Errorf("decode EK public key: %w", err)
 	}
 	return key, nil
 }
@@ -126,8 +130,9 @@ func (t *TPM) loadAK(tr transport.TPM) (*key, error) {
 	return t.ak, nil
 }
 
-// createPrimary creates a primary key with the hierarchy's empty authValue,
-// the default on every TPM that the agent provisions.
+// createPrimary creates a primary key in a hierarchy whose authValue is
+// empty, as it is on a TPM that no one has taken ownership of with a password
+// (what trustpool expects: the agent never sets hierarchy passwords).
 func createPrimary(tr transport.TPM, hierarchy tpm2.TPMHandle, template tpm2.TPMTPublic) (*key, error) {
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: hierarchy,
