@@ -41,7 +41,7 @@ type Store interface {
 	DeleteHost(ctx context.Context, name string) error
 	CreateJoinToken(ctx context.Context, t store.JoinToken) error
 	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
-	History(ctx context.Context, host string, limit int) ([]store.HistoryEntry, error)
+	History(ctx context.Context, host string, limit int) ([]verdict.Verdict, error)
 }
 
 // KnownGood persists references and policies and installs them in the

@@ -121,6 +121,10 @@ func New(cfg Config, s Store, agents Challenger) *Service {
 	}
 }
 
+// now is the clock at the store's precision (microseconds), so a verdict in
+// the cache and the same verdict read back from the store are equal.
+func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
+
 // Cache is the verdict cache relying parties read.
 func (s *Service) Cache() *Cache { return s.cache }
 
@@ -199,7 +203,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Log.Error("list hosts", "err", err)
 			return
 		}
-		now := s.cfg.Now()
+		now := s.now()
 		s.nonces.sweep(now)
 		for _, h := range hosts {
 			if h.State != store.HostActive || s.backingOff(h.Name, now) {
@@ -270,7 +274,7 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 	}
 	kg := s.kg.Load()
 	required := s.required(kg)
-	now := s.cfg.Now()
+	now := s.now()
 	ch := &evidence.Challenge{
 		Nonce:     s.nonces.issue(host, now.Add(s.cfg.Timeout)),
 		Selection: merge(append(slices.Clone(required), collect)),
@@ -286,13 +290,14 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 		}
 		return s.record(ctx, s.fail(host, verdict.Unknown, verdict.Reason{Code: code, Message: err.Error()}), nil)
 	}
-	return s.record(ctx, s.Verify(host, ak, ch.Nonce, required, kg, ev))
+	v, rec := s.Verify(host, ak, ch.Nonce, required, kg, ev)
+	return s.record(ctx, v, rec)
 }
 
 // Verify checks evidence answering the challenge with nonce and evaluates it.
 // It consumes the nonce: the same challenge never verifies twice.
 func (s *Service) Verify(host string, ak *verify.AK, nonce []byte, required []evidence.Selection, kg *KnownGood, ev *evidence.Evidence) (verdict.Verdict, *store.EvidenceRecord) {
-	now := s.cfg.Now()
+	now := s.now()
 	if !s.nonces.consume(nonce, host, now) {
 		return s.fail(host, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
 			Message: "the challenge's nonce was already used, expired or issued to another host"}), nil
@@ -323,7 +328,7 @@ func (s *Service) evaluate(host string, kg *KnownGood, m *verify.Measurements, v
 }
 
 func (s *Service) fail(host string, level verdict.Level, reasons ...verdict.Reason) verdict.Verdict {
-	now := s.cfg.Now()
+	now := s.now()
 	return verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(s.cfg.Validity), Reasons: reasons}
 }
 

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -116,7 +117,7 @@ func (ca *CA) Pool() *x509.CertPool {
 func (ca *CA) LoadOrCreateServerCert(dir string, names []string) (tls.Certificate, error) {
 	certPath, keyPath := filepath.Join(dir, ServerFile), filepath.Join(dir, serverKeyFile)
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
-		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && covers(leaf, names) && ca.now().Before(leaf.NotAfter) {
+		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && covers(leaf, names) && ca.now().Before(leaf.NotAfter) && slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 			return pair, nil
 		}
 	}
@@ -124,7 +125,9 @@ func (ca *CA) LoadOrCreateServerCert(dir string, names []string) (tls.Certificat
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("create server key: %w", err)
 	}
-	der, err := ca.issue(key.Public(), "trustpool server", names, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
+	// The server also presents this certificate as a client when it
+	// challenges agents, which accept only clients from this CA.
+	der, err := ca.issue(key.Public(), "trustpool server", names, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
 	if err != nil {
 		return tls.Certificate{}, err
 	}

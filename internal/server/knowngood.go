@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"trustpool/internal/integrity"
 	"trustpool/internal/policy"
+	"trustpool/internal/problem"
 	"trustpool/internal/store"
 )
 
@@ -21,6 +23,7 @@ const defaultPolicy = "default"
 type knownGood struct {
 	store     *store.Store
 	integrity *integrity.Service
+	now       func() time.Time
 
 	mu sync.Mutex // serialises changes so versions and installs stay in order
 }
@@ -90,7 +93,7 @@ func (k *knownGood) PutPolicy(ctx context.Context, actor string, p *policy.Polic
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if p.Name != defaultPolicy {
-		return nil, fmt.Errorf("policy %q: only the %q policy is in force in this version", p.Name, defaultPolicy)
+		return nil, problem.New(problem.Invalid, "policy %q: only the %q policy is in force in this version", p.Name, defaultPolicy)
 	}
 	body, err := json.Marshal(p)
 	if err != nil {
@@ -109,7 +112,7 @@ func (k *knownGood) PutPolicy(ctx context.Context, actor string, p *policy.Polic
 }
 
 func (k *knownGood) audit(ctx context.Context, actor, action, subject string, detail []byte) error {
-	if err := k.store.Append(ctx, store.Entry{Actor: actor, Action: action, Subject: subject, Detail: detail}); err != nil {
+	if err := k.store.Append(ctx, store.Entry{Time: k.now(), Actor: actor, Action: action, Subject: subject, Detail: detail}); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
 	}
 	return nil

@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	kg := &knownGood{store: st, integrity: s.integrity}
+	kg := &knownGood{store: st, integrity: s.integrity, now: now}
 	if err := kg.load(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -12,8 +12,8 @@ package bootsim
 import (
 	"fmt"
 
-	"trustpool/internal/evidence"
 	"trustpool/internal/eventlog"
+	"trustpool/internal/evidence"
 )
 
 // TPM is what a simulated boot needs from the node's TPM.
