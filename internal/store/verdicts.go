@@ -39,15 +39,21 @@ func (s *Store) PutVerdict(ctx context.Context, v verdict.Verdict, ev *EvidenceR
 		return "", fmt.Errorf("put verdict for %s: encode reasons: %w", v.Host, err)
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		// Lock the host's row: concurrent writers of one host's verdict
-		// take turns, so prev and the history are exact.
-		var have sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT v.level FROM hosts h LEFT JOIN verdicts v ON v.host = h.name
-			WHERE h.name = $1`+s.eng.forUpdate("h", false), v.Host).Scan(&have)
+		// Lock the host's row first: concurrent writers of one host's
+		// verdict take turns, so prev and the history are exact. The
+		// previous level is read by a second statement, whose snapshot
+		// (READ COMMITTED) is taken after the lock was granted.
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM hosts h WHERE h.name = $1`+s.eng.forUpdate("h", false), v.Host).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
 		if err != nil {
+			return fmt.Errorf("lock host: %w", err)
+		}
+		var have sql.NullString
+		err = tx.QueryRowContext(ctx, `SELECT level FROM verdicts WHERE host = $1`, v.Host).Scan(&have)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("read previous verdict: %w", err)
 		}
 		prev = verdict.Unknown
