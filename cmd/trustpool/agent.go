@@ -19,13 +19,14 @@ func agentCmd() *cobra.Command {
 		caFile   string
 		tpmAddr  string
 		simulate string
+		logLevel slog.Level
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the trust agent on a compute node",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("host", cfg.Name)
+			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})).With("host", cfg.Name)
 			ca, err := os.ReadFile(caFile)
 			if err != nil {
 				return fmt.Errorf("server CA: %w", err)
@@ -61,6 +62,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&cfg.DRTMLog, "drtm-log", "", "Intel TXT (DRTM) event log")
 	f.StringVar(&cfg.JoinToken, "join-token", "", "one-time join token from the operator (without one, enrollment waits for approval)")
 	f.StringVar(&simulate, "simulate-boot", "", "demo/test only: perform a simulated measured boot (clean or tampered) on a software TPM first")
+	f.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	cmd.PreRunE = func(*cobra.Command, []string) error {
 		if cfg.EventLog == "" && simulate == "" {
 			if _, err := os.Stat(agent.DefaultEventLog); err == nil {

@@ -147,7 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.hello(ctx); err != nil {
 		a.cfg.Log.Warn("hello failed; the server will attest on its schedule", "err", err)
 	}
-	a.cfg.Log.Info("agent serving challenges", "host", a.cfg.Name, "url", advertise)
+	a.cfg.Log.Info("agent serving challenges", "url", advertise)
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -281,7 +281,7 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 			return tls.Certificate{}, fmt.Errorf("agent state: %w", err)
 		}
 	}
-	a.cfg.Log.Info("enrolled", "host", adm.Host, "state", adm.State)
+	a.cfg.Log.Info("enrolled", "state", adm.State)
 	return cert, nil
 }
 

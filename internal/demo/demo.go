@@ -212,9 +212,13 @@ func start(ctx context.Context, cfg Config, srv *server.Server, caFile string, n
 		return err
 	}
 	args := []string{"agent", "--name", n.name, "--server", srv.URL(), "--server-ca", caFile,
-		"--listen", "127.0.0.1:0", "--state-dir", n.dir, "--join-token", token}
+		"--listen", "127.0.0.1:0", "--state-dir", n.dir, "--join-token", token, "--log-level", "warn"}
 	if cfg.Backend == "swtpm" {
-		p, err := swtpm.Start(ctx, swtpm.Config{StateDir: filepath.Join(n.dir, "tpm")})
+		tpmDir := filepath.Join(n.dir, "tpm")
+		if err := os.MkdirAll(tpmDir, 0o700); err != nil {
+			return err
+		}
+		p, err := swtpm.Start(ctx, swtpm.Config{StateDir: tpmDir})
 		if err != nil {
 			return err
 		}

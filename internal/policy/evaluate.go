@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	"trustpool/internal/evidence"
 	"trustpool/internal/eventlog"
+	"trustpool/internal/evidence"
 	"trustpool/internal/verdict"
 	"trustpool/internal/verify"
 )

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"slices"
 
-	"trustpool/internal/evidence"
 	"trustpool/internal/eventlog"
+	"trustpool/internal/evidence"
 	"trustpool/internal/verify"
 )
 
