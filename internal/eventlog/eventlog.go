@@ -101,40 +101,31 @@ func Parse(b []byte) (*Log, error) {
 		return nil, fmt.Errorf("parse event log: %w", err)
 	}
 
-	// All digests live in one backing array: event i's digests are
-	// digests[i*len(banks) : (i+1)*len(banks)]. Sub-slices are cut once the
-	// array stops growing.
-	nb := len(banks)
-	events := make([]Event, 0, estimateEvents(r.len(), algs))
-	digests := make([]Digest, 0, cap(events)*nb)
+	// Two passes: the first validates and counts, so that the second fills
+	// exactly sized arrays. All digests share one backing array; event i's
+	// are digests[i*len(banks) : (i+1)*len(banks)].
+	body := r
+	n := 0
 	for r.len() > 0 {
-		if len(events) == MaxEvents {
+		if n == MaxEvents {
 			return nil, fmt.Errorf("parse event log: more than %d events", MaxEvents)
 		}
 		off := r.off
-		e, err := parseEvent(&r, algs, banks, &digests)
-		if err != nil {
-			return nil, fmt.Errorf("parse event log: event %d at offset %d: %w", len(events), off, err)
+		if _, err := parseEvent(&r, algs, banks, nil); err != nil {
+			return nil, fmt.Errorf("parse event log: event %d at offset %d: %w", n, off, err)
 		}
-		e.Index = len(events)
-		events = append(events, e)
+		n++
 	}
+	nb := len(banks)
+	events := make([]Event, n)
+	digests := make([]Digest, n*nb)
 	for i := range events {
-		events[i].Digests = digests[i*nb : (i+1)*nb : (i+1)*nb]
+		d := digests[i*nb : (i+1)*nb : (i+1)*nb]
+		events[i], _ = parseEvent(&body, algs, banks, d)
+		events[i].Index = i
+		events[i].Digests = d
 	}
 	return &Log{Banks: banks, Events: events}, nil
-}
-
-// estimateEvents guesses the number of events from the log's length so that
-// the event slice is allocated once for typical logs. Real events average
-// well over 100 bytes; the guess only sizes an allocation.
-func estimateEvents(n int, algs []specAlg) int {
-	per := 12 + 4
-	for _, a := range algs {
-		per += 2 + a.size
-	}
-	per += 32 // typical event data
-	return min(n/per+1, MaxEvents)
 }
 
 // parseHeader decodes the TCG_PCR_EVENT that carries the TCG_EfiSpecIDEvent
@@ -214,9 +205,9 @@ func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
 	return algs, banks, nil
 }
 
-// parseEvent decodes one TCG_PCR_EVENT2 and appends its known-bank digests,
-// in bank order, to *digests.
-func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests *[]Digest) (Event, error) {
+// parseEvent decodes one TCG_PCR_EVENT2. If digests is not nil, it receives
+// the event's known-bank digests in bank order.
+func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Digest) (Event, error) {
 	pcr := r.u32()
 	typ := r.u32()
 	count := r.u32()
@@ -229,8 +220,6 @@ func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests *[]Dig
 	if count != uint32(len(algs)) {
 		return Event{}, fmt.Errorf("%d digests, the spec ID event lists %d algorithms", count, len(algs))
 	}
-	base := len(*digests)
-	*digests = append(*digests, make([]Digest, len(banks))...)
 	var seen uint32 // bit i: algs[i] already read
 	for range count {
 		id := r.u16()
@@ -249,8 +238,8 @@ func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests *[]Dig
 		if r.err != nil {
 			return Event{}, r.err
 		}
-		if s := algs[i].slot; s >= 0 {
-			(*digests)[base+s] = Digest{Bank: banks[s], Value: v}
+		if s := algs[i].slot; s >= 0 && digests != nil {
+			digests[s] = Digest{Bank: banks[s], Value: v}
 		}
 	}
 	size := r.u32()

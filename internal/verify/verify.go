@@ -356,17 +356,9 @@ func checkLog(res *Result, a *attest, reported *[3][evidence.NumPCRs][]byte, raw
 		}
 	}
 
+	// Filter l.Events in place: the log was parsed here and is not shared.
 	all := uint8(1)<<len(l.Banks) - 1
-	n := 0
-	for _, e := range l.Events {
-		if e.Type != eventlog.EvNoAction && proven[e.PCR] != 0 && !refuted[e.PCR] {
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	out := make([]eventlog.Event, 0, n)
+	out := l.Events[:0]
 	for _, e := range l.Events {
 		m := proven[e.PCR]
 		if e.Type == eventlog.EvNoAction || m == 0 || refuted[e.PCR] {
@@ -392,6 +384,9 @@ func checkLog(res *Result, a *attest, reported *[3][evidence.NumPCRs][]byte, raw
 			e.Digests = ds
 		}
 		out = append(out, e)
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }
