@@ -315,8 +315,11 @@ func TestPollHostsRejectsBadBodies(t *testing.T) {
 				t.Fatalf("status %d, want %d (body %.200s)", status, tt.status, raw)
 			}
 			if status == 200 {
-				if n := len(decodeAnswer(t, raw)); n != MaxPollHost {
-					t.Errorf("%d entries, want %d", n, MaxPollHost)
+				// decodeAnswer's strict checks are slow for 100,000 entries
+				// under -race; the shape is checked by the other tests.
+				var ans struct{ Hosts []struct{} }
+				if err := json.Unmarshal(raw, &ans); err != nil || len(ans.Hosts) != MaxPollHost {
+					t.Errorf("%d entries (%v), want %d", len(ans.Hosts), err, MaxPollHost)
 				}
 				return
 			}
