@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,7 +26,6 @@ import (
 	"trustpool/internal/problem"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
-	"trustpool/internal/verify"
 )
 
 // maxBody bounds every API request body.
@@ -44,12 +42,12 @@ type Store interface {
 	History(ctx context.Context, host string, limit int) ([]verdict.Verdict, error)
 }
 
-// KnownGood persists references and policies and installs them in the
-// integrity service (package server).
+// KnownGood persists known-good changes and installs them in the integrity
+// service (package server).
 type KnownGood interface {
 	Current() *integrity.KnownGood
-	PutReference(ctx context.Context, actor string, r *policy.Reference) (*policy.Reference, error)
-	PutPolicy(ctx context.Context, actor string, p *policy.Policy) (*policy.Policy, error)
+	Preview(ctx context.Context, c *policy.Change) ([]integrity.Change, error)
+	Apply(ctx context.Context, actor string, c *policy.Change) ([]integrity.Change, error)
 }
 
 // IdentityVerifier checks an agent's client certificate against its host name.
@@ -95,10 +93,14 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /v1/hosts/{name}/attest", a.admin(a.attestHost))
 	m.HandleFunc("POST /v1/join-tokens", a.admin(a.createJoinToken))
 	m.HandleFunc("GET /v1/pool", a.admin(a.pool))
+	m.HandleFunc("PATCH /v1/hosts/{name}", a.admin(a.patchHost))
 	m.HandleFunc("GET /v1/references", a.admin(a.listReferences))
 	m.HandleFunc("PUT /v1/references/{name}", a.admin(a.putReference))
-	m.HandleFunc("GET /v1/policy", a.admin(a.getPolicy))
-	m.HandleFunc("PUT /v1/policy", a.admin(a.putPolicy))
+	m.HandleFunc("DELETE /v1/references/{name}", a.admin(a.retireReference))
+	m.HandleFunc("GET /v1/policies", a.admin(a.listPolicies))
+	m.HandleFunc("PUT /v1/policies/{name}", a.admin(a.putPolicy))
+	m.HandleFunc("POST /v1/preview", a.admin(a.preview))
+	m.HandleFunc("POST /v1/apply", a.admin(a.apply))
 	m.HandleFunc("POST /v1/golden", a.admin(a.golden))
 	// Schedulers.
 	m.HandleFunc("POST /v1/filter", a.admin(a.filter))
@@ -384,121 +386,6 @@ func (a *API) pool(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	render.JSON(w, http.StatusOK, p)
-}
-
-func (a *API) listReferences(w http.ResponseWriter, r *http.Request) {
-	kg := a.cfg.KnownGood.Current()
-	out := []*policy.Reference{}
-	if kg != nil {
-		for _, ref := range kg.Refs {
-			out = append(out, ref)
-		}
-	}
-	slices.SortFunc(out, func(a, b *policy.Reference) int { return strings.Compare(a.Name, b.Name) })
-	render.JSON(w, http.StatusOK, out)
-}
-
-func (a *API) putReference(w http.ResponseWriter, r *http.Request) {
-	var ref policy.Reference
-	if err := render.Decode(w, r, maxBody, &ref); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if ref.Name == "" {
-		ref.Name = r.PathValue("name")
-	}
-	if ref.Name != r.PathValue("name") {
-		a.fail(w, r, problem.New(problem.Invalid, "reference name %q differs from the path's %q", ref.Name, r.PathValue("name")))
-		return
-	}
-	if err := ref.Validate(); err != nil {
-		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
-		return
-	}
-	saved, err := a.cfg.KnownGood.PutReference(r.Context(), "admin", &ref)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	render.JSON(w, http.StatusOK, saved)
-}
-
-func (a *API) getPolicy(w http.ResponseWriter, r *http.Request) {
-	kg := a.cfg.KnownGood.Current()
-	if kg == nil || kg.Policy == nil {
-		a.fail(w, r, problem.New(problem.NotFound, "no policy yet: import a golden host or PUT /v1/policy"))
-		return
-	}
-	render.JSON(w, http.StatusOK, kg.Policy)
-}
-
-func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
-	var p policy.Policy
-	if err := render.Decode(w, r, maxBody, &p); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if err := p.Validate(); err != nil {
-		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
-		return
-	}
-	saved, err := a.cfg.KnownGood.PutPolicy(r.Context(), "admin", &p)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	render.JSON(w, http.StatusOK, saved)
-}
-
-// golden turns a host's latest verified evidence into references and
-// approves them in the policy.
-func (a *API) golden(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Host string            `json:"host"`
-		Name string            `json:"name"`
-		Meta map[string]string `json:"meta,omitempty"`
-	}
-	if err := render.Decode(w, r, 4<<10, &req); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if req.Name == "" {
-		req.Name = req.Host
-	}
-	rec, err := a.cfg.Store.LatestEvidence(r.Context(), req.Host)
-	if errors.Is(err, store.ErrNotFound) {
-		err = problem.New(problem.Conflict, "host %q has no verified evidence: only evidence that verified cryptographically can become known-good", req.Host)
-	}
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	var m verify.Measurements
-	if err := json.Unmarshal(rec.Measurements, &m); err != nil {
-		a.fail(w, r, fmt.Errorf("stored measurements of %s: %w", req.Host, err))
-		return
-	}
-	refs, err := policy.Golden(req.Name, 0, &m, req.Meta)
-	if err != nil {
-		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
-		return
-	}
-	for i, ref := range refs {
-		if refs[i], err = a.cfg.KnownGood.PutReference(r.Context(), "admin", ref); err != nil {
-			a.fail(w, r, err)
-			return
-		}
-	}
-	var cur *policy.Policy
-	if kg := a.cfg.KnownGood.Current(); kg != nil {
-		cur = kg.Policy
-	}
-	p, err := a.cfg.KnownGood.PutPolicy(r.Context(), "admin", policy.Approve(cur, "default", refs))
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	render.JSON(w, http.StatusOK, map[string]any{"references": refs, "policy": p})
 }
 
 func (a *API) filter(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -76,10 +77,27 @@ type Challenger interface {
 	Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error)
 }
 
-// KnownGood is the policy in force and the references it may approve.
+// KnownGood is the policies in force and the references they may approve.
 type KnownGood struct {
-	Policy *policy.Policy
-	Refs   map[string]*policy.Reference
+	Policies map[string]*policy.Policy
+	Refs     map[string]*policy.Reference
+}
+
+// PolicyFor is h's policy (policy.For), or nil.
+func (kg *KnownGood) PolicyFor(h store.Host) *policy.Policy {
+	if kg == nil {
+		return nil
+	}
+	return policy.For(kg.Policies, h.Policy, h.Labels)
+}
+
+// Change is a host whose level a known-good change moves.
+type Change struct {
+	Host    string           `json:"host"`
+	From    verdict.Level    `json:"from"`
+	To      verdict.Level    `json:"to"`
+	Policy  string           `json:"policy,omitempty"`
+	Reasons []verdict.Reason `json:"reasons,omitempty"`
 }
 
 // collect is always quoted besides what the policy reads, so that the stored
@@ -150,8 +168,9 @@ func (s *Service) Load(ctx context.Context) error {
 }
 
 // SetKnownGood installs the known-good values and re-evaluates every host's
-// stored evidence against them at once, without new quotes.
-func (s *Service) SetKnownGood(ctx context.Context, kg *KnownGood) error {
+// stored evidence against them at once, without new quotes. It returns the
+// hosts whose level changed.
+func (s *Service) SetKnownGood(ctx context.Context, kg *KnownGood) ([]Change, error) {
 	s.kg.Store(kg)
 	return s.Reevaluate(ctx)
 }
@@ -273,7 +292,7 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 			Message: fmt.Sprintf("stored attestation key is unusable: %v", err)}), nil)
 	}
 	kg := s.kg.Load()
-	required := s.required(kg)
+	required := required(kg, kg.PolicyFor(h))
 	now := s.now()
 	ch := &evidence.Challenge{
 		Nonce:     s.nonces.issue(host, now.Add(s.cfg.Timeout)),
@@ -290,40 +309,42 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 		}
 		return s.record(ctx, s.fail(host, verdict.Unknown, verdict.Reason{Code: code, Message: err.Error()}), nil)
 	}
-	v, rec := s.Verify(host, ak, ch.Nonce, required, kg, ev)
+	v, rec := s.Verify(h, ak, ch.Nonce, kg, ev)
 	return s.record(ctx, v, rec)
 }
 
-// Verify checks evidence answering the challenge with nonce and evaluates it.
-// It consumes the nonce: the same challenge never verifies twice.
-func (s *Service) Verify(host string, ak *verify.AK, nonce []byte, required []evidence.Selection, kg *KnownGood, ev *evidence.Evidence) (verdict.Verdict, *store.EvidenceRecord) {
+// Verify checks evidence answering the challenge with nonce and evaluates it
+// under h's policy in kg. It consumes the nonce: the same challenge never
+// verifies twice.
+func (s *Service) Verify(h store.Host, ak *verify.AK, nonce []byte, kg *KnownGood, ev *evidence.Evidence) (verdict.Verdict, *store.EvidenceRecord) {
+	host, pol := h.Name, kg.PolicyFor(h)
 	now := s.now()
 	if !s.nonces.consume(nonce, host, now) {
 		return s.fail(host, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
 			Message: "the challenge's nonce was already used, expired or issued to another host"}), nil
 	}
-	res := ak.Verify(verify.Input{Nonce: nonce, Required: required, Evidence: ev})
+	res := ak.Verify(verify.Input{Nonce: nonce, Required: required(kg, pol), Evidence: ev})
 	if !res.OK() {
 		return s.fail(host, verdict.Untrusted, res.Reasons...), nil
 	}
 	evJSON, _ := json.Marshal(ev)
 	mJSON, _ := json.Marshal(res.Measurements)
 	rec := &store.EvidenceRecord{Host: host, Evidence: evJSON, Nonce: nonce, Measurements: mJSON, VerifiedAt: now}
-	return s.evaluate(host, kg, &res.Measurements, now), rec
+	return s.evaluate(host, kg, pol, &res.Measurements, now), rec
 }
 
 // evaluate turns verified measurements into a verdict established at vtime.
-func (s *Service) evaluate(host string, kg *KnownGood, m *verify.Measurements, vtime time.Time) verdict.Verdict {
+func (s *Service) evaluate(host string, kg *KnownGood, pol *policy.Policy, m *verify.Measurements, vtime time.Time) verdict.Verdict {
 	v := verdict.Verdict{Host: host, VTime: vtime, Expiry: vtime.Add(s.cfg.Validity)}
-	if kg == nil || kg.Policy == nil {
+	if pol == nil {
 		v.Level = verdict.Untrusted
 		v.Reasons = []verdict.Reason{{Code: verdict.CodeNoPolicy,
-			Message: "no known-good values are configured: import a golden host or add references and a policy"}}
+			Message: "no policy applies to this host: import a golden host or add references and a policy"}}
 		return v
 	}
-	r := policy.Evaluate(kg.Policy, kg.Refs, m)
+	r := policy.Evaluate(pol, kg.Refs, m)
 	v.Level, v.Reasons = r.Level, r.Reasons
-	v.Policy = policy.Label(kg.Policy, approvedRefs(kg))
+	v.Policy = policy.Label(pol, approvedRefs(pol, kg.Refs))
 	return v
 }
 
@@ -350,34 +371,63 @@ func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.Evid
 }
 
 // Reevaluate applies the known-good values in force to every host's latest
-// verified evidence.
-func (s *Service) Reevaluate(ctx context.Context) error {
+// verified evidence and returns the hosts whose level changed.
+func (s *Service) Reevaluate(ctx context.Context) ([]Change, error) {
+	vs, changes, err := s.plan(ctx, s.kg.Load())
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vs {
+		if _, err := s.record(ctx, v, nil); err != nil {
+			return nil, err
+		}
+	}
+	return changes, nil
+}
+
+// Preview evaluates every host's latest verified evidence under kg without
+// installing it, and returns the hosts whose level would change: exactly
+// what SetKnownGood(kg) would then do.
+func (s *Service) Preview(ctx context.Context, kg *KnownGood) ([]Change, error) {
+	_, changes, err := s.plan(ctx, kg)
+	return changes, err
+}
+
+// plan computes the verdicts kg gives every host with stored evidence whose
+// latest verdict came from that evidence (a later failed verification
+// stands), and the level changes they make.
+func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, []Change, error) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
-		return fmt.Errorf("re-evaluate: %w", err)
+		return nil, nil, fmt.Errorf("re-evaluate: %w", err)
 	}
-	kg := s.kg.Load()
+	var (
+		vs      []verdict.Verdict
+		changes []Change
+	)
 	for _, h := range hosts {
 		rec, err := s.store.LatestEvidence(ctx, h.Name)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("re-evaluate %s: %w", h.Name, err)
+			return nil, nil, fmt.Errorf("re-evaluate %s: %w", h.Name, err)
 		}
 		cur, _ := s.cache.Verdict(h.Name)
 		if cur.VTime.After(rec.VerifiedAt) {
-			continue // a later attestation failed verification: that verdict stands
+			continue
 		}
 		var m verify.Measurements
 		if err := json.Unmarshal(rec.Measurements, &m); err != nil {
-			return fmt.Errorf("re-evaluate %s: stored measurements: %w", h.Name, err)
+			return nil, nil, fmt.Errorf("re-evaluate %s: stored measurements: %w", h.Name, err)
 		}
-		if _, err := s.record(ctx, s.evaluate(h.Name, kg, &m, rec.VerifiedAt), nil); err != nil {
-			return err
+		v := s.evaluate(h.Name, kg, kg.PolicyFor(h), &m, rec.VerifiedAt)
+		vs = append(vs, v)
+		if from, to := cur.At(s.now()), v.At(s.now()); from != to {
+			changes = append(changes, Change{Host: h.Name, From: from, To: to, Policy: v.Policy, Reasons: v.Reasons})
 		}
 	}
-	return nil
+	return vs, changes, nil
 }
 
 func (s *Service) akOf(h store.Host) (*verify.AK, error) {
@@ -394,18 +444,19 @@ func (s *Service) akOf(h store.Host) (*verify.AK, error) {
 	return ak, nil
 }
 
-func (s *Service) required(kg *KnownGood) []evidence.Selection {
-	if kg == nil || kg.Policy == nil {
+// required is what pol reads: the selection a quote must cover.
+func required(kg *KnownGood, pol *policy.Policy) []evidence.Selection {
+	if pol == nil {
 		return nil
 	}
-	return policy.Selection(kg.Policy, kg.Refs)
+	return policy.Selection(pol, kg.Refs)
 }
 
-func approvedRefs(kg *KnownGood) []*policy.Reference {
+func approvedRefs(pol *policy.Policy, refs map[string]*policy.Reference) []*policy.Reference {
 	var out []*policy.Reference
-	for _, c := range kg.Policy.Require {
-		for _, n := range kg.Policy.Approved[c] {
-			if r := kg.Refs[n]; r != nil {
+	for _, c := range pol.Require {
+		for _, n := range pol.Approved[c] {
+			if r := refs[n]; r != nil {
 				out = append(out, r)
 			}
 		}
@@ -441,3 +492,25 @@ func (s *Service) Forget(host string) {
 	delete(s.backoff, host)
 	s.mu.Unlock()
 }
+
+// With returns kg with c applied; kg is not modified.
+func (kg *KnownGood) With(c *policy.Change) *KnownGood {
+	next := &KnownGood{Policies: map[string]*policy.Policy{}, Refs: map[string]*policy.Reference{}}
+	if kg != nil {
+		maps.Copy(next.Policies, kg.Policies)
+		maps.Copy(next.Refs, kg.Refs)
+	}
+	for _, r := range c.References {
+		next.Refs[r.Name] = r
+	}
+	for _, p := range c.Policies {
+		next.Policies[p.Name] = p
+	}
+	for _, n := range c.Retire {
+		delete(next.Refs, n)
+	}
+	return next
+}
+
+// InForce says whether a reference of that name is in force.
+func (kg *KnownGood) InForce(name string) bool { return kg != nil && kg.Refs[name] != nil }

@@ -121,11 +121,11 @@ func (f *fixture) golden(t *testing.T, host string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kg := &KnownGood{Policy: policy.Approve(nil, "default", refs), Refs: map[string]*policy.Reference{}}
+	kg := &KnownGood{Policies: map[string]*policy.Policy{"default": policy.Approve(nil, "default", refs)}, Refs: map[string]*policy.Reference{}}
 	for _, r := range refs {
 		kg.Refs[r.Name] = r
 	}
-	if err := f.svc.SetKnownGood(ctx, kg); err != nil {
+	if _, err := f.svc.SetKnownGood(ctx, kg); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -168,26 +168,26 @@ func TestNonceIsUsedOnce(t *testing.T) {
 	f.golden(t, "node1")
 	ak, _ := verify.ParseAK(f.agents.nodes["node1"].AK.Public())
 	kg := f.svc.KnownGood()
-	req := f.svc.required(kg)
-	sel := merge(append(req, collect))
+	h, _ := f.store.GetHost(context.Background(), "node1")
+	sel := merge(append(required(kg, kg.PolicyFor(h)), collect))
 	nonce := f.svc.nonces.issue("node1", f.clock.Now().Add(time.Minute))
 	ev, err := f.agents.nodes["node1"].EvidenceFor(nonce, sel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := f.svc.Verify("node1", ak, nonce, req, kg, ev); v.Level != verdict.Trusted {
+	if v, _ := f.svc.Verify(h, ak, nonce, kg, ev); v.Level != verdict.Trusted {
 		t.Fatalf("first use: %+v", v)
 	}
-	if v, _ := f.svc.Verify("node1", ak, nonce, req, kg, ev); v.Level != verdict.Untrusted || codes(v)[0] != verdict.CodeNonceReused {
+	if v, _ := f.svc.Verify(h, ak, nonce, kg, ev); v.Level != verdict.Untrusted || codes(v)[0] != verdict.CodeNonceReused {
 		t.Fatalf("second use of the nonce: %+v, want %s", v, verdict.CodeNonceReused)
 	}
 	other := f.svc.nonces.issue("node2", f.clock.Now().Add(time.Minute))
-	if v, _ := f.svc.Verify("node1", ak, other, req, kg, ev); codes(v)[0] != verdict.CodeNonceReused {
+	if v, _ := f.svc.Verify(h, ak, other, kg, ev); codes(v)[0] != verdict.CodeNonceReused {
 		t.Fatalf("nonce issued to another host: %+v, want %s", v, verdict.CodeNonceReused)
 	}
 	late := f.svc.nonces.issue("node1", f.clock.Now().Add(time.Second))
 	f.clock.Add(2 * time.Second)
-	if v, _ := f.svc.Verify("node1", ak, late, req, kg, ev); codes(v)[0] != verdict.CodeNonceReused {
+	if v, _ := f.svc.Verify(h, ak, late, kg, ev); codes(v)[0] != verdict.CodeNonceReused {
 		t.Fatalf("expired challenge: %+v, want %s", v, verdict.CodeNonceReused)
 	}
 }

@@ -125,6 +125,41 @@ type Policy struct {
 	Version  int                `json:"version"`
 	Require  []Class            `json:"require"`
 	Approved map[Class][]string `json:"approved"`
+	// Selector holds the policy to hosts carrying all these labels (hosts
+	// may also name their policy explicitly).
+	Selector map[string]string `json:"selector,omitempty"`
+}
+
+// DefaultName is the policy for hosts no other policy claims.
+const DefaultName = "default"
+
+// For picks a host's policy: the one it names explicitly, else the first
+// (by name) whose selector its labels match, else the default. It returns
+// nil when that policy does not exist: the host cannot be trusted then.
+func For(policies map[string]*Policy, explicit string, labels map[string]string) *Policy {
+	if explicit != "" {
+		return policies[explicit]
+	}
+	names := make([]string, 0, len(policies))
+	for n := range policies {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if p := policies[n]; len(p.Selector) > 0 && matches(p.Selector, labels) {
+			return p
+		}
+	}
+	return policies[DefaultName]
+}
+
+func matches(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate reports every problem in p at once.

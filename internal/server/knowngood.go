@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -13,9 +12,6 @@ import (
 	"trustpool/internal/problem"
 	"trustpool/internal/store"
 )
-
-// defaultPolicy is the policy hosts are held to unless labelled otherwise.
-const defaultPolicy = "default"
 
 // knownGood keeps the known-good database: it persists every change as a new
 // version, audits it, and installs the result in the integrity service, which
@@ -30,18 +26,19 @@ type knownGood struct {
 
 func (k *knownGood) Current() *integrity.KnownGood { return k.integrity.KnownGood() }
 
-// load reads the latest policy and references and installs them.
+// load reads the latest policies and references and installs them.
 func (k *knownGood) load(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.install(ctx)
+	_, err := k.install(ctx)
+	return err
 }
 
-func (k *knownGood) install(ctx context.Context) error {
-	kg := &integrity.KnownGood{Refs: map[string]*policy.Reference{}}
+func (k *knownGood) install(ctx context.Context) ([]integrity.Change, error) {
+	kg := &integrity.KnownGood{Policies: map[string]*policy.Policy{}, Refs: map[string]*policy.Reference{}}
 	refs, err := k.store.ListReferences(ctx)
 	if err != nil {
-		return fmt.Errorf("load references: %w", err)
+		return nil, fmt.Errorf("load references: %w", err)
 	}
 	for _, sr := range refs {
 		if sr.Retired {
@@ -49,66 +46,77 @@ func (k *knownGood) install(ctx context.Context) error {
 		}
 		var r policy.Reference
 		if err := json.Unmarshal(sr.Body, &r); err != nil {
-			return fmt.Errorf("load reference %s: %w", sr.Name, err)
+			return nil, fmt.Errorf("load reference %s: %w", sr.Name, err)
 		}
 		r.Name, r.Version = sr.Name, sr.Version
 		kg.Refs[r.Name] = &r
 	}
-	sp, err := k.store.GetPolicy(ctx, defaultPolicy, 0)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("load policy: %w", err)
-	default:
+	pols, err := k.store.ListPolicies(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	for _, sp := range pols {
 		var p policy.Policy
 		if err := json.Unmarshal(sp.Body, &p); err != nil {
-			return fmt.Errorf("load policy: %w", err)
+			return nil, fmt.Errorf("load policy %s: %w", sp.Name, err)
 		}
 		p.Name, p.Version = sp.Name, sp.Version
-		kg.Policy = &p
+		kg.Policies[p.Name] = &p
 	}
 	return k.integrity.SetKnownGood(ctx, kg)
 }
 
-func (k *knownGood) PutReference(ctx context.Context, actor string, r *policy.Reference) (*policy.Reference, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	body, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
+// Preview returns the hosts whose level c would change.
+func (k *knownGood) Preview(ctx context.Context, c *policy.Change) ([]integrity.Change, error) {
+	cur := k.Current()
+	if err := c.Validate(cur.InForce); err != nil {
+		return nil, problem.Wrap(problem.Invalid, err, "%v", err)
 	}
-	sr, err := k.store.PutReference(ctx, store.Reference{Name: r.Name, Class: string(r.Class), Body: body, CreatedBy: actor})
-	if err != nil {
-		return nil, fmt.Errorf("store reference %s: %w", r.Name, err)
-	}
-	if err := k.audit(ctx, actor, "reference.put", fmt.Sprintf("%s@v%d", sr.Name, sr.Version), body); err != nil {
-		return nil, err
-	}
-	saved := *r
-	saved.Version = sr.Version
-	return &saved, k.install(ctx)
+	return k.integrity.Preview(ctx, cur.With(c))
 }
 
-func (k *knownGood) PutPolicy(ctx context.Context, actor string, p *policy.Policy) (*policy.Policy, error) {
+// Apply persists c (each reference and policy a new version, each retirement
+// a retired version), audits it, installs it and returns the level changes.
+func (k *knownGood) Apply(ctx context.Context, actor string, c *policy.Change) ([]integrity.Change, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if p.Name != defaultPolicy {
-		return nil, problem.New(problem.Invalid, "policy %q: only the %q policy is in force in this version", p.Name, defaultPolicy)
+	if err := c.Validate(k.Current().InForce); err != nil {
+		return nil, problem.Wrap(problem.Invalid, err, "%v", err)
 	}
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
+	for _, r := range c.References {
+		body, _ := json.Marshal(r)
+		sr, err := k.store.PutReference(ctx, store.Reference{Name: r.Name, Class: string(r.Class), Body: body, CreatedBy: actor, CreatedAt: k.now()})
+		if err != nil {
+			return nil, fmt.Errorf("store reference %s: %w", r.Name, err)
+		}
+		r.Version = sr.Version
+		if err := k.audit(ctx, actor, "reference.put", fmt.Sprintf("%s@v%d", sr.Name, sr.Version), body); err != nil {
+			return nil, err
+		}
 	}
-	sp, err := k.store.PutPolicy(ctx, store.Policy{Name: p.Name, Body: body, CreatedBy: actor})
-	if err != nil {
-		return nil, fmt.Errorf("store policy %s: %w", p.Name, err)
+	for _, n := range c.Retire {
+		old := k.Current().Refs[n]
+		body, _ := json.Marshal(old)
+		sr, err := k.store.PutReference(ctx, store.Reference{Name: n, Class: string(old.Class), Body: body, CreatedBy: actor, CreatedAt: k.now(), Retired: true})
+		if err != nil {
+			return nil, fmt.Errorf("retire reference %s: %w", n, err)
+		}
+		if err := k.audit(ctx, actor, "reference.retire", fmt.Sprintf("%s@v%d", n, sr.Version), nil); err != nil {
+			return nil, err
+		}
 	}
-	if err := k.audit(ctx, actor, "policy.put", fmt.Sprintf("%s@v%d", sp.Name, sp.Version), body); err != nil {
-		return nil, err
+	for _, p := range c.Policies {
+		body, _ := json.Marshal(p)
+		sp, err := k.store.PutPolicy(ctx, store.Policy{Name: p.Name, Body: body, CreatedBy: actor, CreatedAt: k.now()})
+		if err != nil {
+			return nil, fmt.Errorf("store policy %s: %w", p.Name, err)
+		}
+		p.Version = sp.Version
+		if err := k.audit(ctx, actor, "policy.put", fmt.Sprintf("%s@v%d", sp.Name, sp.Version), body); err != nil {
+			return nil, err
+		}
 	}
-	saved := *p
-	saved.Version = sp.Version
-	return &saved, k.install(ctx)
+	return k.install(ctx)
 }
 
 func (k *knownGood) audit(ctx context.Context, actor, action, subject string, detail []byte) error {

@@ -231,11 +231,11 @@ func TestBadInputKeepsServing(t *testing.T) {
 		"wrong type":    []byte(`{"host":17}`),
 		"trailing data": []byte(`{"host":"node1"} {}`),
 	}
-	paths := []string{"/v1/enroll", "/v1/enroll/activate", "/v1/hello", "/v1/golden", "/v1/join-tokens", "/v1/filter", "/v1/policy", "/v1/references/x"}
+	paths := []string{"/v1/enroll", "/v1/enroll/activate", "/v1/hello", "/v1/golden", "/v1/join-tokens", "/v1/filter", "/v1/policies/x", "/v1/references/x", "/v1/preview", "/v1/apply"}
 	for name, body := range bodies {
 		for _, p := range paths {
 			method := "POST"
-			if p == "/v1/policy" || strings.HasPrefix(p, "/v1/references/") {
+			if strings.HasPrefix(p, "/v1/policies/") || strings.HasPrefix(p, "/v1/references/") {
 				method = "PUT"
 			}
 			t.Run(name+p, func(t *testing.T) {
