@@ -22,6 +22,14 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serverCmd(), agentCmd(), demoCmd())
+	// The operator's verbs talk to a server's API.
+	var af apiFlags
+	ops := []*cobra.Command{hostsCmd(&af), referenceCmd(&af), policyCmd(&af)}
+	ops = append(ops, changeCmds(&af)...)
+	for _, c := range ops {
+		af.register(c)
+		root.AddCommand(c)
+	}
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "trustpool:", err)
 		os.Exit(1)

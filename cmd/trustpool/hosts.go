@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"trustpool/internal/api"
+)
+
+func hostsCmd(af *apiFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use: "hosts", Short: "Show the pool: every host's trust level and why", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var p api.Pool
+			if err := c.do(cmd.Context(), "GET", "/v1/pool", nil, &p); err != nil {
+				return err
+			}
+			if af.json {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tTRUST\tVTIME\tPOLICY\tREASON")
+			for _, h := range p.Hosts {
+				var rs []string
+				for _, r := range h.Reasons {
+					rs = append(rs, r.Message)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, h.Level, h.VTime, h.Policy, strings.Join(rs, "; "))
+			}
+			return tw.Flush()
+		},
+	}
+	simple := func(use, short, method, path string) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := af.client()
+				if err != nil {
+					return err
+				}
+				var out any
+				if err := c.do(cmd.Context(), method, fmt.Sprintf(path, args[0]), nil, &out); err != nil {
+					return err
+				}
+				if out == nil {
+					return nil
+				}
+				return printJSON(cmd.OutOrStdout(), out)
+			},
+		}
+	}
+	cmd.AddCommand(
+		simple("show", "Show a host with its verdict and history", "GET", "/v1/hosts/%s"),
+		simple("approve", "Admit a host that enrolled without a join token", "POST", "/v1/hosts/%s/approve"),
+		simple("attest", "Attest a host now and show the verdict", "POST", "/v1/hosts/%s/attest"),
+		simple("delete", "Remove a host (it reads as unknown at once)", "DELETE", "/v1/hosts/%s"),
+	)
+	var ttl string
+	join := &cobra.Command{
+		Use: "join-token NAME", Short: "Issue a one-time join token bound to a host name", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Host    string `json:"host"`
+				Token   string `json:"token"`
+				Expires string `json:"expires"`
+			}
+			if err := c.do(cmd.Context(), "POST", "/v1/join-tokens", map[string]string{"host": args[0], "ttl": ttl}, &out); err != nil {
+				return err
+			}
+			if af.json {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
+			return nil
+		},
+	}
+	join.Flags().StringVar(&ttl, "ttl", "", "lifetime (default 24h)")
+	cmd.AddCommand(join)
+	return cmd
+}
