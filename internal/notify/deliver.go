@@ -1,0 +1,206 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"trustpool/internal/store"
+)
+
+// Header names of every delivery.
+const (
+	// HeaderDelivery carries the outbox ID: the same for every attempt of
+	// one notification, so receivers can drop duplicates.
+	HeaderDelivery = "X-Trustpool-Delivery"
+	// HeaderSignature carries "sha256=<hex HMAC-SHA256 of the body>" when a
+	// secret is configured.
+	HeaderSignature = "X-Trustpool-Signature"
+)
+
+// Run delivers due notifications until ctx is done, then returns nil. Each
+// target has its own worker, so a slow or dead receiver delays only its own
+// notifications. Run must not be called again before it returns.
+func (n *Notifier) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("notify: Run is already running")
+	}
+	defer n.running.Store(false)
+	defer n.reset()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, t := range n.targets {
+		wg.Go(func() { n.work(ctx, t) })
+	}
+	tick := time.NewTicker(n.cfg.Poll)
+	defer tick.Stop()
+	for {
+		n.dispatch(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-n.wake:
+		}
+	}
+}
+
+// reset forgets what the stopped workers had queued: the outbox still holds
+// it, claimed until the hold lapses, and a later Run picks it up again.
+func (n *Notifier) reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, t := range n.targets {
+		for len(t.queue) > 0 {
+			<-t.queue
+		}
+	}
+	clear(n.inflight)
+}
+
+// dispatch claims due notifications and queues each to its target's worker.
+func (n *Notifier) dispatch(ctx context.Context) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for {
+		due, err := n.store.Due(ctx, n.now(), n.hold, dueBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				n.cfg.Log.Error("read webhook outbox", "err", err)
+			}
+			return
+		}
+		progress := 0
+		for _, nt := range due {
+			if _, ok := n.inflight[nt.ID]; ok {
+				continue // still queued or being sent: Due just renewed its claim
+			}
+			t, ok := n.targets[nt.Target]
+			if !ok {
+				n.drop(ctx, nt)
+				progress++
+				continue
+			}
+			select {
+			case t.queue <- nt:
+				n.inflight[nt.ID] = struct{}{}
+				progress++
+			default:
+				// The worker is behind: the notification stays claimed
+				// and is handed out again when the claim lapses.
+			}
+		}
+		if len(due) < dueBatch || progress == 0 {
+			return
+		}
+	}
+}
+
+// drop discards a notification for a target that is no longer configured:
+// the operator removed that webhook.
+func (n *Notifier) drop(ctx context.Context, nt store.Notification) {
+	if err := n.store.MarkDelivered(ctx, nt.ID); err != nil {
+		n.cfg.Log.Error("drop webhook notification", "id", nt.ID, "err", err)
+		return
+	}
+	n.cfg.Log.Warn("dropped webhook notification for a target no longer configured", "id", nt.ID, "target", nt.Target)
+}
+
+// work delivers a target's queued notifications one at a time, in the order
+// they were queued.
+func (n *Notifier) work(ctx context.Context, t *target) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case nt := <-t.queue:
+			n.handle(ctx, t, nt)
+			n.mu.Lock()
+			delete(n.inflight, nt.ID)
+			n.mu.Unlock()
+		}
+	}
+}
+
+// handle makes one delivery attempt and records its outcome.
+func (n *Notifier) handle(ctx context.Context, t *target, nt store.Notification) {
+	if ctx.Err() != nil {
+		return
+	}
+	// The outcome of an attempt is recorded even while Run is stopping.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	if now := n.now(); now.Before(t.failingUntil) {
+		// Keep the order: not before the earlier failed one is retried.
+		n.markFailed(mctx, nt, t.failingUntil, "not attempted: an earlier delivery to this target failed: "+t.lastErr)
+		return
+	}
+	err := n.post(ctx, nt)
+	if err == nil {
+		if err := n.store.MarkDelivered(mctx, nt.ID); err != nil {
+			// It will be sent again: at least once, not exactly once.
+			n.cfg.Log.Error("record webhook delivery", "id", nt.ID, "err", err)
+		}
+		return
+	}
+	if ctx.Err() != nil {
+		return // stopped mid-request: the claim lapses and it is retried
+	}
+	next := n.now().Add(backoff(nt.Attempts, n.cfg.MaxBackoff, rand.Float64()))
+	t.failingUntil, t.lastErr = next, truncate(err.Error())
+	n.cfg.Log.Warn("webhook delivery failed", "id", nt.ID, "target", nt.Target,
+		"attempt", nt.Attempts+1, "retry_at", next, "err", err)
+	n.markFailed(mctx, nt, next, t.lastErr)
+}
+
+func (n *Notifier) markFailed(ctx context.Context, nt store.Notification, next time.Time, msg string) {
+	if err := n.store.MarkFailed(ctx, nt.ID, next, truncate(msg)); err != nil {
+		n.cfg.Log.Error("record failed webhook delivery", "id", nt.ID, "err", err)
+	}
+}
+
+// post sends one notification; only a 2xx answer counts as delivered.
+func (n *Notifier) post(ctx context.Context, nt store.Notification) error {
+	ctx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, nt.Target, bytes.NewReader(nt.Body))
+	if err != nil {
+		return fmt.Errorf("build webhook request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "trustpool-webhook")
+	req.Header.Set(HeaderDelivery, strconv.FormatInt(nt.ID, 10))
+	if len(n.cfg.Secret) > 0 {
+		req.Header.Set(HeaderSignature, Sign(n.cfg.Secret, nt.Body))
+	}
+	resp, err := n.cfg.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post webhook: %w", err)
+	}
+	defer resp.Body.Close()
+	// Read a little of the answer so the connection can be reused; its
+	// content is the receiver's business and is not parsed.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("post webhook: receiver answered %q", resp.Status)
+	}
+	return nil
+}
+
+// backoff is the wait after a delivery that has failed attempts times
+// before: 1 s, 2 s, 4 s … capped at maxWait, then shortened by up to 20 %
+// (jitter in [0, 1)) so that failures do not retry in lockstep.
+func backoff(attempts int, maxWait time.Duration, jitter float64) time.Duration {
+	d := maxWait
+	if attempts < 32 {
+		d = min(time.Second<<attempts, maxWait)
+	}
+	return (d - time.Duration(float64(d)*0.2*jitter)).Truncate(time.Microsecond)
+}
