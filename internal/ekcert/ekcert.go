@@ -144,6 +144,10 @@ func (v *Verifier) Verify(certDER, ekPublic []byte, now time.Time) (Info, error)
 	if err != nil {
 		return Info{}, fmt.Errorf("verify EK certificate: TPM SubjectAltName: %w", err)
 	}
+	// x509's Verify would refuse these too, without naming them.
+	if len(cert.UnhandledCriticalExtensions) > 0 {
+		return Info{}, fmt.Errorf("verify EK certificate: unhandled critical extension %v", cert.UnhandledCriticalExtensions)
+	}
 	if err := matchEK(cert.PublicKey, ekPublic); err != nil {
 		return Info{}, fmt.Errorf("verify EK certificate: %w", err)
 	}
