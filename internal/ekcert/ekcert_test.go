@@ -95,7 +95,7 @@ func TestVerify(t *testing.T) {
 		ekPublic []byte
 		now      time.Time // testNow when zero
 		noTime   bool      // pass the zero time
-		wantErr  string // substring; empty for success
+		wantErr  string    // substring; empty for success
 	}{
 		{name: "valid RSA EK via intermediate", cert: valid, ekPublic: rsaPub},
 		{name: "valid ECC EK", cert: issue(inter, eccKey, func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyAgreement }), ekPublic: eccPub},
