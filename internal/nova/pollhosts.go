@@ -217,16 +217,15 @@ func appendVTime(buf []byte, t time.Time) []byte {
 	return append(buf, 'Z')
 }
 
-// appendDigits appends the low width decimal digits of n >= 0, zero-padded.
+// appendDigits appends the low width (at most 4) decimal digits of n >= 0,
+// zero-padded.
 func appendDigits(buf []byte, n, width int) []byte {
+	var d [4]byte
 	for i := width - 1; i >= 0; i-- {
-		d := n
-		for range i {
-			d /= 10
-		}
-		buf = append(buf, byte('0'+d%10))
+		d[i] = byte('0' + n%10)
+		n /= 10
 	}
-	return buf
+	return append(buf, d[:width]...)
 }
 
 // readBody reads the whole request body, at most MaxPollBody bytes, into a
