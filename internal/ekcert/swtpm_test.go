@@ -55,7 +55,7 @@ func manufacture(ctx context.Context, dir string) error {
 		}
 	}
 	files := map[string]string{
-		"swtpm-localca.conf": fmt.Sprintf("statedir = %[1]s\nsigningkey = %[1]s/signkey.pem\nissuercert = %[1]s/issuercert.pem\ncertserial = %[1]s/certserial\n", caDir),
+		"swtpm-localca.conf":    fmt.Sprintf("statedir = %[1]s\nsigningkey = %[1]s/signkey.pem\nissuercert = %[1]s/issuercert.pem\ncertserial = %[1]s/certserial\n", caDir),
 		"swtpm-localca.options": "--platform-manufacturer trustpool\n--platform-version 1.0\n--platform-model test\n",
 		"swtpm_setup.conf": fmt.Sprintf("create_certs_tool = swtpm_localca\ncreate_certs_tool_config = %[1]s/swtpm-localca.conf\n"+
 			"create_certs_tool_options = %[1]s/swtpm-localca.options\nactive_pcr_banks = sha256\n", dir),
