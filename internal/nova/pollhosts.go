@@ -1,17 +1,18 @@
 package nova
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"trustpool/internal/verdict"
@@ -65,6 +66,10 @@ type PollHosts struct {
 	auth     bool
 	now      func() time.Time
 	verdicts Verdicts
+	// bufs holds *[]byte for request bodies and answers, reused because
+	// this is the scheduler's path and garbage costs it latency. Names
+	// decoded from a body are copies, never views into a pooled buffer.
+	bufs sync.Pool
 }
 
 // NewPollHosts returns a PollHosts handler answering from v.
@@ -113,7 +118,10 @@ func (p *PollHosts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "missing or wrong x-auth-blob")
 		return
 	}
-	body, err := readBody(w, r)
+	bufp := p.getBuf()
+	defer p.putBuf(bufp)
+	body, err := readBody(w, r, (*bufp)[:0])
+	*bufp = body
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", MaxPollBody))
@@ -127,8 +135,12 @@ func (p *PollHosts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	ansp := p.getBuf()
+	defer p.putBuf(ansp)
 	// An entry is the name plus at most 80 bytes of keys, level and vtime.
-	ans := p.appendAnswer(make([]byte, 0, 16+len(body)+80*len(hosts)), hosts)
+	ans := slices.Grow((*ansp)[:0], 16+len(body)+80*len(hosts))
+	ans = p.appendAnswer(ans, hosts)
+	*ansp = ans
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Length", strconv.Itoa(len(ans)))
@@ -228,15 +240,44 @@ func appendDigits(buf []byte, n, width int) []byte {
 	return append(buf, d[:width]...)
 }
 
-// readBody reads the whole request body, at most MaxPollBody bytes, into a
-// buffer sized from Content-Length when the client sent one.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	var buf bytes.Buffer
+// readBody appends the whole request body, at most MaxPollBody bytes, to
+// buf, growing it once from Content-Length when the client sent one.
+func readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error) {
 	if n := r.ContentLength; n > 0 && n <= MaxPollBody {
-		buf.Grow(int(n) + bytes.MinRead)
+		buf = slices.Grow(buf, int(n)+1) // +1: room to see io.EOF without growing
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxPollBody))
-	return buf.Bytes(), err
+	rd := http.MaxBytesReader(w, r.Body, MaxPollBody)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 4096)
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// maxPooled is the largest buffer kept for reuse; the rare huge request
+// does not pin its memory.
+const maxPooled = 4 << 20
+
+func (p *PollHosts) putBuf(b *[]byte) {
+	if cap(*b) <= maxPooled {
+		p.bufs.Put(b)
+	}
+}
+
+// getBuf returns a buffer from the pool or a new one.
+func (p *PollHosts) getBuf() *[]byte {
+	if b, ok := p.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
 }
 
 // appendJSONString appends s as a JSON string. Host names are printable

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -440,4 +441,45 @@ func TestAppendVTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPollHostsConcurrent checks, under -race, that concurrent requests
+// (which share pooled buffers) each get the answer to their own names.
+func TestPollHostsConcurrent(t *testing.T) {
+	h := NewPollHosts(PollHostsConfig{Now: func() time.Time { return testNow }}, fleet())
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				names := make([]string, 1+(g*50+i)%97)
+				for j := range names {
+					names[j] = fmt.Sprintf("g%d-r%d-h%d", g, i, j)
+				}
+				names[0] = "node1"
+				body, _ := json.Marshal(map[string]any{"count": len(names), "hosts": names})
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PrefixNova+"/PollHosts", bytes.NewReader(body)))
+				var ans struct {
+					Hosts []struct {
+						HostName string `json:"host_name"`
+						TrustLvl string `json:"trust_lvl"`
+					} `json:"hosts"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &ans); err != nil || len(ans.Hosts) != len(names) {
+					t.Errorf("answer %.100s: %v", rec.Body, err)
+					return
+				}
+				for j, e := range ans.Hosts {
+					if e.HostName != names[j] {
+						t.Errorf("entry %d = %q, want %q", j, e.HostName, names[j])
+						return
+					}
+				}
+				if ans.Hosts[0].TrustLvl != "trusted" {
+					t.Errorf("node1 = %q", ans.Hosts[0].TrustLvl)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
