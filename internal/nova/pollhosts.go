@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"trustpool/internal/evidence"
 	"trustpool/internal/verdict"
 )
 
@@ -30,9 +31,9 @@ const (
 // for the host limit at about 80 bytes a name; both keep one hostile request
 // to a bounded amount of memory and CPU.
 const (
-	MaxPollBody = 8 << 20
-	MaxPollHost = 100_000
-	MaxHostName = 255 // longest DNS name
+	MaxPollBody  = 8 << 20
+	MaxPollHosts = 100_000
+	MaxHostName  = evidence.MaxHostName // no longer name can be enrolled
 )
 
 // vtimeLayout is RFC 3339 in UTC with a literal Z and no fraction, the form
@@ -58,8 +59,9 @@ type PollHostsConfig struct {
 	Now func() time.Time
 }
 
-// PollHosts is the http.Handler for POST {prefix}/PollHosts. It holds no
-// mutable state and is safe for concurrent use.
+// PollHosts is the http.Handler for POST {prefix}/PollHosts. Apart from a
+// pool of reusable buffers it holds no mutable state; it is safe for
+// concurrent use.
 type PollHosts struct {
 	paths    map[string]bool
 	authHash [sha256.Size]byte // SHA-256 of the configured blob, when auth is on

@@ -305,9 +305,9 @@ func TestPollHostsRejectsBadBodies(t *testing.T) {
 		{"truncated", `{"hosts":["node1"`, 400},
 		{"trailing comma", `{"hosts":["node1",]}`, 400},
 		{"invalid UTF-8", "{\"hosts\":[\"node\xff\"]}", 400},
-		{"too many hosts", many(MaxPollHost + 1), 400},
+		{"too many hosts", many(MaxPollHosts + 1), 400},
 		{"body over 8 MiB", `{"hosts":["` + strings.Repeat("a", MaxPollBody) + `"]}`, 413},
-		{"as many hosts as allowed", many(MaxPollHost), 200},
+		{"as many hosts as allowed", many(MaxPollHosts), 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -319,8 +319,8 @@ func TestPollHostsRejectsBadBodies(t *testing.T) {
 				// decodeAnswer's strict checks are slow for 100,000 entries
 				// under -race; the shape is checked by the other tests.
 				var ans struct{ Hosts []struct{} }
-				if err := json.Unmarshal(raw, &ans); err != nil || len(ans.Hosts) != MaxPollHost {
-					t.Errorf("%d entries (%v), want %d", len(ans.Hosts), err, MaxPollHost)
+				if err := json.Unmarshal(raw, &ans); err != nil || len(ans.Hosts) != MaxPollHosts {
+					t.Errorf("%d entries (%v), want %d", len(ans.Hosts), err, MaxPollHosts)
 				}
 				return
 			}

@@ -22,7 +22,7 @@ import (
 // bare string (its length in characters). Everything else is rejected: keys
 // other than count and hosts (no client sends them, and a key we ignored
 // might be one a client expects us to honour), duplicate keys, null, names
-// that are not strings or are longer than MaxHostName, more than MaxPollHost
+// that are not strings or are longer than MaxHostName, more than MaxPollHosts
 // names, invalid UTF-8 (it could not be echoed byte for byte) and trailing
 // data. An empty name is accepted and answered unknown, like any name that
 // is not an attested host.
@@ -202,8 +202,8 @@ func (s *pollScanner) hosts() ([]string, error) {
 		return hosts, nil
 	}
 	for {
-		if len(hosts) == MaxPollHost {
-			return nil, fmt.Errorf("more than %d hosts in one request", MaxPollHost)
+		if len(hosts) == MaxPollHosts {
+			return nil, fmt.Errorf("more than %d hosts in one request", MaxPollHosts)
 		}
 		if s.ws(); s.peek() != '"' {
 			return nil, fmt.Errorf("hosts[%d] must be a string, at byte %d", len(hosts), s.i)

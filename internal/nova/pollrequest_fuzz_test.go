@@ -68,7 +68,7 @@ func FuzzParsePollRequest(f *testing.F) {
 		if !slices.Equal(hosts, ref) {
 			t.Fatalf("parsePollRequest = %q, encoding/json reference = %q", hosts, ref)
 		}
-		if len(hosts) > MaxPollHost {
+		if len(hosts) > MaxPollHosts {
 			t.Fatalf("accepted %d hosts", len(hosts))
 		}
 		for _, name := range hosts {
@@ -161,7 +161,7 @@ func referenceParse(body []byte) ([]string, error) {
 					return nil, err
 				}
 				name, ok := tok.(string)
-				if !ok || len(name) > MaxHostName || len(hosts) == MaxPollHost {
+				if !ok || len(name) > MaxHostName || len(hosts) == MaxPollHosts {
 					return nil, fmt.Errorf("name %v", tok)
 				}
 				hosts = append(hosts, name)
