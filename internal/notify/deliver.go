@@ -121,49 +121,62 @@ func (n *Notifier) work(ctx context.Context, t *target) {
 		case <-ctx.Done():
 			return
 		case nt := <-t.queue:
-			n.handle(ctx, t, nt)
-			n.mu.Lock()
-			delete(n.inflight, nt.ID)
-			n.mu.Unlock()
+			record := n.attempt(ctx, t, nt)
+			n.finish(ctx, nt.ID, record)
 		}
 	}
 }
 
-// handle makes one delivery attempt and records its outcome.
-func (n *Notifier) handle(ctx context.Context, t *target, nt store.Notification) {
-	if ctx.Err() != nil {
-		return
-	}
+// finish writes the outcome of an attempt and forgets the notification, as
+// one step under mu: a concurrent dispatch either sees it in flight and the
+// outbox before the outcome (whose write then replaces the claim Due just
+// renewed), or the outbox after it. Without this, a claim renewed by Due
+// would overwrite a retry time and upset the order.
+func (n *Notifier) finish(ctx context.Context, id int64, record func(context.Context) error) {
 	// The outcome of an attempt is recorded even while Run is stopping.
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
 	defer cancel()
-	if now := n.now(); now.Before(t.failingUntil) {
-		// Keep the order: not before the earlier failed one is retried.
-		n.markFailed(mctx, nt, t.failingUntil, "not attempted: an earlier delivery to this target failed: "+t.lastErr)
-		return
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if record != nil {
+		if err := record(ctx); err != nil {
+			// Retried when the claim lapses: at least once, not exactly once.
+			n.cfg.Log.Error("record webhook outcome", "id", id, "err", err)
+		}
+	}
+	delete(n.inflight, id)
+}
+
+// attempt makes one delivery attempt of nt, unless an earlier failure holds
+// it back, and returns how to record the outcome (nil: leave the claim to
+// lapse).
+func (n *Notifier) attempt(ctx context.Context, t *target, nt store.Notification) func(context.Context) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	if now := n.now(); t.blocks(nt, now, n.hold) {
+		// Keep the order: due again at the same time as the earlier failed
+		// one, which the outbox hands out first (it has the lower ID), even
+		// when that time has passed already.
+		next, msg := t.failingUntil, fmt.Sprintf("not attempted: notification %d to this target failed first: %s", t.failing, t.lastErr)
+		return func(ctx context.Context) error { return n.store.MarkFailed(ctx, nt.ID, next, truncate(msg)) }
 	}
 	err := n.post(ctx, nt)
 	if err == nil {
-		if err := n.store.MarkDelivered(mctx, nt.ID); err != nil {
-			// It will be sent again: at least once, not exactly once.
-			n.cfg.Log.Error("record webhook delivery", "id", nt.ID, "err", err)
+		if nt.ID == t.failing {
+			t.failing = 0
 		}
-		return
+		return func(ctx context.Context) error { return n.store.MarkDelivered(ctx, nt.ID) }
 	}
 	if ctx.Err() != nil {
-		return // stopped mid-request: the claim lapses and it is retried
+		return nil // stopped mid-request: the claim lapses and it is retried
 	}
 	next := n.now().Add(backoff(nt.Attempts, n.cfg.MaxBackoff, rand.Float64()))
-	t.failingUntil, t.lastErr = next, truncate(err.Error())
+	t.failing, t.failingUntil, t.lastErr = nt.ID, next, truncate(err.Error())
 	n.cfg.Log.Warn("webhook delivery failed", "id", nt.ID, "target", nt.Target,
 		"attempt", nt.Attempts+1, "retry_at", next, "err", err)
-	n.markFailed(mctx, nt, next, t.lastErr)
-}
-
-func (n *Notifier) markFailed(ctx context.Context, nt store.Notification, next time.Time, msg string) {
-	if err := n.store.MarkFailed(ctx, nt.ID, next, truncate(msg)); err != nil {
-		n.cfg.Log.Error("record failed webhook delivery", "id", nt.ID, "err", err)
-	}
+	msg := t.lastErr
+	return func(ctx context.Context) error { return n.store.MarkFailed(ctx, nt.ID, next, msg) }
 }
 
 // post sends one notification; only a 2xx answer counts as delivered.

@@ -184,11 +184,28 @@ type Notifier struct {
 type target struct {
 	url   string
 	queue chan store.Notification
-	// failingUntil and lastErr are touched only by the target's worker:
-	// after a failed delivery, later notifications to this target are not
-	// sent before the failed one is retried, which keeps them in order.
+	// failing, failingUntil and lastErr are touched only by the target's
+	// worker. After notification failing failed, later ones (higher IDs)
+	// to this target are put off until it has been tried again, which
+	// keeps them in order; failingUntil is its retry time.
+	failing      int64
 	failingUntil time.Time
 	lastErr      string
+}
+
+// blocks reports whether a failed notification still holds back nt. A
+// failed notification that is not handed out again within a claim's hold
+// after its retry time is gone (another replica delivered it) and holds
+// nothing back any more.
+func (t *target) blocks(nt store.Notification, now time.Time, hold time.Duration) bool {
+	if t.failing == 0 || nt.ID <= t.failing {
+		return false
+	}
+	if !now.Before(t.failingUntil.Add(hold)) {
+		t.failing = 0
+		return false
+	}
+	return true
 }
 
 // Tuning. A batch of dueBatch is claimed at a time; each target queues up to
