@@ -155,7 +155,7 @@ func (v *Verifier) Verify(certDER, ekPublic []byte, now time.Time) (Info, error)
 		Roots:         v.roots,
 		Intermediates: v.intermediates,
 		CurrentTime:   now,
-		// x509 knows no EK purpose; checkEKUsage does it on the chains.
+		// x509 knows no EK purpose; allowEKUsage checks it on the chains.
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
@@ -169,9 +169,8 @@ func (v *Verifier) Verify(certDER, ekPublic []byte, now time.Time) (Info, error)
 
 // handleTPMSAN finds and parses the TPM SubjectAltName of cert and returns
 // a shallow copy of cert from whose UnhandledCriticalExtensions the SAN has
-// been removed, so that x509's Verify accepts it. The parsed certificate is
-// left as it was: it may be shared, and its list must keep saying what x509
-// itself did not handle.
+// been removed, so that x509's Verify accepts it. cert itself is left as
+// it was, still saying what x509 did not handle.
 func handleTPMSAN(cert *x509.Certificate) (Info, *x509.Certificate, error) {
 	// x509.ParseCertificate refuses a repeated extension, so there is at
 	// most one SAN.
