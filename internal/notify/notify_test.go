@@ -22,6 +22,7 @@ var testSecret = []byte("0123456789abcdef-test-secret")
 
 func TestConfigValidate(t *testing.T) {
 	ok := "https://hooks.example/trustpool"
+	s := newStore(t)
 	for _, tc := range []struct {
 		name string
 		cfg  notify.Config
@@ -67,7 +68,7 @@ func TestConfigValidate(t *testing.T) {
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Errorf("Validate() = %q leaks the URL's password", err)
 			}
-			if _, err := notify.New(tc.cfg, newStore(t)); err == nil {
+			if _, err := notify.New(tc.cfg, s); err == nil {
 				t.Error("New accepted the invalid config")
 			}
 		})
