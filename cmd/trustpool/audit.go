@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -114,8 +116,22 @@ func auditListCmd(f *apiFlags) *cobra.Command {
 // oneLine shows a JSON detail on one table line, escaping what a terminal
 // would interpret: the log holds what clients sent.
 func oneLine(detail []byte) string {
-	s := strconv.Quote(string(bytes.Join(bytes.Fields(detail), []byte(" "))))
-	return s[1 : len(s)-1]
+	b := bytes.Join(bytes.Fields(detail), []byte(" "))
+	var s strings.Builder
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&s, `\x%02x`, b[0])
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			s.WriteString(q[1 : len(q)-1])
+		default:
+			s.WriteRune(r)
+		}
+		b = b[n:]
+	}
+	return s.String()
 }
 
 // auditEntries fetches one page of the audit log.
