@@ -58,26 +58,30 @@ func (n *Notifier) reset() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, t := range n.targets {
-		for len(t.queue) > 0 {
-			<-t.queue
-		}
+		t.queue = nil
 	}
 	clear(n.inflight)
 }
 
 // dispatch claims due notifications and queues each to its target's worker.
+// Everything claimed is queued (a claimed notification left aside would be
+// delayed by a whole hold and overtaken by later ones); the claims stop at
+// maxInflight.
 func (n *Notifier) dispatch(ctx context.Context) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for {
-		due, err := n.store.Due(ctx, n.now(), n.hold, dueBatch)
+		limit := min(dueBatch, maxInflight-len(n.inflight))
+		if limit <= 0 {
+			return
+		}
+		due, err := n.store.Due(ctx, n.now(), n.hold, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				n.cfg.Log.Error("read webhook outbox", "err", err)
 			}
 			return
 		}
-		progress := 0
 		for _, nt := range due {
 			if _, ok := n.inflight[nt.ID]; ok {
 				continue // still queued or being sent: Due just renewed its claim
@@ -85,19 +89,16 @@ func (n *Notifier) dispatch(ctx context.Context) {
 			t, ok := n.targets[nt.Target]
 			if !ok {
 				n.drop(ctx, nt)
-				progress++
 				continue
 			}
+			t.queue = append(t.queue, nt)
+			n.inflight[nt.ID] = struct{}{}
 			select {
-			case t.queue <- nt:
-				n.inflight[nt.ID] = struct{}{}
-				progress++
-			default:
-				// The worker is behind: the notification stays claimed
-				// and is handed out again when the claim lapses.
+			case t.ready <- struct{}{}:
+			default: // a wake-up is already pending
 			}
 		}
-		if len(due) < dueBatch || progress == 0 {
+		if len(due) < limit {
 			return
 		}
 	}
@@ -116,15 +117,31 @@ func (n *Notifier) drop(ctx context.Context, nt store.Notification) {
 // work delivers a target's queued notifications one at a time, in the order
 // they were queued.
 func (n *Notifier) work(ctx context.Context, t *target) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case nt := <-t.queue:
-			record := n.attempt(ctx, t, nt)
-			n.finish(ctx, nt.ID, record)
+	for ctx.Err() == nil {
+		nt, ok := n.next(t)
+		if !ok {
+			select {
+			case <-ctx.Done():
+			case <-t.ready:
+			}
+			continue
 		}
+		record := n.attempt(ctx, t, nt)
+		n.finish(ctx, nt.ID, record)
 	}
+}
+
+// next takes the first notification off t's queue.
+func (n *Notifier) next(t *target) (store.Notification, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(t.queue) == 0 {
+		return store.Notification{}, false
+	}
+	nt := t.queue[0]
+	t.queue[0] = store.Notification{} // let the body be collected
+	t.queue = t.queue[1:]
+	return nt, true
 }
 
 // finish writes the outcome of an attempt and forgets the notification, as

@@ -172,10 +172,10 @@ type Notifier struct {
 	wake    chan struct{} // Changed → Run: something new is due
 	running atomic.Bool   // Run is active (its workers own the targets' state)
 
-	// mu guards inflight, the IDs handed to a worker and not finished yet.
-	// dispatch holds it across Due so that a worker cannot finish a
-	// notification between Due reading it and dispatch checking inflight
-	// (which would send it twice).
+	// mu guards inflight (the IDs claimed and handed to a worker, not
+	// finished yet) and every target's queue. dispatch holds it across Due,
+	// and a worker across writing an outcome, so that the two never
+	// interleave (see finish).
 	mu       sync.Mutex
 	inflight map[int64]struct{}
 }
@@ -183,7 +183,8 @@ type Notifier struct {
 // target is one webhook URL and its delivery queue.
 type target struct {
 	url   string
-	queue chan store.Notification
+	queue []store.Notification // guarded by Notifier.mu; in claim order
+	ready chan struct{}        // a wake-up for the worker: queue grew
 	// failing, failingUntil and lastErr are touched only by the target's
 	// worker. After notification failing failed, later ones (higher IDs)
 	// to this target are put off until it has been tried again, which
@@ -208,11 +209,12 @@ func (t *target) blocks(nt store.Notification, now time.Time, hold time.Duration
 	return true
 }
 
-// Tuning. A batch of dueBatch is claimed at a time; each target queues up to
-// queueLen; Changed waits at most enqueueTimeout for the store.
+// Tuning. Notifications are claimed dueBatch at a time, up to maxInflight
+// claimed and unfinished (the rest wait in the outbox, in order); Changed
+// waits at most enqueueTimeout for the store.
 const (
 	dueBatch       = 64
-	queueLen       = 256
+	maxInflight    = 4096
 	enqueueTimeout = 5 * time.Second
 	markTimeout    = 5 * time.Second
 	minHold        = 30 * time.Second
@@ -261,7 +263,7 @@ func New(cfg Config, s Store) (*Notifier, error) {
 		inflight: map[int64]struct{}{},
 	}
 	for _, u := range cfg.Targets {
-		n.targets[u] = &target{url: u, queue: make(chan store.Notification, queueLen)}
+		n.targets[u] = &target{url: u, ready: make(chan struct{}, 1)}
 	}
 	return n, nil
 }
