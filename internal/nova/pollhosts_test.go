@@ -425,21 +425,27 @@ func TestPollHostsPaths(t *testing.T) {
 	}
 }
 
-func TestAppendVTime(t *testing.T) {
-	for _, tm := range []time.Time{
+func TestVTimeCache(t *testing.T) {
+	var c vtimeCache
+	times := []time.Time{
 		testNow,
+		testNow.Add(64 * time.Second), // same slot as testNow
+		testNow.Add(500 * time.Millisecond),
+		testNow.Add(-64 * time.Second),
 		time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(2016, 2, 29, 22, 29, 26, 999_999_999, time.UTC),
+		time.Date(2016, 2, 29, 23, 29, 26, 0, time.FixedZone("CET", 3600)),
 		time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC),
 		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(33, 7, 4, 5, 6, 7, 0, time.UTC),
-	} {
-		t.Run(tm.String(), func(t *testing.T) {
-			if got, want := string(appendVTime(nil, tm)), tm.Format(vtimeLayout); got != want {
-				t.Errorf("appendVTime = %q, want %q", got, want)
+	}
+	for round := range 2 { // the second round reads from the cache
+		for _, tm := range times {
+			if got, want := string(c.append(nil, tm)), tm.UTC().Format(vtimeLayout); got != want {
+				t.Errorf("round %d: %v: got %q, want %q", round, tm, got, want)
 			}
-		})
+		}
 	}
 }
 

@@ -137,6 +137,13 @@ func (s *pollScanner) str() (string, error) {
 	start := s.i
 	escaped := false
 	for s.i++; s.i < len(s.b); s.i++ {
+		// Skip the ordinary bytes in a tight loop: most names have only those.
+		for s.i < len(s.b) && s.b[s.i] >= 0x20 && s.b[s.i] != '"' && s.b[s.i] != '\\' {
+			s.i++
+		}
+		if s.i == len(s.b) {
+			break
+		}
 		switch c := s.b[s.i]; {
 		case c == '"':
 			s.i++
