@@ -144,6 +144,13 @@ func (a *simAgent) set(f answerFunc) {
 	a.mu.Unlock()
 }
 
+// setHang makes the agent read every challenge and never answer.
+func (a *simAgent) setHang() {
+	a.mu.Lock()
+	a.hang = true
+	a.mu.Unlock()
+}
+
 func (a *simAgent) setCert(c *tls.Certificate) {
 	a.mu.Lock()
 	a.cert = c
