@@ -41,7 +41,8 @@ const maxConflictAttempts = 5
 var traitRE = regexp.MustCompile(`^CUSTOM_[A-Z0-9_]{1,248}$`)
 
 // Levels reads a host's trust level now, fail-closed (verdict.Verdict.At):
-// missing or expired reads Unknown. It must not block on a node.
+// missing or expired reads Unknown. It must not block on a node, and must be
+// safe for concurrent use (Run and Reconcile may read at the same time).
 type Levels interface {
 	Level(host string) verdict.Level
 }
