@@ -99,6 +99,8 @@ func PerMinute(n float64, burst int) Rate { return Rate{PerSecond: n / 60, Burst
 
 // Config configures an Authenticator.
 type Config struct {
+	// Store holds the API tokens; without it only the file-based
+	// credentials work.
 	Store TokenLookup
 	// Bootstrap is the admin token from STATE/admin.token; empty disables it.
 	Bootstrap string
@@ -179,6 +181,9 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	sum := sha256.Sum256([]byte(tok))
 	if subtle.ConstantTimeCompare(sum[:], a.bootstrap[:]) == 1 && a.hasBootstrap {
 		return Principal{Name: BootstrapName, Role: RoleAdmin}, nil
+	}
+	if a.store == nil {
+		return Principal{}, fmt.Errorf("%w: no token store configured", ErrBadCredential)
 	}
 	// The lookup is by hash: its timing can at most reveal something about
 	// the hash of a wrong guess, never about a stored token's secret.

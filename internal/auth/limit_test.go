@@ -93,8 +93,10 @@ func TestLimiterForgetsIdleKeys(t *testing.T) {
 		t.Fatalf("after 4 s: Len = %d, want 4 (nothing idle yet)", n)
 	}
 	c.Advance(2 * time.Second) // a, b, c are full again; d has 2 of 5
-	if !l.Allow("d") || !l.Allow("d") || l.Allow("d") {
-		t.Fatal("d did not keep its drained bucket")
+	for i, want := range []bool{true, true, false} {
+		if got := l.Allow("d"); got != want {
+			t.Fatalf("d, call %d: Allow = %v, want %v (it did not keep its drained bucket)", i, got, want)
+		}
 	}
 	if n := l.Len(); n != 1 {
 		t.Fatalf("after 6 s: Len = %d, want 1 (only d is still draining)", n)
