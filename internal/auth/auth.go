@@ -110,7 +110,8 @@ type Config struct {
 	// FailLimit bounds failed authentications per client address; zero
 	// means 10 a minute after a burst of 20. A token has 256 random bits, so
 	// the limit is not what makes guessing hopeless: it keeps guessers from
-	// loading the store, and the log shows them.
+	// loading the store, and the log shows them. A non-zero Rate needs
+	// PerSecond > 0 and Burst ≥ 1 (New panics otherwise, as NewLimiter does).
 	FailLimit Rate
 	Now       func() time.Time // default time.Now
 	Log       *slog.Logger     // default discards
