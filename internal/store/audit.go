@@ -7,6 +7,14 @@ import (
 	"fmt"
 )
 
+// The statements of Append.
+const (
+	advanceHead = `UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash`
+	insertAudit = `INSERT INTO audit (seq, time, actor, action, subject, detail, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	updateHead = `UPDATE audit_head SET hash = $1 WHERE id = 1`
+)
+
 // Append adds e to the audit log as the next entry of the hash chain
 // (e.Seq and e.Hash are assigned). Appends are serialised by the row lock
 // on the chain's head, so concurrent appenders (on any number of replicas)
@@ -20,20 +28,19 @@ func (s *Store) Append(ctx context.Context, e Entry) error {
 		return fmt.Errorf("append audit entry %q: %w", e.Action, invalid("detail is not JSON"))
 	}
 	e.Time = Truncate(e.Time)
+	s.warm(ctx, advanceHead, insertAudit, updateHead)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		// Taking the next number locks the head until commit.
 		var prev []byte
-		if err := tx.QueryRowContext(ctx, `UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash`).
+		if err := s.txQueryRow(ctx, tx, advanceHead).
 			Scan(&e.Seq, &prev); err != nil {
 			return fmt.Errorf("advance head: %w", err)
 		}
 		e.Hash = chainHash(prev, e)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit (seq, time, actor, action, subject, detail, hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Detail, e.Hash); err != nil {
+		if _, err := s.txExec(ctx, tx, insertAudit, e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Detail, e.Hash); err != nil {
 			return fmt.Errorf("insert: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET hash = $1 WHERE id = 1`, e.Hash); err != nil {
+		if _, err := s.txExec(ctx, tx, updateHead, e.Hash); err != nil {
 			return fmt.Errorf("update head: %w", err)
 		}
 		return nil

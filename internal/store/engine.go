@@ -27,6 +27,10 @@ type engine struct {
 	// none and needs none: its writes are serialised by the single write
 	// connection and the database lock.
 	rowLocks bool
+	// prepareWrites: keep the hot write statements prepared. modernc's
+	// SQLite parses an unprepared statement on every call, which costs more
+	// than executing a small write; pgx caches prepared statements itself.
+	prepareWrites bool
 	// migrationLock, when set, is run first in the migration transaction so
 	// that replicas starting together migrate one after the other.
 	migrationLock string
@@ -52,9 +56,10 @@ func engineFor(dsn string) (engine, error) {
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		return engine{
-			name:     "sqlite",
-			open:     openSQLite,
-			classify: classifySQLite,
+			name:          "sqlite",
+			open:          openSQLite,
+			classify:      classifySQLite,
+			prepareWrites: true,
 		}, nil
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		return engine{

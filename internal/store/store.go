@@ -42,6 +42,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -62,6 +63,12 @@ type Store struct {
 	// rdb serves reads; wdb serves writes. They are the same pool on
 	// PostgreSQL; on SQLite wdb holds a single connection.
 	rdb, wdb *sql.DB
+
+	// stmts caches statements prepared on wdb by query text, for the hot
+	// write paths on engines with prepareWrites. The queries are constants,
+	// so the map stays small.
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
 }
 
 // Open connects to the database named by dsn ("sqlite:PATH" or a
@@ -75,7 +82,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
 	}
-	s := &Store{eng: eng, rdb: rdb, wdb: wdb}
+	s := &Store{eng: eng, rdb: rdb, wdb: wdb, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
@@ -88,7 +95,14 @@ func (s *Store) Engine() string { return s.eng.name }
 
 // Close releases the database connections.
 func (s *Store) Close() error {
-	err := s.rdb.Close()
+	var err error
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		err = errors.Join(err, st.Close())
+	}
+	clear(s.stmts)
+	s.stmtMu.Unlock()
+	err = errors.Join(err, s.rdb.Close())
 	if s.wdb != s.rdb {
 		err = errors.Join(err, s.wdb.Close())
 	}
@@ -111,6 +125,53 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", s.eng.classify(err))
 	}
 	return nil
+}
+
+// warm prepares queries on the write pool, for the hot write paths on
+// engines with prepareWrites. It must run outside a transaction: on SQLite
+// the write pool's one connection is the transaction's.
+func (s *Store) warm(ctx context.Context, queries ...string) {
+	if !s.eng.prepareWrites {
+		return
+	}
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	for _, q := range queries {
+		if _, ok := s.stmts[q]; ok {
+			continue
+		}
+		// On failure the query runs unprepared, which reports the error.
+		if st, err := s.wdb.PrepareContext(ctx, q); err == nil {
+			s.stmts[q] = st
+		}
+	}
+}
+
+// prepared returns query as warm prepared it, bound to tx, or nil.
+func (s *Store) prepared(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	s.stmtMu.Lock()
+	st, ok := s.stmts[query]
+	s.stmtMu.Unlock()
+	if !ok {
+		return nil
+	}
+	return tx.StmtContext(ctx, st)
+}
+
+// txExec runs a write statement in tx, prepared if warm prepared it.
+func (s *Store) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if st := s.prepared(ctx, tx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, query, args...)
+}
+
+// txQueryRow runs a one-row query in tx, prepared if warm prepared it.
+func (s *Store) txQueryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
+	if st := s.prepared(ctx, tx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return tx.QueryRowContext(ctx, query, args...)
 }
 
 func ignoreDone(err error) error {

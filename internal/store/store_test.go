@@ -16,7 +16,7 @@ func openSQLite(t *testing.T) *store.Store {
 	return openSQLiteAt(t, filepath.Join(t.TempDir(), "trustpool.db"))
 }
 
-func openSQLiteAt(t *testing.T, path string) *store.Store {
+func openSQLiteAt(t testing.TB, path string) *store.Store {
 	t.Helper()
 	s, err := store.Open(t.Context(), "sqlite:"+path)
 	if err != nil {

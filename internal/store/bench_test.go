@@ -1,0 +1,144 @@
+package store_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"trustpool/internal/store"
+	"trustpool/internal/verdict"
+)
+
+// benchEngines opens one store per available engine. PostgreSQL is left
+// out (not skipped: SQLite still runs) when it is not installed.
+func benchEngines(b *testing.B) map[string]*store.Store {
+	b.Helper()
+	engines := map[string]*store.Store{
+		"sqlite": openSQLiteAt(b, filepath.Join(b.TempDir(), "bench.db")),
+	}
+	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err == nil {
+		c := startPostgres(b)
+		engines["postgres"] = openDSN(b, c.newDatabase(b))
+	}
+	return engines
+}
+
+// seedVerdicts gives n hosts a verdict each (one in ten untrusted, with
+// reasons), writing from 8 goroutines.
+func seedVerdicts(b *testing.B, s *store.Store, n int) {
+	b.Helper()
+	ctx := b.Context()
+	at := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				name := fmt.Sprintf("node%06d", i)
+				h := store.Host{Name: name, State: store.HostActive, EKPublic: []byte(name), URL: "https://" + name + ":9443",
+					CreatedAt: at, UpdatedAt: at}
+				if err := s.PutHost(ctx, h); err != nil {
+					errs <- err
+					return
+				}
+				v := verdict.Verdict{Host: name, Level: verdict.Trusted, VTime: at, Expiry: at.Add(time.Hour), Policy: "default@1"}
+				if i%10 == 0 {
+					v.Level = verdict.Untrusted
+					v.Reasons = []verdict.Reason{verdict.PCRReason(verdict.CodePCRMismatch, 18, "sha256", "PCR 18 is 3fa4…, want 91bc…")}
+				}
+				if _, err := s.PutVerdict(ctx, v, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatalf("seed: %v", err)
+	}
+}
+
+// BenchmarkLatestVerdicts reads every verdict, as a restarting server does
+// to rebuild its cache.
+func BenchmarkLatestVerdicts(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		for engine, s := range benchEngines(b) {
+			seedVerdicts(b, s, n)
+			b.Run(fmt.Sprintf("%s/%d", engine, n), func(b *testing.B) {
+				for b.Loop() {
+					vs, err := s.LatestVerdicts(b.Context())
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(vs) != n {
+						b.Fatalf("%d verdicts, want %d", len(vs), n)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/verdict")
+			})
+		}
+	}
+}
+
+// BenchmarkPutVerdict writes one attestation's outcome: the verdict, and
+// the verified evidence of the given size (none: the agent was unreachable).
+func BenchmarkPutVerdict(b *testing.B) {
+	const hosts = 1000
+	engines := benchEngines(b)
+	for engine, s := range engines {
+		seedVerdicts(b, s, hosts)
+		for _, size := range []int{0, 4 << 10, 64 << 10} {
+			var ev *store.EvidenceRecord
+			if size > 0 {
+				ev = &store.EvidenceRecord{Evidence: bytes.Repeat([]byte("e"), size), Nonce: make([]byte, 32),
+					Measurements: bytes.Repeat([]byte("m"), 1024)}
+			}
+			put := func(b *testing.B, i int) {
+				name := fmt.Sprintf("node%06d", i%hosts)
+				at := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Millisecond)
+				v := verdict.Verdict{Host: name, Level: verdict.Trusted, VTime: at, Expiry: at.Add(time.Hour)}
+				if i%100 == 0 { // an occasional level change writes history too
+					v.Level = verdict.Untrusted
+				}
+				var rec *store.EvidenceRecord
+				if ev != nil {
+					r := *ev
+					r.Host, r.VerifiedAt = name, at
+					rec = &r
+				}
+				if _, err := s.PutVerdict(b.Context(), v, rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run(fmt.Sprintf("%s/evidence=%d", engine, size), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				i := 0
+				for b.Loop() {
+					put(b, i)
+					i++
+				}
+			})
+			b.Run(fmt.Sprintf("%s/evidence=%d/parallel", engine, size), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				b.SetParallelism(4) // 4×GOMAXPROCS writers, as the integrity service's workers
+				var mu sync.Mutex
+				next := 0
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						mu.Lock()
+						i := next
+						next++
+						mu.Unlock()
+						put(b, i)
+					}
+				})
+			})
+		}
+	}
+}
