@@ -8,8 +8,11 @@ import (
 	"trustpool/internal/verdict"
 )
 
-// AllMeasurements returns every host's latest verified measurements in one
-// query, calling fn for each row (the bytes are only valid during the call).
+// AllMeasurements calls fn with every host's latest verified measurements
+// (see EvidenceRecord), reading them in one query. The measurements bytes
+// are valid only during the call; verifiedAt is in microseconds since the
+// Unix epoch (time.UnixMicro). An error from fn stops the scan and is
+// returned as is.
 func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt int64) error) error {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT host, measurements, verified_at FROM evidence`)
 	if err != nil {
@@ -29,8 +32,14 @@ func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measur
 			return err
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("all measurements: %w", err)
+	}
+	return nil
 }
+
+// lockHosts locks every host row, in name order, until commit.
+const lockHosts = `SELECT name FROM hosts h ORDER BY name`
 
 // PutVerdicts makes each of vs the latest verdict of its host in one
 // transaction, appending to a host's history when its level changed, as
@@ -40,49 +49,62 @@ func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
 	if len(vs) == 0 {
 		return nil
 	}
-	prev := make(map[string]verdict.Level, len(vs))
+	reasons := make([]any, len(vs))
+	for i, v := range vs {
+		if v.Host == "" || !v.Level.Valid() {
+			return fmt.Errorf("put %d verdicts: %w", len(vs), invalid("verdict of host %q, level %q", v.Host, v.Level))
+		}
+		var err error
+		if reasons[i], err = jsonOrNull(v.Reasons, len(v.Reasons) == 0); err != nil {
+			return fmt.Errorf("put %d verdicts: encode reasons of %s: %w", len(vs), v.Host, err)
+		}
+	}
+	lock := lockHosts + s.eng.forUpdate("h", false)
+	s.warm(ctx, upsertVerdict, insertHistory)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT v.host, v.level FROM verdicts v`+s.eng.forUpdate("v", false))
+		// Lock the hosts first, as PutVerdict does, so that a concurrent
+		// PutVerdict of one of them goes entirely before or after this
+		// transaction and the previous levels read next are exact.
+		exists := make(map[string]bool)
+		rows, err := tx.QueryContext(ctx, lock)
+		if err != nil {
+			return fmt.Errorf("lock hosts: %w", err)
+		}
+		names, err := collectNames(rows)
+		if err != nil {
+			return fmt.Errorf("lock hosts: %w", err)
+		}
+		for _, n := range names {
+			exists[n] = true
+		}
+		prev := make(map[string]verdict.Level, len(names))
+		rows, err = tx.QueryContext(ctx, `SELECT host, level FROM verdicts`)
 		if err != nil {
 			return fmt.Errorf("read previous verdicts: %w", err)
 		}
-		for rows.Next() {
+		if _, err := collect(rows, func(r scanner) (struct{}, error) {
 			var h, l string
-			if err := rows.Scan(&h, &l); err != nil {
-				rows.Close()
-				return err
-			}
+			err := r.Scan(&h, &l)
 			prev[h] = verdict.Level(l)
+			return struct{}{}, err
+		}); err != nil {
+			return fmt.Errorf("read previous verdicts: %w", err)
 		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		for _, v := range vs {
-			if v.Host == "" || !v.Level.Valid() {
-				return invalid("verdict of host %q, level %q", v.Host, v.Level)
+		for i, v := range vs {
+			if !exists[v.Host] {
+				continue // deleted meanwhile
 			}
-			reasons, err := jsonOrNull(v.Reasons, len(v.Reasons) == 0)
-			if err != nil {
-				return fmt.Errorf("encode reasons of %s: %w", v.Host, err)
-			}
-			res, err := s.txExec(ctx, tx, `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons)
-				SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM hosts WHERE name = $1)
-				ON CONFLICT (host) DO UPDATE SET level = excluded.level, vtime = excluded.vtime,
-					expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons`,
-				v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons)
-			if err != nil {
+			if _, err := s.txExec(ctx, tx, upsertVerdict,
+				v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i]); err != nil {
 				return fmt.Errorf("write verdict of %s: %w", v.Host, err)
 			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				continue // the host was deleted meanwhile
-			}
 			if p, ok := prev[v.Host]; !ok || p != v.Level {
-				if _, err := s.txExec(ctx, tx, `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons)
-					VALUES ($1, $2, $3, $4, $5, $6)`,
-					v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons); err != nil {
+				if _, err := s.txExec(ctx, tx, insertHistory,
+					v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i]); err != nil {
 					return fmt.Errorf("append history of %s: %w", v.Host, err)
 				}
 			}
+			prev[v.Host] = v.Level
 		}
 		return nil
 	})

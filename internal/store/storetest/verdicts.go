@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -237,6 +238,112 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				if h[i].Level == h[i-1].Level {
 					t.Fatalf("history repeats level %s at %d: %+v", h[i].Level, i, h)
 				}
+			}
+		},
+		"Batch": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a", "b", "c")
+			_, err := s.PutVerdict(ctx, testVerdict("a", verdict.Trusted, 0), testEvidence("a", "a", 0))
+			must(t, "put a", err)
+			_, err = s.PutVerdict(ctx, testVerdict("c", verdict.Trusted, 0), nil)
+			must(t, "put c", err)
+			batch := []verdict.Verdict{
+				testVerdict("a", verdict.Trusted, 1),   // same level: no history
+				testVerdict("b", verdict.Untrusted, 1), // first verdict
+				testVerdict("ghost", verdict.Trusted, 1),
+				testVerdict("c", verdict.Untrusted, 1),
+				testVerdict("c", verdict.Trusted, 2), // twice in one batch: both changes kept
+			}
+			must(t, "put verdicts", s.PutVerdicts(ctx, batch))
+			got, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
+			if want := []verdict.Verdict{batch[0], batch[1], batch[4]}; !reflect.DeepEqual(got, want) {
+				t.Fatalf("latest = %+v\nwant %+v", got, want)
+			}
+			for host, n := range map[string]int{"a": 1, "b": 1, "c": 3} {
+				h, err := s.History(ctx, host, 10)
+				must(t, "history", err)
+				if len(h) != n {
+					t.Errorf("history of %s has %d entries, want %d", host, len(h), n)
+				}
+			}
+			// The batch leaves evidence alone.
+			ev, err := s.LatestEvidence(ctx, "a")
+			must(t, "evidence", err)
+			if !reflect.DeepEqual(ev, *testEvidence("a", "a", 0)) {
+				t.Errorf("evidence after batch = %+v", ev)
+			}
+			must(t, "empty batch", s.PutVerdicts(ctx, nil))
+			bad := []verdict.Verdict{testVerdict("a", verdict.Untrusted, 5), testVerdict("b", "", 5)}
+			wantErr(t, "batch with an invalid verdict", s.PutVerdicts(ctx, bad), store.ErrInvalid)
+			got, err = s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			for _, v := range got {
+				if v.Host == "a" && v.Level != verdict.Trusted {
+					t.Fatalf("a refused batch was partly written: %+v", v)
+				}
+			}
+		},
+		"BatchRacesSingle": func(t *testing.T, open Opener) {
+			// Batches and single writes of the same hosts interleave without
+			// corrupting the history: levels alternate in every host's history.
+			s, ctx := open(t), t.Context()
+			hosts := []string{"a", "b", "c"}
+			putHosts(t, s, hosts...)
+			levels := [2]verdict.Level{verdict.Trusted, verdict.Untrusted}
+			errs := race(12, func(i int) error {
+				if i%3 == 0 {
+					var vs []verdict.Verdict
+					for _, h := range hosts {
+						vs = append(vs, testVerdict(h, levels[i%2], i))
+					}
+					return s.PutVerdicts(ctx, vs)
+				}
+				_, err := s.PutVerdict(ctx, testVerdict(hosts[i%3], levels[i%2], i), nil)
+				return err
+			})
+			for _, err := range errs {
+				must(t, "put", err)
+			}
+			for _, host := range hosts {
+				h, err := s.History(ctx, host, 100)
+				must(t, "history", err)
+				for i := 1; i < len(h); i++ {
+					if h[i].Level == h[i-1].Level {
+						t.Fatalf("history of %s repeats %s: %+v", host, h[i].Level, h)
+					}
+				}
+			}
+		},
+		"AllMeasurements": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a", "b", "c")
+			for i, host := range []string{"a", "b"} {
+				_, err := s.PutVerdict(ctx, testVerdict(host, verdict.Trusted, i), testEvidence(host, host, i))
+				must(t, "put", err)
+			}
+			got := map[string]string{}
+			must(t, "all", s.AllMeasurements(ctx, func(host string, m []byte, at int64) error {
+				want := testEvidence(host, host, 0)
+				if host == "b" {
+					want = testEvidence(host, host, 1)
+				}
+				if !time.UnixMicro(at).Equal(want.VerifiedAt) {
+					t.Errorf("%s verified at %v, want %v", host, time.UnixMicro(at), want.VerifiedAt)
+				}
+				got[host] = string(m)
+				return nil
+			}))
+			want := map[string]string{"a": `{"pcrs":"a"}`, "b": `{"pcrs":"b"}`}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("measurements = %v, want %v", got, want)
+			}
+			stop := errors.New("stop")
+			calls := 0
+			err := s.AllMeasurements(ctx, func(string, []byte, int64) error { calls++; return stop })
+			if !errors.Is(err, stop) || calls != 1 {
+				t.Fatalf("callback error: got %v after %d calls, want stop after 1", err, calls)
 			}
 		},
 	}
