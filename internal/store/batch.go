@@ -65,7 +65,6 @@ func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
 		// Lock the hosts first, as PutVerdict does, so that a concurrent
 		// PutVerdict of one of them goes entirely before or after this
 		// transaction and the previous levels read next are exact.
-		exists := make(map[string]bool)
 		rows, err := tx.QueryContext(ctx, lock)
 		if err != nil {
 			return fmt.Errorf("lock hosts: %w", err)
@@ -74,6 +73,7 @@ func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
 		if err != nil {
 			return fmt.Errorf("lock hosts: %w", err)
 		}
+		exists := make(map[string]bool, len(names))
 		for _, n := range names {
 			exists[n] = true
 		}
@@ -82,12 +82,15 @@ func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
 		if err != nil {
 			return fmt.Errorf("read previous verdicts: %w", err)
 		}
-		if _, err := collect(rows, func(r scanner) (struct{}, error) {
+		defer rows.Close()
+		for rows.Next() {
 			var h, l string
-			err := r.Scan(&h, &l)
+			if err := rows.Scan(&h, &l); err != nil {
+				return fmt.Errorf("read previous verdicts: %w", err)
+			}
 			prev[h] = verdict.Level(l)
-			return struct{}{}, err
-		}); err != nil {
+		}
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("read previous verdicts: %w", err)
 		}
 		for i, v := range vs {

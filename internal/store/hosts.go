@@ -112,16 +112,8 @@ func (s *Store) ListHosts(ctx context.Context) ([]Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
-	defer rows.Close()
-	var hs []Host
-	for rows.Next() {
-		h, err := scanHost(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list hosts: %w", err)
-		}
-		hs = append(hs, h)
-	}
-	if err := rows.Err(); err != nil {
+	hs, err := collect(rows, scanHost)
+	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
 	return hs, nil

@@ -11,14 +11,21 @@
 //     The file is created when missing and opened in WAL mode with foreign
 //     keys on. Writes go through one connection, so writers queue in Go instead
 //     of polling SQLite's lock; readers use a small read-only pool.
-//   - PostgreSQL, for several server replicas sharing one database:
-//     "postgres://trustpool:SECRET@db.example:5432/trustpool?sslmode=verify-full".
-//     Any URL that github.com/jackc/pgx/v5 accepts works (postgresql:// too).
-//     To point the server at PostgreSQL, create an empty database owned by the
-//     server's role and give the server that URL as its store DSN (keep the
-//     password out of files: read it from an environment variable). The schema
-//     is created and migrated by Open; replicas starting together serialise
-//     their migrations with an advisory lock.
+//   - PostgreSQL, for several server replicas sharing one database: a
+//     "postgres://" (or "postgresql://") URL as github.com/jackc/pgx/v5
+//     accepts it.
+//
+// To point the server at PostgreSQL, create an empty database owned by the
+// server's role, then start every replica with its URL:
+//
+//	createuser --pwprompt trustpool && createdb -O trustpool trustpool
+//	PGPASSWORD=… trustpool server --db 'postgres://trustpool@db.example:5432/trustpool?sslmode=verify-full'
+//
+// Keep the password out of the URL, which shows in the process list: pgx
+// reads PGPASSWORD and ~/.pgpass (PGPASSFILE) as libpq does. Open creates
+// and migrates the schema; replicas starting together take turns through an
+// advisory lock, then divide the hosts between them with leases
+// (ClaimHosts).
 //
 // The schema of each engine is embedded (schema/<engine>/NNNN_name.sql) and
 // versioned in the table schema_migrations; Open applies the files the
@@ -128,22 +135,32 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 // warm prepares queries on the write pool, for the hot write paths on
-// engines with prepareWrites. It must run outside a transaction: on SQLite
-// the write pool's one connection is the transaction's.
+// engines with prepareWrites. It must run outside a transaction, and it
+// prepares without holding stmtMu: on SQLite the write pool's one
+// connection may be held by a transaction that needs stmtMu to finish.
 func (s *Store) warm(ctx context.Context, queries ...string) {
 	if !s.eng.prepareWrites {
 		return
 	}
-	s.stmtMu.Lock()
-	defer s.stmtMu.Unlock()
 	for _, q := range queries {
-		if _, ok := s.stmts[q]; ok {
+		s.stmtMu.Lock()
+		_, ok := s.stmts[q]
+		s.stmtMu.Unlock()
+		if ok {
 			continue
 		}
 		// On failure the query runs unprepared, which reports the error.
-		if st, err := s.wdb.PrepareContext(ctx, q); err == nil {
+		st, err := s.wdb.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		s.stmtMu.Lock()
+		if _, ok := s.stmts[q]; ok {
+			st.Close() // another caller prepared it meanwhile
+		} else {
 			s.stmts[q] = st
 		}
+		s.stmtMu.Unlock()
 	}
 }
 

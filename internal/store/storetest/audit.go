@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"trustpool/internal/store"
+	"trustpool/internal/verdict"
 )
 
 func auditEntry(i int) store.Entry {
@@ -124,6 +126,29 @@ func auditTests() map[string]func(*testing.T, Opener) {
 				if n := perWriter[fmt.Sprint("writer-", w)]; n != each {
 					t.Errorf("writer %d has %d entries, want %d", w, n, each)
 				}
+			}
+		},
+		"MixedFirstWrites": func(t *testing.T, open Opener) {
+			// The first writes of a new store, of every kind at once, must
+			// neither deadlock nor fail. The deadline turns a deadlock into
+			// errors instead of a hung test.
+			s := open(t)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			putHosts(t, s, "a", "b")
+			errs := race(12, func(i int) error {
+				switch i % 3 {
+				case 0:
+					_, err := s.PutVerdict(ctx, testVerdict("a", verdict.Trusted, i), testEvidence("a", "x", i))
+					return err
+				case 1:
+					return s.Append(ctx, auditEntry(i))
+				default:
+					return s.PutVerdicts(ctx, []verdict.Verdict{testVerdict("b", verdict.Untrusted, i)})
+				}
+			})
+			for _, err := range errs {
+				must(t, "write", err)
 			}
 		},
 	}
