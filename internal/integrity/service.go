@@ -7,6 +7,7 @@
 package integrity
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,7 +70,8 @@ type Store interface {
 	GetHost(ctx context.Context, name string) (store.Host, error)
 	PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error)
 	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
-	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
+	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt int64) error) error
+	PutVerdicts(ctx context.Context, vs []verdict.Verdict) error
 }
 
 // Challenger obtains evidence from a host's agent.
@@ -359,6 +361,13 @@ func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.Evid
 	if _, err := s.store.PutVerdict(ctx, v, rec); err != nil {
 		return v, fmt.Errorf("store verdict of %s: %w", v.Host, err)
 	}
+	s.publish(v)
+	return v, nil
+}
+
+// publish puts a stored verdict in the cache and tells the listeners when
+// the level changed.
+func (s *Service) publish(v verdict.Verdict) {
 	if prev := s.cache.put(v); prev != v.Level {
 		s.mu.Lock()
 		ls := slices.Clone(s.listeners)
@@ -367,7 +376,6 @@ func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.Evid
 			f(v, prev)
 		}
 	}
-	return v, nil
 }
 
 // Reevaluate applies the known-good values in force to every host's latest
@@ -377,10 +385,11 @@ func (s *Service) Reevaluate(ctx context.Context) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.store.PutVerdicts(ctx, vs); err != nil {
+		return nil, fmt.Errorf("re-evaluate: %w", err)
+	}
 	for _, v := range vs {
-		if _, err := s.record(ctx, v, nil); err != nil {
-			return nil, err
-		}
+		s.publish(v)
 	}
 	return changes, nil
 }
@@ -401,33 +410,73 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 	if err != nil {
 		return nil, nil, fmt.Errorf("re-evaluate: %w", err)
 	}
-	var (
-		vs      []verdict.Verdict
-		changes []Change
-	)
+	byName := make(map[string]store.Host, len(hosts))
 	for _, h := range hosts {
-		rec, err := s.store.LatestEvidence(ctx, h.Name)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
+		byName[h.Name] = h
+	}
+	var (
+		vs      = make([]verdict.Verdict, 0, len(hosts))
+		changes []Change
+		now     = s.now()
+	)
+	err = s.store.AllMeasurements(ctx, func(host string, mb []byte, at int64) error {
+		h, ok := byName[host]
+		if !ok {
+			return nil
 		}
+		verifiedAt := time.UnixMicro(at).UTC()
+		cur, _ := s.cache.Verdict(host)
+		if cur.VTime.After(verifiedAt) {
+			return nil // a later attestation failed verification: that verdict stands
+		}
+		pol := kg.PolicyFor(h)
+		v, err := s.reevaluate(host, kg, pol, mb, verifiedAt)
 		if err != nil {
-			return nil, nil, fmt.Errorf("re-evaluate %s: %w", h.Name, err)
+			return err
 		}
-		cur, _ := s.cache.Verdict(h.Name)
-		if cur.VTime.After(rec.VerifiedAt) {
-			continue
-		}
-		var m verify.Measurements
-		if err := json.Unmarshal(rec.Measurements, &m); err != nil {
-			return nil, nil, fmt.Errorf("re-evaluate %s: stored measurements: %w", h.Name, err)
-		}
-		v := s.evaluate(h.Name, kg, kg.PolicyFor(h), &m, rec.VerifiedAt)
 		vs = append(vs, v)
-		if from, to := cur.At(s.now()), v.At(s.now()); from != to {
-			changes = append(changes, Change{Host: h.Name, From: from, To: to, Policy: v.Policy, Reasons: v.Reasons})
+		if from, to := cur.At(now), v.At(now); from != to {
+			changes = append(changes, Change{Host: host, From: from, To: to, Policy: v.Policy, Reasons: v.Reasons})
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return vs, changes, nil
+}
+
+// storedPCRs reads only the PCR values of stored measurements, which
+// encoding/json writes first: most verdicts are decided by PCR values
+// alone, and scanning fifty events per host would dominate re-evaluating a
+// fleet. ok is false when the document does not start that way.
+func storedPCRs(mb []byte) (pcrs map[evidence.Bank]map[int][]byte, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(mb))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	if t, err := dec.Token(); err != nil || t != "pcrs" {
+		return nil, false
+	}
+	if err := dec.Decode(&pcrs); err != nil {
+		return nil, false
+	}
+	return pcrs, true
+}
+
+// reevaluate evaluates stored measurements, decoding their events only when
+// the policy has event rules or the host fails (to explain which event).
+func (s *Service) reevaluate(host string, kg *KnownGood, pol *policy.Policy, mb []byte, vtime time.Time) (verdict.Verdict, error) {
+	if pcrs, ok := storedPCRs(mb); ok && (pol == nil || !policy.NeedsEvents(pol, kg.Refs)) {
+		if v := s.evaluate(host, kg, pol, &verify.Measurements{PCRs: pcrs}, vtime); v.Level == verdict.Trusted || pol == nil {
+			return v, nil
+		}
+	}
+	var m verify.Measurements
+	if err := json.Unmarshal(mb, &m); err != nil {
+		return verdict.Verdict{}, fmt.Errorf("re-evaluate %s: stored measurements: %w", host, err)
+	}
+	return s.evaluate(host, kg, pol, &m, vtime), nil
 }
 
 func (s *Service) akOf(h store.Host) (*verify.AK, error) {

@@ -2,6 +2,8 @@ package integrity
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"errors"
 	"io"
 	"log/slog"
@@ -245,5 +247,37 @@ func TestHelloAttestsAtOnce(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no attestation after hello")
+	}
+}
+
+// The fast path of re-evaluation (PCR values only) decides exactly as the
+// full measurements do.
+func TestReevaluateFastPathAgrees(t *testing.T) {
+	f := newFixture(t, "node1", "node2")
+	f.golden(t, "node1")
+	f.agents.nodes["node2"].EventLog = verifytest.BootLog("other-model").Bytes()
+	ctx := context.Background()
+	for _, h := range []string{"node1", "node2"} {
+		if _, err := f.svc.Attest(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := f.store.LatestEvidence(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, _ := f.store.GetHost(ctx, h)
+		kg := f.svc.KnownGood()
+		var m verify.Measurements
+		if err := json.Unmarshal(rec.Measurements, &m); err != nil {
+			t.Fatal(err)
+		}
+		full := f.svc.evaluate(h, kg, kg.PolicyFor(host), &m, rec.VerifiedAt)
+		fast, err := f.svc.reevaluate(h, kg, kg.PolicyFor(host), rec.Measurements, rec.VerifiedAt)
+		if err != nil || !reflect.DeepEqual(full, fast) {
+			t.Fatalf("%s: fast path %+v, full %+v (%v)", h, fast, full, err)
+		}
+	}
+	if _, ok := storedPCRs([]byte(`{"events":[],"pcrs":{}}`)); ok {
+		t.Fatal("a document not starting with pcrs took the fast path")
 	}
 }

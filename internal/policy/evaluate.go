@@ -194,11 +194,11 @@ func missingEvent(e Expectation, m *verify.Measurements) (EventRule, bool) {
 // firstDiff explains a PCR mismatch by the first event of the replayed log
 // that differs from the reference's recorded events, when it has them.
 func firstDiff(e Expectation, m *verify.Measurements) string {
-	if len(e.Events) == 0 {
+	if len(e.Log) == 0 {
 		return ""
 	}
 	have := eventsOf(m, e.PCR)
-	for i, rule := range e.Events {
+	for i, rule := range e.Log {
 		if i >= len(have) {
 			return fmt.Sprintf("; the log ends before the expected event %s", describeRule(rule))
 		}
@@ -207,8 +207,8 @@ func firstDiff(e Expectation, m *verify.Measurements) string {
 				have[i].Index, eventlog.TypeName(have[i].Type), quoted(Description(have[i])), got, []byte(rule.Digest), quoted(rule.Description))
 		}
 	}
-	if len(have) > len(e.Events) {
-		x := have[len(e.Events)]
+	if len(have) > len(e.Log) {
+		x := have[len(e.Log)]
 		return fmt.Sprintf("; unexpected extra event #%d %s%s", x.Index, eventlog.TypeName(x.Type), quoted(Description(x)))
 	}
 	return ""
@@ -240,6 +240,19 @@ func Description(e eventlog.Event) string {
 		}
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// NeedsEvents reports whether deciding p's verdict reads replayed events
+// (event rules); otherwise events only explain a mismatch.
+func NeedsEvents(p *Policy, refs map[string]*Reference) bool {
+	for _, names := range p.Approved {
+		for _, n := range names {
+			if r := refs[n]; r != nil && slices.ContainsFunc(r.Expect, func(e Expectation) bool { return len(e.Events) > 0 }) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Selection lists, per bank, the PCRs that policy p reads through the

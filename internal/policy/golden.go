@@ -23,7 +23,8 @@ var (
 // Golden turns a known-good host's verified measurements into references, one
 // per class found, named "<name>-<class>" at the given version. Each
 // expectation takes the PCR's value in the strongest quoted bank and the
-// events that replayed into it (for reasons that name the differing event).
+// events that replayed into it as its Log (for reasons that name the
+// differing event).
 // Launch is included only when the host performed a measured launch.
 func Golden(name string, version int, m *verify.Measurements, meta map[string]string) ([]*Reference, error) {
 	bank, ok := strongestBank(m)
@@ -53,7 +54,7 @@ func Golden(name string, version int, m *verify.Measurements, meta map[string]st
 			e := Expectation{PCR: pcr, Bank: bank, Digests: []Hex{bytes.Clone(v)}}
 			for _, ev := range eventsOf(m, pcr) {
 				if d := ev.Digest(bank); d != nil {
-					e.Events = append(e.Events, EventRule{Digest: bytes.Clone(d), Type: eventlog.TypeName(ev.Type), Description: Description(ev)})
+					e.Log = append(e.Log, EventRule{Digest: bytes.Clone(d), Type: eventlog.TypeName(ev.Type), Description: Description(ev)})
 				}
 			}
 			r.Expect = append(r.Expect, e)

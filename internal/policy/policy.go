@@ -65,11 +65,14 @@ type EventRule struct {
 
 // Expectation is what one PCR of one bank must hold: one of Digests, and
 // every event of Events in its replayed log. Either may be empty, not both.
+// Log is not a rule: it is the known-good host's event sequence for this
+// PCR, kept to explain a mismatch by the first event that differs.
 type Expectation struct {
 	PCR     int           `json:"pcr"`
 	Bank    evidence.Bank `json:"bank"`
 	Digests []Hex         `json:"digests,omitempty"`
 	Events  []EventRule   `json:"events,omitempty"`
+	Log     []EventRule   `json:"log,omitempty"`
 }
 
 // Reference is a named, versioned set of expectations for one class.
@@ -108,7 +111,7 @@ func (r *Reference) Validate() error {
 				errs = append(errs, fmt.Errorf("%s: digest %x is %d bytes, want %d", where, []byte(d), len(d), e.Bank.Size()))
 			}
 		}
-		for _, ev := range e.Events {
+		for _, ev := range slices.Concat(e.Events, e.Log) {
 			if len(ev.Digest) != e.Bank.Size() {
 				errs = append(errs, fmt.Errorf("%s: event digest %x is %d bytes, want %d", where, []byte(ev.Digest), len(ev.Digest), e.Bank.Size()))
 			}
