@@ -3,11 +3,11 @@ package integrity
 import (
 	"context"
 	"encoding/json"
-	"reflect"
 	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 	"time"

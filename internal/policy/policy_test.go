@@ -7,8 +7,8 @@ import (
 	"slices"
 	"testing"
 
-	"trustpool/internal/evidence"
 	"trustpool/internal/eventlog"
+	"trustpool/internal/evidence"
 	"trustpool/internal/verdict"
 	"trustpool/internal/verify"
 )
@@ -76,15 +76,15 @@ func TestEvaluate(t *testing.T) {
 		{name: "unapproved version", policy: pol([]Class{BIOS}, map[Class][]string{BIOS: {"bios-1.0"}}),
 			m: host(sha256PCR0("bios-2.0")), code: verdict.CodePCRMismatch, pcr: 0},
 		{name: "strongest bank decides: sha256 bad, sha1 good", policy: pol([]Class{BIOS}, map[Class][]string{BIOS: {"bios-banks"}}),
-			m: host(map[evidence.Bank]map[int][]byte{evidence.SHA1: {0: d(evidence.SHA1, "bios-1.0")}, evidence.SHA256: {0: d(evidence.SHA256, "evil")}}),
+			m:    host(map[evidence.Bank]map[int][]byte{evidence.SHA1: {0: d(evidence.SHA1, "bios-1.0")}, evidence.SHA256: {0: d(evidence.SHA256, "evil")}}),
 			code: verdict.CodePCRMismatch, pcr: 0},
 		{name: "reference only in sha1 is not satisfied by sha256", policy: pol([]Class{BIOS}, map[Class][]string{BIOS: {"bios-sha1"}}),
 			m: host(sha256PCR0("bios-1.0")), code: verdict.CodeSelection, pcr: 0},
 		{name: "event rule satisfied", policy: pol([]Class{VMM}, map[Class][]string{VMM: {"kvm-rule"}}),
-			m: host(map[evidence.Bank]map[int][]byte{evidence.SHA256: {18: d(evidence.SHA256, "any")}}, event(3, 18, d(evidence.SHA256, "kvm"), "kvm")),
+			m:       host(map[evidence.Bank]map[int][]byte{evidence.SHA256: {18: d(evidence.SHA256, "any")}}, event(3, 18, d(evidence.SHA256, "kvm"), "kvm")),
 			trusted: true, matched: "kvm-rule"},
 		{name: "event rule: event missing", policy: pol([]Class{VMM}, map[Class][]string{VMM: {"kvm-rule"}}),
-			m: host(map[evidence.Bank]map[int][]byte{evidence.SHA256: {18: d(evidence.SHA256, "any")}}, event(3, 18, d(evidence.SHA256, "xen"), "xen")),
+			m:    host(map[evidence.Bank]map[int][]byte{evidence.SHA256: {18: d(evidence.SHA256, "any")}}, event(3, 18, d(evidence.SHA256, "xen"), "xen")),
 			code: verdict.CodeEventMissing, pcr: 18},
 		{name: "launch required, PCR 17 all-ones", policy: pol([]Class{Launch}, map[Class][]string{Launch: {"sinit"}}),
 			m: host(map[evidence.Bank]map[int][]byte{evidence.SHA256: {17: ones(32)}}), code: verdict.CodeNoLaunch, pcr: 17},
