@@ -47,12 +47,17 @@ func (c *Cache) Snapshot() []verdict.Verdict {
 	return out
 }
 
-// put stores v and returns the level the host had before, read at v's time.
+// put stores v unless the cache holds a newer verdict for the host, and
+// returns the level the host had before, read at v's time (v's own level
+// when v was older and dropped).
 func (c *Cache) put(v verdict.Verdict) verdict.Level {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	prev := c.m[v.Host]
+	if prev.VTime.After(v.VTime) {
+		return v.Level
+	}
 	c.m[v.Host] = v
-	c.mu.Unlock()
 	return prev.At(v.VTime)
 }
 

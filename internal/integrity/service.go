@@ -71,7 +71,7 @@ type Store interface {
 	PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error)
 	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
 	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt int64) error) error
-	PutVerdicts(ctx context.Context, vs []verdict.Verdict) error
+	PutVerdicts(ctx context.Context, vs []verdict.Verdict) (written []bool, err error)
 }
 
 // Challenger obtains evidence from a host's agent.
@@ -385,12 +385,19 @@ func (s *Service) Reevaluate(ctx context.Context) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.PutVerdicts(ctx, vs); err != nil {
+	written, err := s.store.PutVerdicts(ctx, vs)
+	if err != nil {
 		return nil, fmt.Errorf("re-evaluate: %w", err)
 	}
-	for _, v := range vs {
-		s.publish(v)
+	applied := map[string]bool{}
+	for i, v := range vs {
+		if written[i] {
+			s.publish(v)
+			applied[v.Host] = true
+		}
 	}
+	// Hosts attested while the change was computed keep that verdict.
+	changes = slices.DeleteFunc(changes, func(c Change) bool { return !applied[c.Host] })
 	return changes, nil
 }
 

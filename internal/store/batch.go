@@ -43,25 +43,28 @@ const lockHosts = `SELECT name FROM hosts h ORDER BY name`
 
 // PutVerdicts makes each of vs the latest verdict of its host in one
 // transaction, appending to a host's history when its level changed, as
-// PutVerdict does without evidence. Hosts that no longer exist are skipped.
-// It is how a known-good change re-evaluates a whole fleet at once.
-func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
+// PutVerdict does without evidence. It is how a known-good change
+// re-evaluates a whole fleet at once. A verdict older than the host's stored
+// one is skipped (an attestation recorded meanwhile stands), and so is a
+// host that no longer exists; written says which were stored.
+func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) (written []bool, err error) {
 	if len(vs) == 0 {
-		return nil
+		return nil, nil
 	}
+	written = make([]bool, len(vs))
 	reasons := make([]any, len(vs))
 	for i, v := range vs {
 		if v.Host == "" || !v.Level.Valid() {
-			return fmt.Errorf("put %d verdicts: %w", len(vs), invalid("verdict of host %q, level %q", v.Host, v.Level))
+			return nil, fmt.Errorf("put %d verdicts: %w", len(vs), invalid("verdict of host %q, level %q", v.Host, v.Level))
 		}
 		var err error
 		if reasons[i], err = jsonOrNull(v.Reasons, len(v.Reasons) == 0); err != nil {
-			return fmt.Errorf("put %d verdicts: encode reasons of %s: %w", len(vs), v.Host, err)
+			return nil, fmt.Errorf("put %d verdicts: encode reasons of %s: %w", len(vs), v.Host, err)
 		}
 	}
 	lock := lockHosts + s.eng.forUpdate("h", false)
 	s.warm(ctx, upsertVerdict, insertHistory)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		// Lock the hosts first, as PutVerdict does, so that a concurrent
 		// PutVerdict of one of them goes entirely before or after this
 		// transaction and the previous levels read next are exact.
@@ -77,42 +80,51 @@ func (s *Store) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
 		for _, n := range names {
 			exists[n] = true
 		}
-		prev := make(map[string]verdict.Level, len(names))
-		rows, err = tx.QueryContext(ctx, `SELECT host, level FROM verdicts`)
+		type stored struct {
+			level verdict.Level
+			vtime int64
+		}
+		prev := make(map[string]stored, len(names))
+		rows, err = tx.QueryContext(ctx, `SELECT host, level, vtime FROM verdicts`)
 		if err != nil {
 			return fmt.Errorf("read previous verdicts: %w", err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var h, l string
-			if err := rows.Scan(&h, &l); err != nil {
+			var (
+				h, l string
+				t    int64
+			)
+			if err := rows.Scan(&h, &l, &t); err != nil {
 				return fmt.Errorf("read previous verdicts: %w", err)
 			}
-			prev[h] = verdict.Level(l)
+			prev[h] = stored{verdict.Level(l), t}
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("read previous verdicts: %w", err)
 		}
 		for i, v := range vs {
-			if !exists[v.Host] {
-				continue // deleted meanwhile
+			p, had := prev[v.Host]
+			if !exists[v.Host] || (had && p.vtime > micros(v.VTime)) {
+				continue // deleted, or attested since: that verdict stands
 			}
 			if _, err := s.txExec(ctx, tx, upsertVerdict,
 				v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i]); err != nil {
 				return fmt.Errorf("write verdict of %s: %w", v.Host, err)
 			}
-			if p, ok := prev[v.Host]; !ok || p != v.Level {
+			written[i] = true
+			if !had || p.level != v.Level {
 				if _, err := s.txExec(ctx, tx, insertHistory,
 					v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i]); err != nil {
 					return fmt.Errorf("append history of %s: %w", v.Host, err)
 				}
 			}
-			prev[v.Host] = v.Level
+			prev[v.Host] = stored{v.Level, micros(v.VTime)}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("put %d verdicts: %w", len(vs), err)
+		return nil, fmt.Errorf("put %d verdicts: %w", len(vs), err)
 	}
-	return nil
+	return written, nil
 }

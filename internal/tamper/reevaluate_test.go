@@ -3,7 +3,6 @@ package tamper_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -51,15 +50,9 @@ func (s *racingStore) PutVerdict(ctx context.Context, v verdict.Verdict, ev *sto
 
 // PutVerdicts catches a re-evaluation written as one batch, for a store
 // that has it.
-func (s *racingStore) PutVerdicts(ctx context.Context, vs []verdict.Verdict) error {
+func (s *racingStore) PutVerdicts(ctx context.Context, vs []verdict.Verdict) ([]bool, error) {
 	s.fire()
-	batch, ok := any(s.Store).(interface {
-		PutVerdicts(context.Context, []verdict.Verdict) error
-	})
-	if !ok {
-		return errors.New("store has no PutVerdicts")
-	}
-	return batch.PutVerdicts(ctx, vs)
+	return s.Store.PutVerdicts(ctx, vs)
 }
 
 // simNodes answers challenges in process from simulated nodes.

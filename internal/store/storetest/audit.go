@@ -144,7 +144,7 @@ func auditTests() map[string]func(*testing.T, Opener) {
 				case 1:
 					return s.Append(ctx, auditEntry(i))
 				default:
-					return s.PutVerdicts(ctx, []verdict.Verdict{testVerdict("b", verdict.Untrusted, i)})
+					return putVerdicts(ctx, s, []verdict.Verdict{testVerdict("b", verdict.Untrusted, i)})
 				}
 			})
 			for _, err := range errs {
