@@ -6,8 +6,7 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
+	"encoding/json"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"trustpool/internal/api/render"
+	"trustpool/internal/auth"
 	"trustpool/internal/enroll"
 	"trustpool/internal/evidence"
 	"trustpool/internal/filter"
@@ -40,6 +40,7 @@ type Store interface {
 	CreateJoinToken(ctx context.Context, t store.JoinToken) error
 	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
 	History(ctx context.Context, host string, limit int) ([]verdict.Verdict, error)
+	Append(ctx context.Context, e store.Entry) error
 }
 
 // KnownGood persists known-good changes and installs them in the integrity
@@ -60,7 +61,10 @@ type Config struct {
 	Integrity  *integrity.Service
 	KnownGood  KnownGood
 	VerifyPeer IdentityVerifier
-	AdminToken string
+	// Auth checks bearer tokens (and the Nova blob) and their roles.
+	Auth *auth.Authenticator
+	// EnrollLimit bounds enrollment requests per client address.
+	EnrollLimit *auth.Limiter
 	// JoinTokenTTL is the default lifetime of a join token (default 24 h).
 	JoinTokenTTL time.Duration
 	Now          func() time.Time
@@ -69,9 +73,8 @@ type Config struct {
 
 // API is the /v1 handler.
 type API struct {
-	cfg        Config
-	adminToken [32]byte
-	mux        *http.ServeMux
+	cfg Config
+	mux *http.ServeMux
 }
 
 // New builds the API.
@@ -79,52 +82,72 @@ func New(cfg Config) *API {
 	if cfg.JoinTokenTTL <= 0 {
 		cfg.JoinTokenTTL = 24 * time.Hour
 	}
-	a := &API{cfg: cfg, adminToken: sha256.Sum256([]byte(cfg.AdminToken)), mux: http.NewServeMux()}
+	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	m := a.mux
+	admin, reader, scheduler := a.role(auth.RoleAdmin), a.role(auth.RoleReader), a.role(auth.RoleScheduler)
+	limited := func(h http.HandlerFunc) http.Handler { return h }
+	if cfg.EnrollLimit != nil {
+		limited = func(h http.HandlerFunc) http.Handler { return cfg.EnrollLimit.Middleware(auth.ClientKey)(h) }
+	}
 	// Agents: admission is by join token or approval; hello by certificate.
-	m.HandleFunc("POST /v1/enroll", a.enrollBegin)
-	m.HandleFunc("POST /v1/enroll/activate", a.enrollActivate)
-	m.HandleFunc("POST /v1/hello", a.hello)
+	m.Handle("POST /v1/enroll", limited(a.enrollBegin))
+	m.Handle("POST /v1/enroll/activate", limited(a.enrollActivate))
+	m.Handle("POST /v1/hello", limited(a.hello))
 	// Operators.
-	m.HandleFunc("GET /v1/hosts", a.admin(a.listHosts))
-	m.HandleFunc("GET /v1/hosts/{name}", a.admin(a.getHost))
-	m.HandleFunc("DELETE /v1/hosts/{name}", a.admin(a.deleteHost))
-	m.HandleFunc("POST /v1/hosts/{name}/approve", a.admin(a.approveHost))
-	m.HandleFunc("POST /v1/hosts/{name}/attest", a.admin(a.attestHost))
-	m.HandleFunc("POST /v1/join-tokens", a.admin(a.createJoinToken))
-	m.HandleFunc("GET /v1/pool", a.admin(a.pool))
-	m.HandleFunc("PATCH /v1/hosts/{name}", a.admin(a.patchHost))
-	m.HandleFunc("GET /v1/references", a.admin(a.listReferences))
-	m.HandleFunc("PUT /v1/references/{name}", a.admin(a.putReference))
-	m.HandleFunc("DELETE /v1/references/{name}", a.admin(a.retireReference))
-	m.HandleFunc("GET /v1/policies", a.admin(a.listPolicies))
-	m.HandleFunc("PUT /v1/policies/{name}", a.admin(a.putPolicy))
-	m.HandleFunc("POST /v1/preview", a.admin(a.preview))
-	m.HandleFunc("POST /v1/apply", a.admin(a.apply))
-	m.HandleFunc("POST /v1/golden", a.admin(a.golden))
-	// Schedulers.
-	m.HandleFunc("POST /v1/filter", a.admin(a.filter))
+	m.Handle("GET /v1/hosts", reader(a.listHosts))
+	m.Handle("GET /v1/hosts/{name}", reader(a.getHost))
+	m.Handle("PATCH /v1/hosts/{name}", admin(a.patchHost))
+	m.Handle("DELETE /v1/hosts/{name}", admin(a.deleteHost))
+	m.Handle("POST /v1/hosts/{name}/approve", admin(a.approveHost))
+	m.Handle("POST /v1/hosts/{name}/attest", admin(a.attestHost))
+	m.Handle("POST /v1/join-tokens", admin(a.createJoinToken))
+	m.Handle("GET /v1/references", reader(a.listReferences))
+	m.Handle("PUT /v1/references/{name}", admin(a.putReference))
+	m.Handle("DELETE /v1/references/{name}", admin(a.retireReference))
+	m.Handle("GET /v1/policies", reader(a.listPolicies))
+	m.Handle("PUT /v1/policies/{name}", admin(a.putPolicy))
+	m.Handle("POST /v1/preview", reader(a.preview))
+	m.Handle("POST /v1/apply", admin(a.apply))
+	m.Handle("POST /v1/golden", admin(a.golden))
+	// Schedulers read the pool; they never cause a quote.
+	m.Handle("GET /v1/pool", scheduler(a.pool))
+	m.Handle("POST /v1/filter", scheduler(a.filter))
 	return a
+}
+
+// role wraps a handler so that only principals with that role (or admin)
+// reach it.
+func (a *API) role(r auth.Role) func(http.HandlerFunc) http.Handler {
+	return func(h http.HandlerFunc) http.Handler { return a.cfg.Auth.Require(r)(h) }
+}
+
+// actor names the authenticated principal, for the audit log.
+func actor(r *http.Request) string {
+	if p, ok := auth.From(r.Context()); ok {
+		return p.Name
+	}
+	return "anonymous"
+}
+
+// audit appends an admin action to the tamper-evident audit log.
+func (a *API) audit(r *http.Request, action, subject string, detail any) error {
+	var b []byte
+	if detail != nil {
+		var err error
+		if b, err = json.Marshal(detail); err != nil {
+			return err
+		}
+	}
+	if err := a.cfg.Store.Append(r.Context(), store.Entry{Time: a.cfg.Now(), Actor: actor(r), Action: action, Subject: subject, Detail: b}); err != nil {
+		return fmt.Errorf("audit %s %s: %w", action, subject, err)
+	}
+	return nil
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	render.Error(w, r, a.cfg.Log, err)
-}
-
-// admin requires the admin bearer token.
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(sum[:], a.adminToken[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="trustpool"`)
-			a.fail(w, r, problem.New(problem.Unauthorized, "a valid bearer token is required"))
-			return
-		}
-		h(w, r)
-	}
 }
 
 func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
@@ -254,6 +277,10 @@ func (a *API) deleteHost(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if err := a.audit(r, "host.delete", h.Name, nil); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	a.cfg.Integrity.Forget(h.Name)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -265,6 +292,10 @@ func (a *API) approveHost(w http.ResponseWriter, r *http.Request) {
 	}
 	h.State = store.HostActive
 	if err := a.cfg.Store.PutHost(r.Context(), h); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.audit(r, "host.approve", h.Name, nil); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -314,6 +345,10 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) {
 	tok := enroll.NewToken()
 	now := a.cfg.Now()
 	if err := a.cfg.Store.CreateJoinToken(r.Context(), store.JoinToken{Hash: enroll.TokenHash(tok), Host: req.Host, ExpiresAt: now.Add(ttl), CreatedAt: now}); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.audit(r, "join-token.create", req.Host, map[string]any{"expires": now.Add(ttl).UTC()}); err != nil {
 		a.fail(w, r, err)
 		return
 	}

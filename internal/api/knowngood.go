@@ -56,7 +56,7 @@ func sortedValues[T any](m map[string]*T, name func(*T) string) []*T {
 
 // change applies c and answers with its result.
 func (a *API) change(w http.ResponseWriter, r *http.Request, c *policy.Change) {
-	changes, err := a.cfg.KnownGood.Apply(r.Context(), "admin", c)
+	changes, err := a.cfg.KnownGood.Apply(r.Context(), actor(r), c)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -221,6 +221,10 @@ func (a *API) patchHost(w http.ResponseWriter, r *http.Request) {
 		h.Labels = *req.Labels
 	}
 	if err := a.cfg.Store.PutHost(r.Context(), h); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.audit(r, "host.update", h.Name, req); err != nil {
 		a.fail(w, r, err)
 		return
 	}

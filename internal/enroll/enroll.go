@@ -113,16 +113,29 @@ type Store interface {
 	ConsumeJoinToken(ctx context.Context, hash []byte, host string, now time.Time) error
 }
 
+// EKCertCheck verifies an EK certificate (DER) for the EK public area
+// against the TPM vendors' CAs (package ekcert).
+type EKCertCheck func(certDER, ekPublic []byte, now time.Time) error
+
 // Service runs enrollments.
 type Service struct {
-	store Store
-	ca    *pki.CA
-	now   func() time.Time
+	store   Store
+	ca      *pki.CA
+	now     func() time.Time
+	ekCheck EKCertCheck
+	needEK  bool
 }
 
 // New returns an enrollment service issuing agent certificates from ca.
 func New(s Store, ca *pki.CA, now func() time.Time) *Service {
 	return &Service{store: s, ca: ca, now: now}
+}
+
+// CheckEKCerts makes the service verify every EK certificate an agent
+// presents with check, and, when require is set, refuse TPMs without one.
+func (s *Service) CheckEKCerts(check EKCertCheck, require bool) *Service {
+	s.ekCheck, s.needEK = check, require
+	return s
 }
 
 // Begin checks a request and returns the credential the agent's TPM must
@@ -145,6 +158,9 @@ func (s *Service) Begin(ctx context.Context, req *Request) (*Credential, error) 
 	kem, err := tpm2.ImportEncapsulationKey(ek)
 	if err != nil {
 		return nil, problem.Wrap(problem.Invalid, err, "endorsement key: unsupported: %v", err)
+	}
+	if err := s.checkEKCert(req); err != nil {
+		return nil, err
 	}
 	if err := s.checkBinding(ctx, req.Host, req.EKPublic); err != nil {
 		return nil, err
@@ -176,6 +192,21 @@ func (s *Service) Begin(ctx context.Context, req *Request) (*Credential, error) 
 		return nil, fmt.Errorf("store enrollment of %s: %w", req.Host, err)
 	}
 	return &Credential{ID: id, CredentialBlob: blob, EncryptedSecret: enc}, nil
+}
+
+// checkEKCert applies the EK certificate policy: a presented certificate
+// must chain to a TPM vendor's CA and certify this EK.
+func (s *Service) checkEKCert(req *Request) error {
+	switch {
+	case len(req.EKCert) == 0 && s.needEK:
+		return problem.New(problem.Forbidden, "an EK certificate from a TPM vendor is required and the agent sent none")
+	case len(req.EKCert) == 0 || s.ekCheck == nil:
+		return nil
+	}
+	if err := s.ekCheck(req.EKCert, req.EKPublic, s.now()); err != nil {
+		return problem.Wrap(problem.Forbidden, err, "EK certificate refused: %v", err)
+	}
+	return nil
 }
 
 // checkBinding refuses an EK bound to another host, and a host name bound to

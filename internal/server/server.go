@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -20,11 +21,15 @@ import (
 	"time"
 
 	"trustpool/internal/api"
+	"trustpool/internal/auth"
+	"trustpool/internal/ekcert"
 	"trustpool/internal/enroll"
 	"trustpool/internal/integrity"
+	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/pki"
 	"trustpool/internal/store"
+	"trustpool/internal/verdict"
 )
 
 // Files the server keeps in its state directory.
@@ -44,7 +49,20 @@ type Config struct {
 	// DSN selects the store; default SQLite in the state directory.
 	DSN       string
 	Integrity integrity.Config
-	Log       *slog.Logger
+	// EKCABundle is a PEM bundle of TPM vendor CAs; with it, EK
+	// certificates that agents present are verified.
+	EKCABundle []byte
+	// RequireEKCert refuses TPMs without a valid EK certificate.
+	RequireEKCert bool
+	// Placement, when set, keeps a trait on trusted hosts' resource
+	// providers (current Nova).
+	Placement *nova.TraitSyncConfig
+	// Webhooks, when set, receive every verdict transition.
+	Webhooks *notify.Config
+	// EnrollPerMinute bounds enrollment requests per client address
+	// (default 60 a minute, burst 120).
+	EnrollPerMinute float64
+	Log             *slog.Logger
 }
 
 // Validate reports every problem at once.
@@ -55,6 +73,19 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	if c.RequireEKCert && len(c.EKCABundle) == 0 {
+		errs = append(errs, errors.New("requiring EK certificates needs a TPM vendor CA bundle"))
+	}
+	if c.Placement != nil {
+		if err := c.Placement.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("placement: %w", err))
+		}
+	}
+	if c.Webhooks != nil {
+		if err := c.Webhooks.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("webhooks: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -68,6 +99,7 @@ type Server struct {
 	integrity *integrity.Service
 	handler   http.Handler
 	ln        net.Listener
+	tasks     []func(context.Context) error // run beside the API
 }
 
 // New prepares a server: state directory, credentials, store, services.
@@ -138,20 +170,83 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.wireIntegrations(cfg); err != nil {
+		s.Close()
+		return nil, err
+	}
+	enr := enroll.New(st, ca, now)
+	if len(cfg.EKCABundle) > 0 {
+		v, err := ekcert.NewVerifier(cfg.EKCABundle)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("EK CA bundle: %w", err)
+		}
+		enr.CheckEKCerts(func(cert, ek []byte, now time.Time) error { _, err := v.Verify(cert, ek, now); return err }, cfg.RequireEKCert)
+	}
+	authn := auth.New(auth.Config{Store: st, Bootstrap: adminToken, NovaBlob: novaBlob, Now: now, Log: cfg.Log})
+	perMinute := cfg.EnrollPerMinute
+	if perMinute <= 0 {
+		perMinute = 60
+	}
 	v1 := api.New(api.Config{
-		Store: st, Enroll: enroll.New(st, ca, now), Integrity: s.integrity, KnownGood: kg,
-		VerifyPeer: ca.VerifyHost, AdminToken: adminToken, Now: now, Log: cfg.Log,
+		Store: st, Enroll: enr, Integrity: s.integrity, KnownGood: kg, VerifyPeer: ca.VerifyHost,
+		Auth: authn, EnrollLimit: auth.NewLimiter(perMinute/60, int(2*perMinute), now), Now: now, Log: cfg.Log,
 	})
-	poll := nova.NewPollHosts(nova.PollHostsConfig{AuthBlob: novaBlob, Now: now}, s.integrity.Cache())
+	// PollHosts authenticates through the scheduler role: Nova's x-auth-blob
+	// or a scheduler token; a wrong or missing one is a 401.
+	poll := authn.Require(auth.RoleScheduler)(nova.NewPollHosts(nova.PollHostsConfig{Now: now}, s.integrity.Cache()))
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", v1)
-	for _, p := range poll.Paths() {
+	mux.Handle("/v1/tokens", authn.Require(auth.RoleAdmin)(auth.TokensHandler(st, now, cfg.Log)))
+	mux.Handle("/v1/tokens/", authn.Require(auth.RoleAdmin)(auth.TokensHandler(st, now, cfg.Log)))
+	mux.Handle("/v1/audit", authn.Require(auth.RoleReader)(auth.AuditHandler(st, cfg.Log)))
+	mux.Handle("/v1/audit/", authn.Require(auth.RoleReader)(auth.AuditHandler(st, cfg.Log)))
+	for _, p := range nova.NewPollHosts(nova.PollHostsConfig{}, nil).Paths() {
 		mux.Handle(p, poll)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	s.handler = mux
 	return s, nil
+}
+
+// wireIntegrations connects verdict transitions to the audit log, the
+// Placement trait sync and the webhooks.
+func (s *Server) wireIntegrations(cfg Config) error {
+	s.integrity.OnChange(func(v verdict.Verdict, prev verdict.Level) {
+		detail, _ := json.Marshal(map[string]any{"from": prev, "to": v.Level, "vtime": v.VTime, "reasons": v.Reasons})
+		if err := s.store.Append(context.Background(), store.Entry{Time: cfg.Integrity.Now(), Actor: "system", Action: "verdict.change", Subject: v.Host, Detail: detail}); err != nil {
+			cfg.Log.Error("audit verdict change", "host", v.Host, "err", err)
+		}
+	})
+	if cfg.Placement != nil {
+		pc := *cfg.Placement
+		if pc.Logger == nil {
+			pc.Logger = cfg.Log
+		}
+		ts, err := nova.NewTraitSync(pc, s.integrity.Cache())
+		if err != nil {
+			return fmt.Errorf("placement: %w", err)
+		}
+		s.integrity.OnChange(func(v verdict.Verdict, _ verdict.Level) { ts.Changed(v.Host) })
+		s.tasks = append(s.tasks, ts.Run)
+	}
+	if cfg.Webhooks != nil {
+		wc := *cfg.Webhooks
+		if wc.Log == nil {
+			wc.Log = cfg.Log
+		}
+		if wc.Now == nil {
+			wc.Now = cfg.Integrity.Now
+		}
+		n, err := notify.New(wc, s.store)
+		if err != nil {
+			return fmt.Errorf("webhooks: %w", err)
+		}
+		s.integrity.OnChange(n.Changed)
+		s.tasks = append(s.tasks, n.Run)
+	}
+	return nil
 }
 
 // Addr is the address the server listens on.
@@ -192,8 +287,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
-	go func() { errc <- s.integrity.Run(ctx) }()
+	tasks := append([]func(context.Context) error{s.integrity.Run}, s.tasks...)
+	errc := make(chan error, len(tasks)+1)
+	for _, t := range tasks {
+		go func() { errc <- t(ctx) }()
+	}
 	go func() {
 		err := srv.ServeTLS(s.ln, "", "")
 		if errors.Is(err, http.ErrServerClosed) {
