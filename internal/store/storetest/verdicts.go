@@ -286,6 +286,38 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				}
 			}
 		},
+		"BatchSkipsOlder": func(t *testing.T, open Opener) {
+			// A re-evaluation computed from older evidence does not overwrite
+			// an attestation recorded meanwhile.
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a", "b", "c")
+			for _, host := range []string{"a", "b"} {
+				_, err := s.PutVerdict(ctx, testVerdict(host, verdict.Untrusted, 5), nil)
+				must(t, "put", err)
+			}
+			batch := []verdict.Verdict{
+				testVerdict("a", verdict.Trusted, 4), // older: skipped
+				testVerdict("b", verdict.Trusted, 5), // as old: written
+				testVerdict("c", verdict.Trusted, 1), // first: written
+				testVerdict("ghost", verdict.Trusted, 9),
+			}
+			written, err := s.PutVerdicts(ctx, batch)
+			must(t, "put verdicts", err)
+			if want := []bool{false, true, true, false}; !reflect.DeepEqual(written, want) {
+				t.Fatalf("written = %v, want %v", written, want)
+			}
+			got, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
+			if want := []verdict.Verdict{testVerdict("a", verdict.Untrusted, 5), batch[1], batch[2]}; !reflect.DeepEqual(got, want) {
+				t.Fatalf("latest = %+v\nwant %+v", got, want)
+			}
+			h, err := s.History(ctx, "a", 10)
+			must(t, "history", err)
+			if len(h) != 1 {
+				t.Fatalf("a skipped verdict reached the history: %+v", h)
+			}
+		},
 		"BatchRacesSingle": func(t *testing.T, open Opener) {
 			// Batches and single writes of the same hosts interleave without
 			// corrupting the history: levels alternate in every host's history.
