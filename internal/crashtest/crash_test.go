@@ -147,7 +147,7 @@ type acked struct {
 	refs     map[string]int       // reference → highest version stored
 	policies map[string]int       // policy → highest version stored
 	audit    []string             // audit subjects of acknowledged changes
-	attests  int
+	attests  int                  // acknowledged attestations
 }
 
 // TestKillDuringStorm is the crash-safety test (see the package comment).
@@ -202,8 +202,8 @@ func TestKillDuringStorm(t *testing.T) {
 			ack.hosts = append(ack.hosts, n)
 		}
 	}
-	t.Logf("killed the server after %d acknowledged attestations, %d reference and %d policy versions; %d of %d storm nodes were enrolled",
-		ack.attests, len(ack.refs), ack.policies["default"], len(ack.hosts)-2, len(storm))
+	t.Logf("killed the server after %d acknowledged attestations and %d known-good changes; %d of %d storm nodes were enrolled",
+		ack.attests, len(ack.audit), len(ack.hosts)-2, len(storm))
 
 	// What the dead server left on disk.
 	before := checkStore(t, filepath.Join(c.state, dbFile), ack)

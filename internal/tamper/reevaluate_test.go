@@ -39,8 +39,8 @@ func (s *racingStore) fire() {
 	}
 }
 
-// PutVerdict passes attestations through; a verdict without evidence is a
-// re-evaluation here, since every attestation in the test verifies.
+// PutVerdict passes attestations through; a verdict without evidence would
+// be a re-evaluation written one host at a time.
 func (s *racingStore) PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error) {
 	if ev == nil {
 		s.fire()
@@ -48,8 +48,7 @@ func (s *racingStore) PutVerdict(ctx context.Context, v verdict.Verdict, ev *sto
 	return s.Store.PutVerdict(ctx, v, ev)
 }
 
-// PutVerdicts catches a re-evaluation written as one batch, for a store
-// that has it.
+// PutVerdicts catches a re-evaluation, which is written as one batch.
 func (s *racingStore) PutVerdicts(ctx context.Context, vs []verdict.Verdict) ([]bool, error) {
 	s.fire()
 	return s.Store.PutVerdicts(ctx, vs)
