@@ -48,11 +48,21 @@ type env struct {
 
 func startServer(t *testing.T) *env {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith starts a server whose config edit may change first.
+func startServerWith(t *testing.T, edit func(*server.Config)) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(ctx, server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log,
-		Integrity: integrity.Config{Interval: time.Hour, Log: log}})
+	cfg := server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log,
+		Integrity: integrity.Config{Interval: time.Hour, Log: log}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
