@@ -6,8 +6,8 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"

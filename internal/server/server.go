@@ -6,10 +6,10 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
