@@ -21,7 +21,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCmd(), agentCmd(), demoCmd(), tokenCmd(), auditCmd())
+	root.AddCommand(serverCmd(), agentCmd(), demoCmd(), benchCmd(), tokenCmd(), auditCmd())
 	// The operator's verbs talk to a server's API.
 	var af apiFlags
 	ops := []*cobra.Command{hostsCmd(&af), referenceCmd(&af), policyCmd(&af)}

@@ -1,0 +1,294 @@
+// Package bench is `trustpool bench`: it measures the server's hot paths on
+// this machine with realistic simulated evidence and prints the figures
+// BENCHMARKS.md records. Wall-clock figures depend on the machine and its
+// load; the command prints what it ran on.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"trustpool/internal/evidence"
+	"trustpool/internal/filter"
+	"trustpool/internal/integrity"
+	"trustpool/internal/nova"
+	"trustpool/internal/policy"
+	"trustpool/internal/store"
+	"trustpool/internal/verdict"
+	"trustpool/internal/verify"
+	"trustpool/internal/verify/verifytest"
+)
+
+// Config says how long each measurement runs and how large the fleet is.
+type Config struct {
+	Duration time.Duration // per throughput measurement (default 3 s)
+	Hosts    int           // hosts in the verdict cache and store (default 10,000)
+	Dir      string        // scratch directory for the SQLite store
+	Out      io.Writer
+}
+
+// Run measures and prints.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Duration <= 0 {
+		cfg.Duration = 3 * time.Second
+	}
+	if cfg.Hosts <= 0 {
+		cfg.Hosts = 10000
+	}
+	tw := tabwriter.NewWriter(cfg.Out, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintf(tw, "trustpool bench: %s/%s, %d CPUs (GOMAXPROCS %d), %s per throughput figure\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.Duration)
+	fmt.Fprintln(tw, "what\tfigure\tnote")
+	for _, alg := range []verifytest.Alg{verifytest.RSA2048, verifytest.P256} {
+		full, bare, err := verifyRates(cfg.Duration, alg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "full verification + policy, %s\t%.0f hosts/s\tsignature, nonce, selection, PCR digest, replay of 51 events, policy; %.0f%% of the bare signature rate (%.0f/s)\n",
+			alg, full, 100*full/bare, bare)
+	}
+	f, err := newFleet(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer f.st.Close()
+	for _, n := range []int{1000, cfg.Hosts} {
+		p50, p99 := f.pollHosts(n, cfg.Duration)
+		fmt.Fprintf(tw, "PollHosts, %d names\tp50 %s, p99 %s\tserver side, answered from the verdict cache\n", n, p50, p99)
+	}
+	p50, p99 := f.filter(1000, cfg.Duration)
+	fmt.Fprintf(tw, "filter, 1000 candidates\tp50 %s, p99 %s\tfilter.Filter over the cache\n", p50, p99)
+	d, perHost, err := f.restart(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(tw, "restart: cache rebuilt from SQLite, %d hosts\t%s\t%.0f bytes of heap per cached verdict\n", cfg.Hosts, d.Round(time.Millisecond), perHost)
+	d, err = f.reevaluate(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(tw, "known-good change re-evaluated, %d hosts\t%s\tevery host's stored evidence, one transaction\n", cfg.Hosts, d.Round(time.Millisecond))
+	return nil
+}
+
+// verifyRates runs full verification with policy evaluation, and the bare
+// signature check of the same key, on every CPU for d.
+func verifyRates(d time.Duration, alg verifytest.Alg) (full, bare float64, err error) {
+	node, err := verifytest.NewNode(alg, "bench")
+	if err != nil {
+		return 0, 0, err
+	}
+	ak, err := verify.ParseAK(node.AK.Public())
+	if err != nil {
+		return 0, 0, err
+	}
+	nonce := bytes.Repeat([]byte{7}, 32)
+	ev, err := node.Evidence(nonce)
+	if err != nil {
+		return 0, 0, err
+	}
+	in := verify.Input{Nonce: nonce, Required: node.Selection, Evidence: ev}
+	res := ak.Verify(in)
+	if !res.OK() {
+		return 0, 0, fmt.Errorf("bench evidence does not verify: %v", res.Reasons)
+	}
+	refs, err := policy.Golden("bench", 1, &res.Measurements, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	pol := policy.Approve(nil, policy.DefaultName, refs)
+	rm := map[string]*policy.Reference{}
+	for _, r := range refs {
+		rm[r.Name] = r
+	}
+	full = parallelRate(d, func() bool {
+		r := ak.Verify(in)
+		return r.OK() && policy.Evaluate(pol, rm, &r.Measurements).Level == verdict.Trusted
+	})
+	digest := sha256.Sum256(ev.Quote)
+	sig, err := node.AK.Signer().Sign(nil, digest[:], crypto.SHA256)
+	if err != nil {
+		return 0, 0, err
+	}
+	pub := node.AK.Signer().Public()
+	bare = parallelRate(d, func() bool {
+		h := sha256.Sum256(ev.Quote)
+		switch k := pub.(type) {
+		case *rsa.PublicKey:
+			return rsa.VerifyPKCS1v15(k, crypto.SHA256, h[:], sig) == nil
+		case *ecdsa.PublicKey:
+			return ecdsa.VerifyASN1(k, h[:], sig)
+		}
+		return false
+	})
+	return full, bare, nil
+}
+
+// parallelRate runs f on every CPU for d and returns calls per second; a
+// call that returns false stops the count (a broken benchmark reads 0).
+func parallelRate(d time.Duration, f func() bool) float64 {
+	var n atomic.Int64
+	var ok atomic.Bool
+	ok.Store(true)
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				if !f() {
+					ok.Store(false)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if !ok.Load() {
+		return 0
+	}
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// fleet is a store and integrity service holding cfg.Hosts hosts, each with
+// a verdict and verified evidence.
+type fleet struct {
+	st    *store.Store
+	svc   *integrity.Service
+	names []string
+	kg    *integrity.KnownGood
+	now   time.Time
+}
+
+func newFleet(ctx context.Context, cfg Config) (*fleet, error) {
+	st, err := store.Open(ctx, "sqlite:"+filepath.Join(cfg.Dir, "bench.db"))
+	if err != nil {
+		return nil, err
+	}
+	node, err := verifytest.NewNode(verifytest.RSA2048, "bench")
+	if err != nil {
+		return nil, err
+	}
+	ak, _ := verify.ParseAK(node.AK.Public())
+	nonce := bytes.Repeat([]byte{7}, 32)
+	sel := []evidence.Selection{{Bank: evidence.SHA256, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 19}}}
+	ev, err := node.EvidenceFor(nonce, sel)
+	if err != nil {
+		return nil, err
+	}
+	res := ak.Verify(verify.Input{Nonce: nonce, Evidence: ev})
+	if !res.OK() {
+		return nil, fmt.Errorf("bench evidence does not verify: %v", res.Reasons)
+	}
+	f := &fleet{st: st, now: time.Now().UTC().Truncate(time.Microsecond)}
+	refs, err := policy.Golden("bench", 1, &res.Measurements, nil)
+	if err != nil {
+		return nil, err
+	}
+	f.kg = &integrity.KnownGood{Policies: map[string]*policy.Policy{policy.DefaultName: policy.Approve(nil, policy.DefaultName, refs)}, Refs: map[string]*policy.Reference{}}
+	for _, r := range refs {
+		f.kg.Refs[r.Name] = r
+	}
+	evJSON, _ := json.Marshal(ev)
+	vs := make([]verdict.Verdict, 0, cfg.Hosts)
+	for i := range cfg.Hosts {
+		h := fmt.Sprintf("compute-%05d.pool.example", i)
+		f.names = append(f.names, h)
+		if err := st.PutHost(ctx, store.Host{Name: h, State: store.HostActive, EKPublic: []byte(h), AKPublic: node.AK.Public(), URL: "https://" + h}); err != nil {
+			return nil, err
+		}
+		res.Measurements.Events[0].Data = []byte("S-CRTM of " + h) // host-unique stored bytes
+		m, _ := json.Marshal(res.Measurements)
+		v := verdict.Verdict{Host: h, Level: verdict.Untrusted, VTime: f.now, Expiry: f.now.Add(time.Hour)}
+		if _, err := st.PutVerdict(ctx, v, &store.EvidenceRecord{Host: h, Evidence: evJSON, Nonce: nonce, Measurements: m, VerifiedAt: f.now}); err != nil {
+			return nil, err
+		}
+		vs = append(vs, v)
+	}
+	f.svc = integrity.New(integrity.Config{Now: func() time.Time { return f.now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, st, nil)
+	if err := f.svc.Load(ctx); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// pollHosts times PollHosts requests for n names for d.
+func (f *fleet) pollHosts(n int, d time.Duration) (p50, p99 time.Duration) {
+	h := nova.NewPollHosts(nova.PollHostsConfig{Now: func() time.Time { return f.now }}, f.svc.Cache())
+	body, _ := json.Marshal(map[string]any{"count": n, "hosts": f.names[:n]})
+	return latencies(d, func() {
+		req := httptest.NewRequest(http.MethodPost, nova.PrefixNova+"/PollHosts", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	})
+}
+
+func (f *fleet) filter(n int, d time.Duration) (p50, p99 time.Duration) {
+	specs := map[string]string{filter.ExtraSpec: "trusted"}
+	return latencies(d, func() { filter.Filter(specs, f.names[:n], f.svc.Cache().Level) })
+}
+
+// restart times rebuilding the cache from the store, as a restarted server
+// does, and the heap that cache holds per host.
+func (f *fleet) restart(ctx context.Context) (time.Duration, float64, error) {
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	svc := integrity.New(integrity.Config{Now: func() time.Time { return f.now }}, f.st, nil)
+	start := time.Now()
+	if err := svc.Load(ctx); err != nil {
+		return 0, 0, err
+	}
+	d := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(svc)
+	return d, float64(after.HeapAlloc-before.HeapAlloc) / float64(len(f.names)), nil
+}
+
+// reevaluate times applying known-good values to every host's evidence.
+func (f *fleet) reevaluate(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	changes, err := f.svc.SetKnownGood(ctx, f.kg)
+	if err != nil {
+		return 0, err
+	}
+	if len(changes) != len(f.names) {
+		return 0, fmt.Errorf("re-evaluation changed %d of %d hosts", len(changes), len(f.names))
+	}
+	return time.Since(start), nil
+}
+
+// latencies runs f sequentially for d (at least 100 times) and returns the
+// 50th and 99th percentile.
+func latencies(d time.Duration, f func()) (p50, p99 time.Duration) {
+	var ts []time.Duration
+	for deadline := time.Now().Add(d); time.Now().Before(deadline) || len(ts) < 100; {
+		start := time.Now()
+		f()
+		ts = append(ts, time.Since(start))
+	}
+	slices.Sort(ts)
+	return ts[len(ts)/2].Round(time.Microsecond), ts[len(ts)*99/100].Round(time.Microsecond)
+}
