@@ -137,7 +137,7 @@ func oneLine(detail []byte) string {
 // auditEntries fetches one page of the audit log.
 func (c *client) auditEntries(ctx context.Context, after int64, limit int) ([]auth.AuditEntry, error) {
 	var es []auth.AuditEntry
-	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/audit?after=%d&limit=%d", after, limit), nil, &es); err != nil {
+	if err := c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/audit?after=%d&limit=%d", after, limit), nil, &es); err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
 	return es, nil
@@ -157,7 +157,7 @@ func (c *client) auditPage(ctx context.Context, after int64, limit int) ([]store
 
 func (c *client) auditHead(ctx context.Context) (auditHead, error) {
 	var h auth.AuditHeadResponse
-	if err := c.do(ctx, http.MethodGet, "/v1/audit/head", nil, &h); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/audit/head", nil, &h); err != nil {
 		return auditHead{}, fmt.Errorf("read audit head: %w", err)
 	}
 	return auditHead{Seq: h.Seq, Hash: h.Hash}, nil

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,13 +32,6 @@ func (f *apiFlags) register(cmd *cobra.Command) {
 	p.BoolVar(&f.json, "json", false, "print JSON instead of a table")
 }
 
-// client is an API client for the operator's verbs.
-type client struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
 func (f *apiFlags) client() (*client, error) {
 	ca := f.caFile
 	if ca == "" {
@@ -63,49 +53,11 @@ func (f *apiFlags) client() (*client, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return &client{base: strings.TrimSuffix(f.server, "/"), token: token, http: api.NewHTTPClient(pem)}, nil
+	return &client{api.NewClient(f.server, pem, token)}, nil
 }
 
-// do sends in as JSON (when not nil) and decodes the answer into out (when
-// not nil). A non-2xx answer is an error carrying the server's message.
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: %s", method, path, e.Error)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	if out != nil && len(b) > 0 {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
+// client is the API client the operator's verbs share.
+type client struct{ *api.Client }
 
 // printJSON writes v indented.
 func printJSON(w io.Writer, v any) error {

@@ -19,7 +19,7 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 				return err
 			}
 			var p api.Pool
-			if err := c.do(cmd.Context(), "GET", "/v1/pool", nil, &p); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/pool", nil, &p); err != nil {
 				return err
 			}
 			if af.json {
@@ -46,7 +46,7 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 					return err
 				}
 				var out any
-				if err := c.do(cmd.Context(), method, fmt.Sprintf(path, args[0]), nil, &out); err != nil {
+				if err := c.Do(cmd.Context(), method, fmt.Sprintf(path, args[0]), nil, &out); err != nil {
 					return err
 				}
 				if out == nil {
@@ -75,7 +75,7 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 				Token   string `json:"token"`
 				Expires string `json:"expires"`
 			}
-			if err := c.do(cmd.Context(), "POST", "/v1/join-tokens", map[string]string{"host": args[0], "ttl": ttl}, &out); err != nil {
+			if err := c.Do(cmd.Context(), "POST", "/v1/join-tokens", map[string]string{"host": args[0], "ttl": ttl}, &out); err != nil {
 				return err
 			}
 			if af.json {

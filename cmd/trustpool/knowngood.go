@@ -44,7 +44,7 @@ func referenceCmd(af *apiFlags) *cobra.Command {
 				return err
 			}
 			var refs []*policy.Reference
-			if err := c.do(cmd.Context(), "GET", "/v1/references", nil, &refs); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/references", nil, &refs); err != nil {
 				return err
 			}
 			if af.json {
@@ -96,7 +96,7 @@ func policyCmd(af *apiFlags) *cobra.Command {
 				return err
 			}
 			var ps []*policy.Policy
-			if err := c.do(cmd.Context(), "GET", "/v1/policies", nil, &ps); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/v1/policies", nil, &ps); err != nil {
 				return err
 			}
 			if af.json {
@@ -183,7 +183,7 @@ func sendChange(cmd *cobra.Command, af *apiFlags, method, path string, body any)
 		return err
 	}
 	var res api.ChangeResult
-	if err := c.do(cmd.Context(), method, path, body, &res); err != nil {
+	if err := c.Do(cmd.Context(), method, path, body, &res); err != nil {
 		return err
 	}
 	if af.json {

@@ -43,7 +43,7 @@ func tokenCreateCmd(f *apiFlags) *cobra.Command {
 				return err
 			}
 			var tok auth.NewTokenResponse
-			if err := c.do(cmd.Context(), http.MethodPost, "/v1/tokens", req, &tok); err != nil {
+			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/tokens", req, &tok); err != nil {
 				return fmt.Errorf("create token: %w", err)
 			}
 			out := cmd.OutOrStdout()
@@ -91,7 +91,7 @@ func tokenListCmd(f *apiFlags) *cobra.Command {
 				return err
 			}
 			var ts []auth.TokenInfo
-			if err := c.do(cmd.Context(), http.MethodGet, "/v1/tokens", nil, &ts); err != nil {
+			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/tokens", nil, &ts); err != nil {
 				return fmt.Errorf("list tokens: %w", err)
 			}
 			out := cmd.OutOrStdout()
@@ -122,7 +122,7 @@ func tokenRevokeCmd(f *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), http.MethodDelete, "/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.Do(cmd.Context(), http.MethodDelete, "/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return fmt.Errorf("revoke token: %w", err)
 			}
 			if f.json {

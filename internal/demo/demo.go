@@ -9,14 +9,12 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,12 +150,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := waitAttested(ctx, srv, nodes); err != nil {
 		return err
 	}
-	if err := c.do(ctx, "POST", "/v1/golden", map[string]any{"host": nodes[0].name, "name": "golden",
+	if err := c.Do(ctx, "POST", "/v1/golden", map[string]any{"host": nodes[0].name, "name": "golden",
 		"meta": map[string]string{"hypervisor": bootsim.DefaultHypervisor, "source": "demo golden host " + nodes[0].name}}, nil); err != nil {
 		return fmt.Errorf("demo: golden-host import from %s: %w", nodes[0].name, err)
 	}
 	for _, n := range nodes { // a fresh quote from every node under the new policy
-		if err := c.do(ctx, "POST", "/v1/hosts/"+n.name+"/attest", nil, nil); err != nil {
+		if err := c.Do(ctx, "POST", "/v1/hosts/"+n.name+"/attest", nil, nil); err != nil {
 			return fmt.Errorf("demo: attest %s: %w", n.name, err)
 		}
 	}
@@ -329,44 +327,8 @@ func printPool(ctx context.Context, cfg Config, srv *server.Server) error {
 	return tw.Flush()
 }
 
-// client calls the server's API as the admin, trusting only its CA.
-type client struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-func newClient(srv *server.Server, stateDir string) *client {
+// newClient calls the server's API as the admin, trusting only its CA.
+func newClient(srv *server.Server, stateDir string) *api.Client {
 	tok, _ := os.ReadFile(filepath.Join(stateDir, server.AdminTokenFile))
-	return &client{base: srv.URL(), token: strings.TrimSpace(string(tok)), http: api.NewHTTPClient(srv.CAPEM())}
-}
-
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	return api.NewClient(srv.URL(), srv.CAPEM(), strings.TrimSpace(string(tok)))
 }
