@@ -76,8 +76,8 @@ type route struct {
 	method, pattern string // as registered in package api
 	path            string // the pattern with its names filled in
 	// who may call it: "agent" (no token: a join token or the agent's
-	// certificate), "reader" (operators' and schedulers' reads) or "admin"
-	// (every change).
+	// certificate), or the one role ("reader", "scheduler", "admin") it
+	// requires; admin may call everything.
 	who  string
 	body bool // it reads a JSON body
 }
@@ -95,16 +95,16 @@ var routes = []route{
 	{"POST", "/v1/hosts/{name}/approve", "/v1/hosts/sim1/approve", "admin", false},
 	{"POST", "/v1/hosts/{name}/attest", "/v1/hosts/sim1/attest", "admin", false},
 	{"POST", "/v1/join-tokens", "/v1/join-tokens", "admin", true},
-	{"GET", "/v1/pool", "/v1/pool", "reader", false},
 	{"GET", "/v1/references", "/v1/references", "reader", false},
 	{"PUT", "/v1/references/{name}", "/v1/references/x", "admin", true},
 	{"DELETE", "/v1/references/{name}", "/v1/references/sim-bios", "admin", false},
 	{"GET", "/v1/policies", "/v1/policies", "reader", false},
 	{"PUT", "/v1/policies/{name}", "/v1/policies/default", "admin", true},
-	{"POST", "/v1/preview", "/v1/preview", "admin", true},
+	{"POST", "/v1/preview", "/v1/preview", "reader", true},
 	{"POST", "/v1/apply", "/v1/apply", "admin", true},
 	{"POST", "/v1/golden", "/v1/golden", "admin", true},
-	{"POST", "/v1/filter", "/v1/filter", "reader", true},
+	{"GET", "/v1/pool", "/v1/pool", "scheduler", false},
+	{"POST", "/v1/filter", "/v1/filter", "scheduler", true},
 }
 
 func routesFor(who ...string) []route {
@@ -122,7 +122,7 @@ func routesFor(who ...string) []route {
 // purpose: once failed authentications are rate limited per address, more
 // would lock the test's own address out.
 func (f *fixture) missingCredential(t *testing.T) {
-	for _, c := range routesFor("reader", "admin") {
+	for _, c := range routesFor("reader", "scheduler", "admin") {
 		req := f.request(c.method, c.path, []byte(`{}`))
 		req.Header.Del("Authorization")
 		if code, body := f.send(req, nil); code != http.StatusUnauthorized {
@@ -161,30 +161,36 @@ func (f *fixture) missingCredential(t *testing.T) {
 	}
 }
 
-// wrongRole presents scheduler (and, once roles exist, reader and agent)
-// credentials to every endpoint that changes something. The Nova
-// x-auth-blob is a scheduler credential today; with roles wired it must get
-// 403 (authenticated, not allowed), before that 401 (the admin check does
-// not know it).
+// wrongRole presents each non-admin credential to every endpoint that
+// needs another role. The Nova x-auth-blob is a scheduler credential; with
+// roles wired every such call must get 403 (authenticated, not allowed),
+// before that 401 (only the admin token existed).
 func (f *fixture) wrongRole(t *testing.T) {
 	want := http.StatusUnauthorized
-	creds := map[string]func(*http.Request){
-		"the Nova x-auth-blob (scheduler)": func(r *http.Request) { r.Header.Del("Authorization"); r.Header.Set("x-auth-blob", f.novaBlob) },
+	type cred struct {
+		role string
+		set  func(*http.Request)
+	}
+	creds := map[string]cred{
+		"the Nova x-auth-blob": {"scheduler", func(r *http.Request) { r.Header.Del("Authorization"); r.Header.Set("x-auth-blob", f.novaBlob) }},
 	}
 	if f.rolesWired() {
 		want = http.StatusForbidden
 		for _, role := range []string{"scheduler", "reader", "agent"} {
 			var tok struct{ Token string }
 			f.mustCall("POST", "/v1/tokens", map[string]string{"name": "tamper-" + role, "role": role}, &tok)
-			creds["a "+role+" token"] = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }
+			creds["a "+role+" token"] = cred{role, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }}
 		}
 	}
-	for name, set := range creds {
-		for _, c := range routesFor("admin") {
-			req := f.request(c.method, c.path, []byte(`{"host":"sim1"}`))
-			set(req)
+	for name, c := range creds {
+		for _, r := range routesFor("reader", "scheduler", "admin") {
+			if r.who == c.role {
+				continue
+			}
+			req := f.request(r.method, r.path, []byte(`{"host":"sim1"}`))
+			c.set(req)
 			if code, body := f.send(req, nil); code != want {
-				t.Errorf("%s %s with %s: %d %s, want %d", c.method, c.path, name, code, body, want)
+				t.Errorf("%s %s with %s: %d %s, want %d", r.method, r.path, name, code, body, want)
 			}
 		}
 	}
