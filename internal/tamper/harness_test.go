@@ -65,9 +65,10 @@ type fixture struct {
 }
 
 // newFixture starts a server with the integrity settings in cfg (Now and
-// Log are set here). The interval defaults to an hour, so that nothing is
-// attested behind a test's back: tests attest through the API.
-func newFixture(t *testing.T, cfg integrity.Config) *fixture {
+// Log are set here) and whatever opts change in its configuration. The
+// interval defaults to an hour, so that nothing is attested behind a test's
+// back: tests attest through the API.
+func newFixture(t *testing.T, cfg integrity.Config, opts ...func(*server.Config)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
@@ -78,7 +79,11 @@ func newFixture(t *testing.T, cfg integrity.Config) *fixture {
 		cfg.Interval = time.Hour
 	}
 	cfg.Now, cfg.Log = clk.Now, log
-	srv, err := server.New(ctx, server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log, Integrity: cfg})
+	scfg := server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log, Integrity: cfg}
+	for _, o := range opts {
+		o(&scfg)
+	}
+	srv, err := server.New(ctx, scfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

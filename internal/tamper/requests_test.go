@@ -18,8 +18,8 @@ import (
 )
 
 // beginEnroll sends an enrollment request for host with tp's EK and AK, as
-// an agent does (no admin token), and returns the answer.
-func (f *fixture) beginEnroll(t *testing.T, tp *tpm.TPM, host, token string) (int, []byte) {
+// an agent does (no admin token), changed by edits, and returns the answer.
+func (f *fixture) beginEnroll(t *testing.T, tp *tpm.TPM, host, token string, edits ...func(*enroll.Request)) (int, []byte) {
 	t.Helper()
 	ek, ekCert, err := tp.EK()
 	if err != nil {
@@ -37,7 +37,11 @@ func (f *fixture) beginEnroll(t *testing.T, tp *tpm.TPM, host, token string) (in
 	if h, err := f.srv.Store().GetHost(f.ctx, host); err == nil {
 		url = h.URL // so that an accepted re-enrollment would change nothing but the certificate
 	}
-	req := f.request("POST", "/v1/enroll", enroll.Request{Host: host, EKPublic: ek, EKCert: ekCert, AKPublic: ak, URL: url, CSR: csr, JoinToken: token})
+	er := enroll.Request{Host: host, EKPublic: ek, EKCert: ekCert, AKPublic: ak, URL: url, CSR: csr, JoinToken: token}
+	for _, e := range edits {
+		e(&er)
+	}
+	req := f.request("POST", "/v1/enroll", er)
 	req.Header.Del("Authorization")
 	return f.send(req, nil)
 }
