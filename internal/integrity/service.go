@@ -70,7 +70,7 @@ type Store interface {
 	GetHost(ctx context.Context, name string) (store.Host, error)
 	PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error)
 	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
-	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt int64) error) error
+	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt time.Time) error) error
 	PutVerdicts(ctx context.Context, vs []verdict.Verdict) (written []bool, err error)
 }
 
@@ -426,12 +426,11 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 		changes []Change
 		now     = s.now()
 	)
-	err = s.store.AllMeasurements(ctx, func(host string, mb []byte, at int64) error {
+	err = s.store.AllMeasurements(ctx, func(host string, mb []byte, verifiedAt time.Time) error {
 		h, ok := byName[host]
 		if !ok {
 			return nil
 		}
-		verifiedAt := time.UnixMicro(at).UTC()
 		cur, _ := s.cache.Verdict(host)
 		if cur.VTime.After(verifiedAt) {
 			return nil // a later attestation failed verification: that verdict stands

@@ -4,16 +4,16 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"trustpool/internal/verdict"
 )
 
 // AllMeasurements calls fn with every host's latest verified measurements
 // (see EvidenceRecord), reading them in one query. The measurements bytes
-// are valid only during the call; verifiedAt is in microseconds since the
-// Unix epoch (time.UnixMicro). An error from fn stops the scan and is
+// are valid only during the call. An error from fn stops the scan and is
 // returned as is.
-func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt int64) error) error {
+func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt time.Time) error) error {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT host, measurements, verified_at FROM evidence`)
 	if err != nil {
 		return fmt.Errorf("all measurements: %w", err)
@@ -28,7 +28,7 @@ func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measur
 		if err := rows.Scan(&host, &m, &at); err != nil {
 			return fmt.Errorf("all measurements: %w", err)
 		}
-		if err := fn(host, m, at); err != nil {
+		if err := fn(host, m, fromMicros(at)); err != nil {
 			return err
 		}
 	}

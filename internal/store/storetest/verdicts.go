@@ -357,13 +357,13 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				must(t, "put", err)
 			}
 			got := map[string]string{}
-			must(t, "all", s.AllMeasurements(ctx, func(host string, m []byte, at int64) error {
+			must(t, "all", s.AllMeasurements(ctx, func(host string, m []byte, at time.Time) error {
 				want := testEvidence(host, host, 0)
 				if host == "b" {
 					want = testEvidence(host, host, 1)
 				}
-				if !time.UnixMicro(at).Equal(want.VerifiedAt) {
-					t.Errorf("%s verified at %v, want %v", host, time.UnixMicro(at), want.VerifiedAt)
+				if !at.Equal(want.VerifiedAt) {
+					t.Errorf("%s verified at %v, want %v", host, at, want.VerifiedAt)
 				}
 				got[host] = string(m)
 				return nil
@@ -374,7 +374,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			}
 			stop := errors.New("stop")
 			calls := 0
-			err := s.AllMeasurements(ctx, func(string, []byte, int64) error { calls++; return stop })
+			err := s.AllMeasurements(ctx, func(string, []byte, time.Time) error { calls++; return stop })
 			if !errors.Is(err, stop) || calls != 1 {
 				t.Fatalf("callback error: got %v after %d calls, want stop after 1", err, calls)
 			}
