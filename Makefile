@@ -1,7 +1,7 @@
 # `make check` is what CI runs (.ci/run installs the system packages first).
 GO ?= go
 
-.PHONY: deps check fmt vet test demo-smoke build fuzz bench
+.PHONY: deps check fmt vet test demo-smoke fuzz build bench
 
 # System packages the tests use: cgo for the TPM simulator, swtpm (a real
 # software TPM) and tpm2-tools, PostgreSQL, and OpenStack Placement.
@@ -12,7 +12,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null
 
-check: fmt vet test demo-smoke
+check: fmt vet test demo-smoke fuzz
 
 build:
 	$(GO) build -o bin/trustpool ./cmd/trustpool
@@ -35,6 +35,10 @@ demo-smoke: build
 	$(GO) run ./scripts/checkdemo -trusted 3 -untrusted 2 -reason node5=18:vmm -reason node4=17 < bin/demo5.json
 	./bin/trustpool demo --tpm simulator --nodes 3 --tampered 1 --once --json > bin/demo-sim.json
 	$(GO) run ./scripts/checkdemo -trusted 2 -untrusted 1 -reason node3=4:vmm < bin/demo-sim.json
+
+# Every native fuzz target, FUZZTIME each; a crasher lands in testdata/fuzz.
+fuzz:
+	FUZZTIME=$${FUZZTIME:-10s} scripts/fuzz.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

@@ -141,23 +141,9 @@ func (s *Service) CheckEKCerts(check EKCertCheck, require bool) *Service {
 // Begin checks a request and returns the credential the agent's TPM must
 // activate.
 func (s *Service) Begin(ctx context.Context, req *Request) (*Credential, error) {
-	if err := req.Validate(); err != nil {
-		return nil, problem.Wrap(problem.Invalid, err, "enrollment request: %v", err)
-	}
-	ak, err := verify.ParseAK(req.AKPublic)
+	ak, kem, err := parseKeys(req)
 	if err != nil {
-		return nil, problem.Wrap(problem.Invalid, err, "attestation key refused: %v", err)
-	}
-	ek, err := tpm2.Unmarshal[tpm2.TPMTPublic](req.EKPublic)
-	if err != nil {
-		return nil, problem.Wrap(problem.Invalid, err, "endorsement key: cannot decode TPMT_PUBLIC")
-	}
-	if a := ek.ObjectAttributes; !a.FixedTPM || !a.FixedParent || !a.Restricted || !a.Decrypt || a.SignEncrypt {
-		return nil, problem.New(problem.Invalid, "endorsement key: not a restricted storage key fixed to its TPM")
-	}
-	kem, err := tpm2.ImportEncapsulationKey(ek)
-	if err != nil {
-		return nil, problem.Wrap(problem.Invalid, err, "endorsement key: unsupported: %v", err)
+		return nil, err
 	}
 	if err := s.checkEKCert(req); err != nil {
 		return nil, err
@@ -192,6 +178,52 @@ func (s *Service) Begin(ctx context.Context, req *Request) (*Credential, error) 
 		return nil, fmt.Errorf("store enrollment of %s: %w", req.Host, err)
 	}
 	return &Credential{ID: id, CredentialBlob: blob, EncryptedSecret: enc}, nil
+}
+
+// parseKeys checks a request's shape and decodes its keys: the AK must be a
+// restricted signing key, the EK a restricted decryption key fixed to its
+// TPM that a credential can be encrypted to.
+func parseKeys(req *Request) (*verify.AK, tpm2.LabeledEncapsulationKey, error) {
+	if err := req.Validate(); err != nil {
+		return nil, nil, problem.Wrap(problem.Invalid, err, "enrollment request: %v", err)
+	}
+	ak, err := verify.ParseAK(req.AKPublic)
+	if err != nil {
+		return nil, nil, problem.Wrap(problem.Invalid, err, "attestation key refused: %v", err)
+	}
+	ek, err := tpm2.Unmarshal[tpm2.TPMTPublic](req.EKPublic)
+	if err != nil {
+		return nil, nil, problem.Wrap(problem.Invalid, err, "endorsement key: cannot decode TPMT_PUBLIC")
+	}
+	if a := ek.ObjectAttributes; !a.FixedTPM || !a.FixedParent || !a.Restricted || !a.Decrypt || a.SignEncrypt {
+		return nil, nil, problem.New(problem.Invalid, "endorsement key: not a restricted storage key fixed to its TPM")
+	}
+	if err := ekStrength(ek); err != nil {
+		return nil, nil, problem.Wrap(problem.Invalid, err, "endorsement key: %v", err)
+	}
+	kem, err := tpm2.ImportEncapsulationKey(ek)
+	if err != nil {
+		return nil, nil, problem.Wrap(problem.Invalid, err, "endorsement key: unsupported: %v", err)
+	}
+	return ak, kem, nil
+}
+
+// ekStrength refuses EKs too small to protect a credential: RSA below
+// 2048 bits, ECC below 256.
+func ekStrength(ek *tpm2.TPMTPublic) error {
+	switch ek.Type {
+	case tpm2.TPMAlgRSA:
+		if u, err := ek.Unique.RSA(); err != nil || len(u.Buffer) < 256 {
+			return errors.New("RSA key smaller than 2048 bits")
+		}
+	case tpm2.TPMAlgECC:
+		if u, err := ek.Unique.ECC(); err != nil || len(u.X.Buffer) < 32 || len(u.Y.Buffer) < 32 {
+			return errors.New("ECC key smaller than 256 bits")
+		}
+	default:
+		return fmt.Errorf("key type %#x is neither RSA nor ECC", ek.Type)
+	}
+	return nil
 }
 
 // checkEKCert applies the EK certificate policy: a presented certificate
