@@ -83,45 +83,35 @@ func (k *knownGood) Apply(ctx context.Context, actor string, c *policy.Change) (
 	if err := c.Validate(k.Current().InForce); err != nil {
 		return nil, problem.Wrap(problem.Invalid, err, "%v", err)
 	}
+	// Each version and its audit entry commit together.
+	entry := func(action string, detail []byte) store.Entry {
+		return store.Entry{Time: k.now(), Actor: actor, Action: action, Detail: detail}
+	}
 	for _, r := range c.References {
 		body, _ := json.Marshal(r)
-		sr, err := k.store.PutReference(ctx, store.Reference{Name: r.Name, Class: string(r.Class), Body: body, CreatedBy: actor, CreatedAt: k.now()})
+		sr, err := k.store.PutReference(ctx, store.Reference{Name: r.Name, Class: string(r.Class), Body: body, CreatedBy: actor, CreatedAt: k.now()},
+			entry("reference.put", body))
 		if err != nil {
 			return nil, fmt.Errorf("store reference %s: %w", r.Name, err)
 		}
 		r.Version = sr.Version
-		if err := k.audit(ctx, actor, "reference.put", fmt.Sprintf("%s@v%d", sr.Name, sr.Version), body); err != nil {
-			return nil, err
-		}
 	}
 	for _, n := range c.Retire {
 		old := k.Current().Refs[n]
 		body, _ := json.Marshal(old)
-		sr, err := k.store.PutReference(ctx, store.Reference{Name: n, Class: string(old.Class), Body: body, CreatedBy: actor, CreatedAt: k.now(), Retired: true})
-		if err != nil {
+		if _, err := k.store.PutReference(ctx, store.Reference{Name: n, Class: string(old.Class), Body: body, CreatedBy: actor, CreatedAt: k.now(), Retired: true},
+			entry("reference.retire", nil)); err != nil {
 			return nil, fmt.Errorf("retire reference %s: %w", n, err)
-		}
-		if err := k.audit(ctx, actor, "reference.retire", fmt.Sprintf("%s@v%d", n, sr.Version), nil); err != nil {
-			return nil, err
 		}
 	}
 	for _, p := range c.Policies {
 		body, _ := json.Marshal(p)
-		sp, err := k.store.PutPolicy(ctx, store.Policy{Name: p.Name, Body: body, CreatedBy: actor, CreatedAt: k.now()})
+		sp, err := k.store.PutPolicy(ctx, store.Policy{Name: p.Name, Body: body, CreatedBy: actor, CreatedAt: k.now()},
+			entry("policy.put", body))
 		if err != nil {
 			return nil, fmt.Errorf("store policy %s: %w", p.Name, err)
 		}
 		p.Version = sp.Version
-		if err := k.audit(ctx, actor, "policy.put", fmt.Sprintf("%s@v%d", sp.Name, sp.Version), body); err != nil {
-			return nil, err
-		}
 	}
 	return k.install(ctx)
-}
-
-func (k *knownGood) audit(ctx context.Context, actor, action, subject string, detail []byte) error {
-	if err := k.store.Append(ctx, store.Entry{Time: k.now(), Actor: actor, Action: action, Subject: subject, Detail: detail}); err != nil {
-		return fmt.Errorf("audit %s: %w", action, err)
-	}
-	return nil
 }

@@ -21,32 +21,34 @@ const (
 // never fork the chain. Time, Actor and Action are required; Detail must be
 // empty or JSON.
 func (s *Store) Append(ctx context.Context, e Entry) error {
+	s.warm(ctx, advanceHead, insertAudit, updateHead)
+	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.appendTx(ctx, tx, e) }); err != nil {
+		return fmt.Errorf("append audit entry %q: %w", e.Action, err)
+	}
+	return nil
+}
+
+// appendTx appends e to the chain inside tx, so that a change and its audit
+// entry commit together or not at all.
+func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, e Entry) error {
 	if e.Time.IsZero() || e.Actor == "" || e.Action == "" {
-		return fmt.Errorf("append audit entry %q: %w", e.Action, invalid("time, actor and action are required"))
+		return invalid("audit entry %q: time, actor and action are required", e.Action)
 	}
 	if len(e.Detail) > 0 && !json.Valid(e.Detail) {
-		return fmt.Errorf("append audit entry %q: %w", e.Action, invalid("detail is not JSON"))
+		return invalid("audit entry %q: detail is not JSON", e.Action)
 	}
 	e.Time = Truncate(e.Time)
-	s.warm(ctx, advanceHead, insertAudit, updateHead)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		// Taking the next number locks the head until commit.
-		var prev []byte
-		if err := s.txQueryRow(ctx, tx, advanceHead).
-			Scan(&e.Seq, &prev); err != nil {
-			return fmt.Errorf("advance head: %w", err)
-		}
-		e.Hash = chainHash(prev, e)
-		if _, err := s.txExec(ctx, tx, insertAudit, e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Detail, e.Hash); err != nil {
-			return fmt.Errorf("insert: %w", err)
-		}
-		if _, err := s.txExec(ctx, tx, updateHead, e.Hash); err != nil {
-			return fmt.Errorf("update head: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("append audit entry %q: %w", e.Action, err)
+	// Taking the next number locks the head until commit.
+	var prev []byte
+	if err := s.txQueryRow(ctx, tx, advanceHead).Scan(&e.Seq, &prev); err != nil {
+		return fmt.Errorf("advance head: %w", err)
+	}
+	e.Hash = chainHash(prev, e)
+	if _, err := s.txExec(ctx, tx, insertAudit, e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Detail, e.Hash); err != nil {
+		return fmt.Errorf("insert: %w", err)
+	}
+	if _, err := s.txExec(ctx, tx, updateHead, e.Hash); err != nil {
+		return fmt.Errorf("update head: %w", err)
 	}
 	return nil
 }

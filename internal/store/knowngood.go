@@ -40,8 +40,9 @@ const maxVersionRetries = 20
 
 // PutReference stores r as the next version of r.Name (r.Version is
 // ignored) and returns it as stored. Retiring a reference is a new version
-// with Retired set.
-func (s *Store) PutReference(ctx context.Context, r Reference) (Reference, error) {
+// with Retired set. Audit entries given are appended in the same
+// transaction (an empty Subject becomes "name@vN").
+func (s *Store) PutReference(ctx context.Context, r Reference, audit ...Entry) (Reference, error) {
 	if r.Name == "" || r.Class == "" || !json.Valid(r.Body) {
 		return Reference{}, fmt.Errorf("put reference %q: %w", r.Name, invalid("name, class and a JSON body are required"))
 	}
@@ -50,7 +51,10 @@ func (s *Store) PutReference(ctx context.Context, r Reference) (Reference, error
 		_, err := tx.ExecContext(ctx, `INSERT INTO reference_values (name, version, class, body, created_at, created_by, retired)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			r.Name, r.Version, r.Class, r.Body, micros(r.CreatedAt), r.CreatedBy, r.Retired)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.appendAll(ctx, tx, r.Name, r.Version, audit)
 	})
 	if err != nil {
 		return Reference{}, fmt.Errorf("put reference %s: %w", r.Name, err)
@@ -59,8 +63,8 @@ func (s *Store) PutReference(ctx context.Context, r Reference) (Reference, error
 }
 
 // PutPolicy stores p as the next version of p.Name (p.Version is ignored)
-// and returns it as stored.
-func (s *Store) PutPolicy(ctx context.Context, p Policy) (Policy, error) {
+// and returns it as stored, with audit entries as PutReference.
+func (s *Store) PutPolicy(ctx context.Context, p Policy, audit ...Entry) (Policy, error) {
 	if p.Name == "" || !json.Valid(p.Body) {
 		return Policy{}, fmt.Errorf("put policy %q: %w", p.Name, invalid("name and a JSON body are required"))
 	}
@@ -69,12 +73,29 @@ func (s *Store) PutPolicy(ctx context.Context, p Policy) (Policy, error) {
 		_, err := tx.ExecContext(ctx, `INSERT INTO policies (name, version, body, created_at, created_by)
 			VALUES ($1, $2, $3, $4, $5)`,
 			p.Name, p.Version, p.Body, micros(p.CreatedAt), p.CreatedBy)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.appendAll(ctx, tx, p.Name, p.Version, audit)
 	})
 	if err != nil {
 		return Policy{}, fmt.Errorf("put policy %s: %w", p.Name, err)
 	}
 	return p, nil
+}
+
+// appendAll appends the audit entries of a new version inside its
+// transaction.
+func (s *Store) appendAll(ctx context.Context, tx *sql.Tx, name string, version int, audit []Entry) error {
+	for _, e := range audit {
+		if e.Subject == "" {
+			e.Subject = fmt.Sprintf("%s@v%d", name, version)
+		}
+		if err := s.appendTx(ctx, tx, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // newVersion sets *version to the next version of name in table and runs

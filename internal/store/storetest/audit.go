@@ -96,6 +96,28 @@ func auditTests() map[string]func(*testing.T, Opener) {
 				t.Fatalf("refused entries were appended: %+v", all)
 			}
 		},
+		"VersionsAuditedInTheirTransaction": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			e := auditEntry(1)
+			e.Subject = ""
+			r, err := s.PutReference(ctx, store.Reference{Name: "kvm", Class: "vmm", Body: []byte(`{}`), CreatedAt: epoch()}, e)
+			must(t, "put reference", err)
+			p, err := s.PutPolicy(ctx, store.Policy{Name: "default", Body: []byte(`{}`), CreatedAt: epoch()}, e)
+			must(t, "put policy", err)
+			got, err := s.ListAudit(ctx, 0, 10)
+			must(t, "list", err)
+			if len(got) != 2 || got[0].Subject != fmt.Sprintf("kvm@v%d", r.Version) || got[1].Subject != fmt.Sprintf("default@v%d", p.Version) {
+				t.Fatalf("audit = %+v", got)
+			}
+			// A bad entry rolls the version back with it.
+			bad := auditEntry(2)
+			bad.Actor = ""
+			_, err = s.PutReference(ctx, store.Reference{Name: "kvm", Class: "vmm", Body: []byte(`{}`), CreatedAt: epoch()}, bad)
+			wantErr(t, "version with a bad audit entry", err, store.ErrInvalid)
+			if latest, err := s.GetReference(ctx, "kvm", 0); err != nil || latest.Version != r.Version {
+				t.Fatalf("after a refused entry the latest version is %d (%v), want %d", latest.Version, err, r.Version)
+			}
+		},
 		"ConcurrentAppend": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
 			const writers, each = 8, 10
