@@ -211,7 +211,6 @@ func newFleet(ctx context.Context, cfg Config) (*fleet, error) {
 		f.kg.Refs[r.Name] = r
 	}
 	evJSON, _ := json.Marshal(ev)
-	vs := make([]verdict.Verdict, 0, cfg.Hosts)
 	for i := range cfg.Hosts {
 		h := fmt.Sprintf("compute-%05d.pool.example", i)
 		f.names = append(f.names, h)
@@ -224,7 +223,6 @@ func newFleet(ctx context.Context, cfg Config) (*fleet, error) {
 		if _, err := st.PutVerdict(ctx, v, &store.EvidenceRecord{Host: h, Evidence: evJSON, Nonce: nonce, Measurements: m, VerifiedAt: f.now}); err != nil {
 			return nil, err
 		}
-		vs = append(vs, v)
 	}
 	f.svc = integrity.New(integrity.Config{Now: func() time.Time { return f.now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, st, nil)
 	if err := f.svc.Load(ctx); err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,12 +217,3 @@ func hungListener(t *testing.T) string {
 	return "https://" + ln.Addr().String()
 }
 
-// mentions reports whether s contains every one of subs.
-func mentions(s string, subs ...string) bool {
-	for _, sub := range subs {
-		if !strings.Contains(s, sub) {
-			return false
-		}
-	}
-	return true
-}

@@ -166,8 +166,12 @@ func Template(pub crypto.PublicKey, scheme uint16, attrs uint32) []byte {
 		}
 		b = be16(b, eccNISTP256)
 		b = be16(b, algNull) // kdf
-		b = tpm2b(b, key.X.FillBytes(make([]byte, 32)))
-		b = tpm2b(b, key.Y.FillBytes(make([]byte, 32)))
+		pt, err := key.Bytes() // 0x04 || X || Y
+		if err != nil {
+			panic(fmt.Sprintf("verifytest: P-256 key: %v", err))
+		}
+		b = tpm2b(b, pt[1:33])
+		b = tpm2b(b, pt[33:65])
 	}
 	return b
 }
