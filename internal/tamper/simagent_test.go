@@ -216,4 +216,3 @@ func hungListener(t *testing.T) string {
 	})
 	return "https://" + ln.Addr().String()
 }
-

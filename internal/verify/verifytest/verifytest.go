@@ -165,7 +165,7 @@ func Template(pub crypto.PublicKey, scheme uint16, attrs uint32) []byte {
 			b = be16(b, algSHA256)
 		}
 		b = be16(b, eccNISTP256)
-		b = be16(b, algNull) // kdf
+		b = be16(b, algNull)   // kdf
 		pt, err := key.Bytes() // 0x04 || X || Y
 		if err != nil {
 			panic(fmt.Sprintf("verifytest: P-256 key: %v", err))
