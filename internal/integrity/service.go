@@ -114,7 +114,12 @@ type Service struct {
 	cache  *Cache
 	nonces *nonces
 	kg     atomic.Pointer[KnownGood]
-	hello  chan string
+	// kgMu orders recording verdicts against known-good changes: an
+	// attestation records under the read lock, judged by the values in
+	// force then; a change installs and re-evaluates under the write lock.
+	// So no verdict judged by superseded values lands after a change.
+	kgMu  sync.RWMutex
+	hello chan string
 
 	mu        sync.Mutex // guards aks, backoff, listeners
 	aks       map[string]*akEntry
@@ -173,8 +178,10 @@ func (s *Service) Load(ctx context.Context) error {
 // stored evidence against them at once, without new quotes. It returns the
 // hosts whose level changed.
 func (s *Service) SetKnownGood(ctx context.Context, kg *KnownGood) ([]Change, error) {
+	s.kgMu.Lock()
+	defer s.kgMu.Unlock()
 	s.kg.Store(kg)
-	return s.Reevaluate(ctx)
+	return s.reevaluate(ctx)
 }
 
 // KnownGood returns the values in force (nil before the first SetKnownGood).
@@ -311,7 +318,12 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 		}
 		return s.record(ctx, s.fail(host, verdict.Unknown, verdict.Reason{Code: code, Message: err.Error()}), nil)
 	}
-	v, rec := s.Verify(h, ak, ch.Nonce, kg, ev)
+	s.kgMu.RLock()
+	defer s.kgMu.RUnlock()
+	// Judge by the values in force now: they may have changed while the
+	// agent answered. A policy that now reads PCRs the challenge did not ask
+	// for fails closed (pcr-not-quoted) until the next round.
+	v, rec := s.Verify(h, ak, ch.Nonce, s.kg.Load(), ev)
 	return s.record(ctx, v, rec)
 }
 
@@ -381,6 +393,12 @@ func (s *Service) publish(v verdict.Verdict) {
 // Reevaluate applies the known-good values in force to every host's latest
 // verified evidence and returns the hosts whose level changed.
 func (s *Service) Reevaluate(ctx context.Context) ([]Change, error) {
+	s.kgMu.Lock()
+	defer s.kgMu.Unlock()
+	return s.reevaluate(ctx)
+}
+
+func (s *Service) reevaluate(ctx context.Context) ([]Change, error) {
 	vs, changes, err := s.plan(ctx, s.kg.Load())
 	if err != nil {
 		return nil, err
@@ -436,7 +454,7 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 			return nil // a later attestation failed verification: that verdict stands
 		}
 		pol := kg.PolicyFor(h)
-		v, err := s.reevaluate(host, kg, pol, mb, verifiedAt)
+		v, err := s.judgeStored(host, kg, pol, mb, verifiedAt)
 		if err != nil {
 			return err
 		}
@@ -470,9 +488,9 @@ func storedPCRs(mb []byte) (pcrs map[evidence.Bank]map[int][]byte, ok bool) {
 	return pcrs, true
 }
 
-// reevaluate evaluates stored measurements, decoding their events only when
+// judgeStored evaluates stored measurements, decoding their events only when
 // the policy has event rules or the host fails (to explain which event).
-func (s *Service) reevaluate(host string, kg *KnownGood, pol *policy.Policy, mb []byte, vtime time.Time) (verdict.Verdict, error) {
+func (s *Service) judgeStored(host string, kg *KnownGood, pol *policy.Policy, mb []byte, vtime time.Time) (verdict.Verdict, error) {
 	if pcrs, ok := storedPCRs(mb); ok && (pol == nil || !policy.NeedsEvents(pol, kg.Refs)) {
 		if v := s.evaluate(host, kg, pol, &verify.Measurements{PCRs: pcrs}, vtime); v.Level == verdict.Trusted || pol == nil {
 			return v, nil

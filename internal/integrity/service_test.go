@@ -42,9 +42,14 @@ type agents struct {
 	replay   map[string]*evidence.Evidence
 	last     map[string]*evidence.Evidence
 	lastSent map[string]*evidence.Challenge
+	// answering, when set, runs while a challenge is being answered.
+	answering func()
 }
 
 func (a *agents) Challenge(_ context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error) {
+	if a.answering != nil {
+		a.answering()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.down[h.Name] {
@@ -272,12 +277,34 @@ func TestReevaluateFastPathAgrees(t *testing.T) {
 			t.Fatal(err)
 		}
 		full := f.svc.evaluate(h, kg, kg.PolicyFor(host), &m, rec.VerifiedAt)
-		fast, err := f.svc.reevaluate(h, kg, kg.PolicyFor(host), rec.Measurements, rec.VerifiedAt)
+		fast, err := f.svc.judgeStored(h, kg, kg.PolicyFor(host), rec.Measurements, rec.VerifiedAt)
 		if err != nil || !reflect.DeepEqual(full, fast) {
 			t.Fatalf("%s: fast path %+v, full %+v (%v)", h, fast, full, err)
 		}
 	}
 	if _, ok := storedPCRs([]byte(`{"events":[],"pcrs":{}}`)); ok {
 		t.Fatal("a document not starting with pcrs took the fast path")
+	}
+}
+
+// An attestation in flight when the known-good values change is judged by
+// the new values: a retired reference cannot be resurrected by a quote that
+// was requested before the retirement.
+func TestAttestationJudgedByValuesInForce(t *testing.T) {
+	f := newFixture(t, "node1")
+	f.golden(t, "node1")
+	ctx := context.Background()
+	f.agents.answering = func() {
+		f.agents.answering = nil
+		if _, err := f.svc.SetKnownGood(ctx, &KnownGood{}); err != nil { // everything retired
+			t.Error(err)
+		}
+	}
+	v, err := f.svc.Attest(ctx, "node1")
+	if err != nil || v.Level != verdict.Untrusted || codes(v)[0] != verdict.CodeNoPolicy {
+		t.Fatalf("attestation across a change: %+v %v, want untrusted %s", v, err, verdict.CodeNoPolicy)
+	}
+	if lvl := f.svc.Cache().Level("node1"); lvl != verdict.Untrusted {
+		t.Fatalf("cache says %s", lvl)
 	}
 }
