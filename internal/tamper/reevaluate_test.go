@@ -118,21 +118,29 @@ func TestReevaluationKeepsNewerEvidence(t *testing.T) {
 		es[i].Digests = digestsLike(es[i], "kvm-6.1.0-28-amd64 with a backdoor")
 		return es
 	})
-	var rebooted verdict.Verdict
+	// The reboot is attested while the re-evaluation is being written: the
+	// agent answers then, and the service records the verdict once the
+	// change is in (recording waits for a known-good change to finish).
+	attested := make(chan verdict.Verdict, 1)
 	rs.mu.Lock()
 	rs.during = func() {
 		clk.Add(time.Second)
 		nodes.mu.Lock()
 		node.DRTMLog = tampered
 		nodes.mu.Unlock()
-		if rebooted, err = svc.Attest(ctx, "node1"); err != nil {
-			t.Error(err)
-		}
+		go func() {
+			v, err := svc.Attest(ctx, "node1")
+			if err != nil {
+				t.Error(err)
+			}
+			attested <- v
+		}()
 	}
 	rs.mu.Unlock()
 	if _, err := svc.SetKnownGood(ctx, kg); err != nil {
 		t.Fatal(err)
 	}
+	rebooted := <-attested
 	if rebooted.Level != verdict.Untrusted {
 		t.Fatalf("the tampered reboot was attested %s %v, want untrusted", rebooted.Level, reasonCodes(rebooted.Reasons))
 	}
