@@ -8,6 +8,8 @@
 #
 #   scripts/fuzz.sh                 all targets, 10 s each
 #   FUZZTIME=1m scripts/fuzz.sh     longer runs
+#   FUZZMINIMIZE=60s scripts/fuzz.sh  (default 100x: a long minimisation of a new
+#                                     input would stall a short run)
 #   scripts/fuzz.sh ./internal/verify ./internal/eventlog   only these packages
 #
 # Targets are found in the source, so a new FuzzXxx is fuzzed without
@@ -55,7 +57,7 @@ for t in "${targets[@]}"; do
 	t0=$SECONDS
 	before=$(crashers "$dir" "$name")
 	for attempt in 1 2; do
-		if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" "./$dir"; then
+		if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" -fuzzminimizetime="${FUZZMINIMIZE:-100x}" "./$dir"; then
 			echo "fuzz.sh: ok   $name ./$dir ($((SECONDS - t0)) s)"
 			break
 		fi
