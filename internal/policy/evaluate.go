@@ -182,6 +182,9 @@ func eventsOf(m *verify.Measurements, pcr int) []eventlog.Event {
 }
 
 func missingEvent(e Expectation, m *verify.Measurements) (EventRule, bool) {
+	if len(e.Events) == 0 {
+		return EventRule{}, false
+	}
 	have := eventsOf(m, e.PCR)
 	for _, rule := range e.Events {
 		if !slices.ContainsFunc(have, func(ev eventlog.Event) bool { return bytes.Equal(ev.Digest(e.Bank), rule.Digest) }) {

@@ -236,3 +236,27 @@ func TestValidateAndJSON(t *testing.T) {
 		t.Error("a policy that requires nothing was accepted")
 	}
 }
+
+// BenchmarkEvaluate is the policy step of an attestation: a host matching
+// golden references for bios, launch and vmm.
+func BenchmarkEvaluate(b *testing.B) {
+	m := host(map[evidence.Bank]map[int][]byte{evidence.SHA256: {
+		0: d(evidence.SHA256, "0"), 1: d(evidence.SHA256, "1"), 2: d(evidence.SHA256, "2"), 3: d(evidence.SHA256, "3"),
+		7: d(evidence.SHA256, "7"), 17: d(evidence.SHA256, "sinit"), 18: d(evidence.SHA256, "kvm")}},
+		event(1, 18, d(evidence.SHA256, "tboot"), "tboot"), event(2, 18, d(evidence.SHA256, "kvm"), "kvm"))
+	refs, err := Golden("g", 1, m, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := Approve(nil, DefaultName, refs)
+	rm := map[string]*Reference{}
+	for _, r := range refs {
+		rm[r.Name] = r
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if Evaluate(p, rm, m).Level != verdict.Trusted {
+			b.Fatal("not trusted")
+		}
+	}
+}
