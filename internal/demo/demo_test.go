@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"trustpool/internal/agent/swtpm"
+	"trustpool/internal/agent/swtpm/swtpmtest"
 )
 
 // TestDemoServesNova runs the demo as a user would (the real binary, real
@@ -26,12 +27,7 @@ import (
 // trusting only the CA the demo wrote, sending the auth blob it wrote.
 // Ctrl-C must then stop every process the demo started.
 func TestDemoServesNova(t *testing.T) {
-	if err := swtpm.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swtpm is required in CI: %v", err)
-		}
-		t.Skip(err)
-	}
+	swtpmtest.RequireBinary(t, swtpm.Binary)
 	bin := filepath.Join(t.TempDir(), "trustpool")
 	_, file, _, _ := runtime.Caller(0)
 	build := exec.Command("go", "build", "-o", bin, "./cmd/trustpool")

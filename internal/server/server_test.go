@@ -17,6 +17,7 @@ import (
 	"trustpool/internal/agent"
 	"trustpool/internal/agent/bootsim"
 	"trustpool/internal/agent/swtpm"
+	"trustpool/internal/agent/swtpm/swtpmtest"
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/api"
 	"trustpool/internal/enroll"
@@ -28,15 +29,7 @@ import (
 )
 
 // needSWTPM skips without swtpm, except in CI where it must be there.
-func needSWTPM(t *testing.T) {
-	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swtpm is required in CI: %v", err)
-		}
-		t.Skipf("swtpm not installed: %v", err)
-	}
-}
+func needSWTPM(t *testing.T) { swtpmtest.RequireBinary(t, swtpm.Binary) }
 
 type env struct {
 	t     *testing.T

@@ -16,20 +16,13 @@ import (
 	"trustpool/internal/agent"
 	"trustpool/internal/agent/bootsim"
 	"trustpool/internal/agent/swtpm"
+	"trustpool/internal/agent/swtpm/swtpmtest"
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/evidence"
 )
 
 // needSWTPM skips without swtpm, except in CI where it must be there.
-func needSWTPM(t *testing.T) {
-	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swtpm is required in CI: %v", err)
-		}
-		t.Skipf("swtpm not installed: %v", err)
-	}
-}
+func needSWTPM(t *testing.T) { swtpmtest.RequireBinary(t, swtpm.Binary) }
 
 // quoted is one answer of a TPM to a challenge: the quote, its signature
 // and the PCR values the agent reports with it.
