@@ -152,7 +152,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close() // a challenge still in flight: the server retries
+		}
+		return nil
 	case err := <-errc:
 		return fmt.Errorf("agent serve: %w", err)
 	}

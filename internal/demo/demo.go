@@ -134,12 +134,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("demo: start server: %w", err)
 	}
 	defer srv.Close()
+	// Deferred in this order so that the server stops challenging before
+	// the agents are stopped.
+	nodes := plan(cfg)
+	defer stopAll(nodes)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	defer func() { cancel(); <-srvDone }()
 
-	nodes := plan(cfg)
-	defer stopAll(nodes)
 	caFile := filepath.Join(cfg.StateDir, "ca.pem")
 	for _, n := range nodes {
 		if err := start(ctx, cfg, srv, caFile, n); err != nil {
