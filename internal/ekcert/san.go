@@ -120,7 +120,7 @@ func parseTPMSAN(der []byte) (Info, error) {
 		return Info{}, errors.New("no TPM version attribute (2.23.133.2.3)")
 	}
 	if !isVendorID(info.Manufacturer) {
-		return Info{}, fmt.Errorf("TPM manufacturer %q is not id:XXXXXXXX", info.Manufacturer)
+		return Info{}, fmt.Errorf("TPM manufacturer %q is not \"id:\" and 8 hex digits", info.Manufacturer)
 	}
 	return info, nil
 }

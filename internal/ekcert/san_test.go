@@ -196,21 +196,21 @@ func TestParseTPMSAN(t *testing.T) {
 			der: func(t *testing.T) []byte {
 				return encodeSAN(t, encodeName(t, []attr{withValue(manufacturer, "Infineon"), model, version}))
 			},
-			wantErr: "not id:XXXXXXXX",
+			wantErr: "and 8 hex digits",
 		},
 		{
 			name: "manufacturer ID not hex",
 			der: func(t *testing.T) []byte {
 				return encodeSAN(t, encodeName(t, []attr{withValue(manufacturer, "id:4946580G"), model, version}))
 			},
-			wantErr: "not id:XXXXXXXX",
+			wantErr: "and 8 hex digits",
 		},
 		{
 			name: "manufacturer ID too short",
 			der: func(t *testing.T) []byte {
 				return encodeSAN(t, encodeName(t, []attr{withValue(manufacturer, "id:494658"), model, version}))
 			},
-			wantErr: "not id:XXXXXXXX",
+			wantErr: "and 8 hex digits",
 		},
 		{
 			name:    "oversized",

@@ -16,6 +16,7 @@ import (
 
 	"trustpool/internal/agent"
 	"trustpool/internal/agent/bootsim"
+	"trustpool/internal/agent/bootsim/bootsimtest"
 	"trustpool/internal/agent/swtpm"
 	"trustpool/internal/agent/swtpm/swtpmtest"
 	"trustpool/internal/agent/tpm"
@@ -107,26 +108,17 @@ type node struct {
 
 func startNode(t *testing.T, e *env, name string, prof bootsim.Profile) *node {
 	t.Helper()
-	p, err := swtpm.Start(e.ctx, swtpm.Config{StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Stop() })
-	tp, err := tpm.Open(p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	logs, err := bootsim.Boot(tp, p, prof)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp, logs := bootsimtest.Boot(t, prof)
 	dir := t.TempDir()
 	srtm, drtm := filepath.Join(dir, "srtm.log"), ""
-	os.WriteFile(srtm, logs.SRTM, 0o600)
+	if err := os.WriteFile(srtm, logs.SRTM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if len(logs.DRTM) > 0 {
 		drtm = filepath.Join(dir, "drtm.log")
-		os.WriteFile(drtm, logs.DRTM, 0o600)
+		if err := os.WriteFile(drtm, logs.DRTM, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tok := enroll.NewToken()
 	if err := e.srv.Store().CreateJoinToken(e.ctx, store.JoinToken{Hash: enroll.TokenHash(tok), Host: name, ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()}); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"trustpool/internal/agent"
 	"trustpool/internal/agent/bootsim"
+	"trustpool/internal/agent/bootsim/bootsimtest"
 	"trustpool/internal/agent/swtpm"
 	"trustpool/internal/agent/swtpm/swtpmtest"
 	"trustpool/internal/agent/tpm"
@@ -132,20 +133,7 @@ type swNode struct {
 func (f *fixture) addNode(name string) *swNode {
 	f.t.Helper()
 	t := f.t
-	p, err := swtpm.Start(f.ctx, swtpm.Config{StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Stop() })
-	tp, err := tpm.Open(p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	logs, err := bootsim.Boot(tp, p, bootsim.Profile{Launch: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp, logs := bootsimtest.Boot(t, bootsim.Profile{Launch: true})
 	dir := t.TempDir()
 	n := &swNode{name: name, tpm: tp, evil: &evilTPM{TPM: tp}, agentDir: dir,
 		srtmPath: filepath.Join(dir, "srtm.log"), drtmPath: filepath.Join(dir, "drtm.log"), srtm: logs.SRTM, drtm: logs.DRTM}
