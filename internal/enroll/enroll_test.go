@@ -3,6 +3,7 @@ package enroll_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	tp, err := tpm.Open(tpm.SimulatorAddr)
-	if errors.Is(err, tpm.ErrNoSimulator) {
+	if errors.Is(err, tpm.ErrNoSimulator) && os.Getenv("CI") != "true" {
 		t.Skip("built without cgo: no TPM simulator")
 	}
 	if err != nil {
