@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"trustpool/internal/api"
+	"trustpool/internal/enroll"
 )
 
 func hostsCmd(af *apiFlags) *cobra.Command {
@@ -58,10 +60,53 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 	}
 	cmd.AddCommand(
 		simple("show", "Show a host with its verdict and history", "GET", "/v1/hosts/%s"),
-		simple("approve", "Admit a host that enrolled without a join token", "POST", "/v1/hosts/%s/approve"),
 		simple("attest", "Attest a host now and show the verdict", "POST", "/v1/hosts/%s/attest"),
 		simple("delete", "Remove a host (it reads as unknown at once)", "DELETE", "/v1/hosts/%s"),
 	)
+	var ek string
+	approve := &cobra.Command{
+		Use: "approve NAME --ek FINGERPRINT", Short: "Admit the TPM waiting under NAME whose EK has this fingerprint (see hosts pending)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var out any
+			if err := c.Do(cmd.Context(), "POST", "/v1/hosts/"+args[0]+"/approve", map[string]string{"ek_fingerprint": ek}, &out); err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), out)
+		},
+	}
+	approve.Flags().StringVar(&ek, "ek", "", "SHA-256 fingerprint of the EK approved (required)")
+	approve.MarkFlagRequired("ek")
+	pending := &cobra.Command{
+		Use: "pending", Short: "List TPMs that enrolled without a join token and wait for approval", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var ps []enroll.PendingView
+			if err := c.Do(cmd.Context(), "GET", "/v1/pending", nil, &ps); err != nil {
+				return err
+			}
+			if af.json {
+				return printJSON(cmd.OutOrStdout(), ps)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tEK FINGERPRINT\tEK CERTIFICATE\tSOURCE\tSINCE")
+			for _, p := range ps {
+				cert := "none"
+				if p.EKCertSubject != "" {
+					cert = p.EKCertSubject + " (issuer " + p.EKCertIssuer + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Host, p.EKFingerprint, cert, p.Source, p.Created.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(approve, pending)
 	var ttl string
 	join := &cobra.Command{
 		Use: "join-token NAME", Short: "Issue a one-time join token bound to a host name", Args: cobra.ExactArgs(1),

@@ -22,6 +22,7 @@ func serverCmd() *cobra.Command {
 		validity  time.Duration
 		timeout   time.Duration
 		ekBundle  string
+		ekCRLs    []string
 		placement nova.TraitSyncConfig
 		keystone  nova.KeystoneAuth
 		ksPassEnv string
@@ -40,6 +41,11 @@ func serverCmd() *cobra.Command {
 				b, err := os.ReadFile(ekBundle)
 				errs = append(errs, err)
 				cfg.EKCABundle = b
+			}
+			for _, path := range ekCRLs {
+				b, err := os.ReadFile(path)
+				errs = append(errs, err)
+				cfg.EKCRLs = append(cfg.EKCRLs, b)
 			}
 			if placement.Endpoint != "" || keystone.AuthURL != "" {
 				if keystone.AuthURL != "" {
@@ -83,6 +89,9 @@ func serverCmd() *cobra.Command {
 	f.Float64Var(&cfg.EnrollPerMinute, "enroll-rate", 60, "enrollment requests allowed per client address per minute")
 	f.StringVar(&ekBundle, "ek-ca-bundle", "", "PEM bundle of TPM vendor CAs: EK certificates agents present must chain to one")
 	f.BoolVar(&cfg.RequireEKCert, "require-ek-cert", false, "admit only TPMs with a valid EK certificate (needs --ek-ca-bundle)")
+	f.BoolVar(&cfg.EKCertAdmits, "admit-by-ek-cert", false, "a valid EK certificate admits a TPM without a join token or approval (needs --ek-ca-bundle)")
+	f.StringArrayVar(&ekCRLs, "ek-crl", nil, "TPM vendor CRL file (DER or PEM), checked at enrollment (repeatable; needs --ek-ca-bundle)")
+	f.BoolVar(&cfg.AllowIPNames, "allow-ip-names", false, "let hosts be named by IP address (by default only DNS names)")
 	f.StringVar(&placement.Endpoint, "placement-url", "", "OpenStack Placement endpoint: keep a trait on trusted hosts' resource providers")
 	f.StringVar(&placement.Token, "placement-token", "", "static Placement token (noauth2 deployments)")
 	f.StringVar(&placement.Trait, "placement-trait", nova.DefaultTrait, "the custom trait trusted hosts carry")

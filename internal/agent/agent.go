@@ -10,6 +10,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -52,13 +53,16 @@ type Config struct {
 	EventLog  string // SRTM event log file; empty: none
 	DRTMLog   string // DRTM (TXT) event log file; empty: none
 	JoinToken string // one-time admission token; empty: wait for an operator
-	Log       *slog.Logger
+	// PollInterval is how often a pending agent asks whether it was
+	// approved (default 10 s).
+	PollInterval time.Duration
+	Log          *slog.Logger
 }
 
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error
-	if err := evidence.ValidateHostName(c.Name); err != nil {
+	if _, err := evidence.CanonicalHostName(c.Name, true); err != nil {
 		errs = append(errs, fmt.Errorf("name: %w", err))
 	}
 	if c.Server == "" {
@@ -92,6 +96,10 @@ func New(cfg Config, t TPM) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 10 * time.Second
+	}
+	cfg.Name, _ = evidence.CanonicalHostName(cfg.Name, true)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cfg.ServerCA) {
 		return nil, errors.New("agent config: no certificate in the server CA")
@@ -101,8 +109,11 @@ func New(cfg Config, t TPM) (*Agent, error) {
 	return a, nil
 }
 
+// httpClient calls the server: its certificate must chain to the server
+// CA, name the server's host and carry the server policy, which no agent's
+// certificate from the same CA has.
 func (a *Agent) httpClient(cert *tls.Certificate) *http.Client {
-	tc := &tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12, VerifyConnection: pki.RequireServer}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
@@ -136,9 +147,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{cert},
-			// Only the attestation server (a certificate from its CA) may challenge us.
-			ClientAuth: tls.RequireAndVerifyClientCert,
-			ClientCAs:  a.pool,
+			// Only the attestation server (a certificate from its CA with
+			// the server policy) may challenge us.
+			ClientAuth:       tls.RequireAndVerifyClientCert,
+			ClientCAs:        a.pool,
+			VerifyConnection: pki.RequireServer,
 		},
 		ErrorLog: slog.NewLogLogger(a.cfg.Log.Handler(), slog.LevelDebug),
 	}
@@ -268,6 +281,12 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 	if err := a.post(ctx, "/v1/enroll/activate", &enroll.Activation{ID: cred.ID, Secret: secret}, &adm); err != nil {
 		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
 	}
+	if adm.State == enroll.StatePending {
+		a.cfg.Log.Info("enrollment pending: waiting for an operator's approval", "ek_fingerprint", fmt.Sprintf("%x", sha256.Sum256(ekPub)))
+		if adm, err = a.awaitApproval(ctx, adm.Poll); err != nil {
+			return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
+		}
+	}
 	keyPEM, err := pki.EncodeKey(key)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -286,6 +305,27 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 	}
 	a.cfg.Log.Info("enrolled", "state", adm.State)
 	return cert, nil
+}
+
+// awaitApproval polls the server until an operator approves this TPM (or
+// the request expires, or ctx ends).
+func (a *Agent) awaitApproval(ctx context.Context, poll string) (enroll.Admitted, error) {
+	t := time.NewTicker(a.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return enroll.Admitted{}, ctx.Err()
+		case <-t.C:
+		}
+		var adm enroll.Admitted
+		if err := a.post(ctx, "/v1/enroll/poll", &enroll.Poll{Poll: poll}, &adm); err != nil {
+			return enroll.Admitted{}, fmt.Errorf("poll for approval: %w", err)
+		}
+		if adm.State == enroll.StateAdmitted {
+			return adm, nil
+		}
+	}
 }
 
 // hello tells the server this node (re)started.

@@ -35,7 +35,7 @@ const maxBody = 64 << 10
 type Store interface {
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	GetHost(ctx context.Context, name string) (store.Host, error)
-	PutHost(ctx context.Context, h store.Host) error
+	SetHostPolicy(ctx context.Context, name, policy string, labels map[string]string, now time.Time) error
 	DeleteHost(ctx context.Context, name string) error
 	CreateJoinToken(ctx context.Context, t store.JoinToken) error
 	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
@@ -51,8 +51,9 @@ type KnownGood interface {
 	Apply(ctx context.Context, actor string, c *policy.Change) ([]integrity.Change, error)
 }
 
-// IdentityVerifier checks an agent's client certificate against its host name.
-type IdentityVerifier func(chain []*x509.Certificate, host string, usage x509.ExtKeyUsage) error
+// IdentityVerifier checks that an agent's certificate chain is the one
+// pinned for its host (pki.CA.VerifyAgent).
+type IdentityVerifier func(chain []*x509.Certificate, host string, pinned []byte, usage x509.ExtKeyUsage) error
 
 // Config wires the API.
 type Config struct {
@@ -65,6 +66,10 @@ type Config struct {
 	Auth *auth.Authenticator
 	// EnrollLimit bounds enrollment requests per client address.
 	EnrollLimit *auth.Limiter
+	// Tokens and Audit serve /v1/tokens and /v1/audit (package auth).
+	Tokens, Audit http.Handler
+	// AllowIPNames lets hosts be named by IP address (as enrollment does).
+	AllowIPNames bool
 	// JoinTokenTTL is the default lifetime of a join token (default 24 h).
 	JoinTokenTTL time.Duration
 	Now          func() time.Time
@@ -73,8 +78,9 @@ type Config struct {
 
 // API is the /v1 handler.
 type API struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg    Config
+	mux    *http.ServeMux
+	routes []string
 }
 
 // New builds the API.
@@ -83,37 +89,57 @@ func New(cfg Config) *API {
 		cfg.JoinTokenTTL = 24 * time.Hour
 	}
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
-	m := a.mux
 	admin, reader, scheduler := a.role(auth.RoleAdmin), a.role(auth.RoleReader), a.role(auth.RoleScheduler)
 	limited := func(h http.HandlerFunc) http.Handler { return h }
 	if cfg.EnrollLimit != nil {
 		limited = func(h http.HandlerFunc) http.Handler { return cfg.EnrollLimit.Middleware(auth.ClientKey)(h) }
 	}
-	// Agents: admission is by join token or approval; hello by certificate.
-	m.Handle("POST /v1/enroll", limited(a.enrollBegin))
-	m.Handle("POST /v1/enroll/activate", limited(a.enrollActivate))
-	m.Handle("POST /v1/hello", limited(a.hello))
+	m := a.handle
+	// Agents: a join token, an approval or the agent's pinned certificate.
+	m("POST /v1/enroll", limited(a.enrollBegin))
+	m("POST /v1/enroll/activate", limited(a.enrollActivate))
+	m("POST /v1/enroll/poll", limited(a.enrollPoll))
+	m("POST /v1/hello", limited(a.hello))
 	// Operators.
-	m.Handle("GET /v1/hosts", reader(a.listHosts))
-	m.Handle("GET /v1/hosts/{name}", reader(a.getHost))
-	m.Handle("PATCH /v1/hosts/{name}", admin(a.patchHost))
-	m.Handle("DELETE /v1/hosts/{name}", admin(a.deleteHost))
-	m.Handle("POST /v1/hosts/{name}/approve", admin(a.approveHost))
-	m.Handle("POST /v1/hosts/{name}/attest", admin(a.attestHost))
-	m.Handle("POST /v1/join-tokens", admin(a.createJoinToken))
-	m.Handle("GET /v1/references", reader(a.listReferences))
-	m.Handle("PUT /v1/references/{name}", admin(a.putReference))
-	m.Handle("DELETE /v1/references/{name}", admin(a.retireReference))
-	m.Handle("GET /v1/policies", reader(a.listPolicies))
-	m.Handle("PUT /v1/policies/{name}", admin(a.putPolicy))
-	m.Handle("POST /v1/preview", reader(a.preview))
-	m.Handle("POST /v1/apply", admin(a.apply))
-	m.Handle("POST /v1/golden", admin(a.golden))
+	m("GET /v1/hosts", reader(a.listHosts))
+	m("GET /v1/hosts/{name}", reader(a.getHost))
+	m("PATCH /v1/hosts/{name}", admin(a.patchHost))
+	m("DELETE /v1/hosts/{name}", admin(a.deleteHost))
+	m("GET /v1/pending", reader(a.listPending))
+	m("POST /v1/hosts/{name}/approve", admin(a.approveHost))
+	m("POST /v1/hosts/{name}/attest", admin(a.attestHost))
+	m("POST /v1/join-tokens", admin(a.createJoinToken))
+	m("GET /v1/references", reader(a.listReferences))
+	m("PUT /v1/references/{name}", admin(a.putReference))
+	m("DELETE /v1/references/{name}", admin(a.retireReference))
+	m("GET /v1/policies", reader(a.listPolicies))
+	m("PUT /v1/policies/{name}", admin(a.putPolicy))
+	m("POST /v1/preview", reader(a.preview))
+	m("POST /v1/apply", admin(a.apply))
+	m("POST /v1/golden", admin(a.golden))
+	if cfg.Tokens != nil {
+		m("POST /v1/tokens", admin(cfg.Tokens.ServeHTTP))
+		m("GET /v1/tokens", admin(cfg.Tokens.ServeHTTP))
+		m("DELETE /v1/tokens/{name}", admin(cfg.Tokens.ServeHTTP))
+	}
+	if cfg.Audit != nil {
+		m("GET /v1/audit", reader(cfg.Audit.ServeHTTP))
+		m("GET /v1/audit/head", reader(cfg.Audit.ServeHTTP))
+	}
 	// Schedulers read the pool; they never cause a quote.
-	m.Handle("GET /v1/pool", scheduler(a.pool))
-	m.Handle("POST /v1/filter", scheduler(a.filter))
+	m("GET /v1/pool", scheduler(a.pool))
+	m("POST /v1/filter", scheduler(a.filter))
 	return a
 }
+
+// handle mounts h at pattern and remembers the pattern (Routes).
+func (a *API) handle(pattern string, h http.Handler) {
+	a.mux.Handle(pattern, h)
+	a.routes = append(a.routes, pattern)
+}
+
+// Routes lists every pattern the API serves ("METHOD /path").
+func (a *API) Routes() []string { return slices.Clone(a.routes) }
 
 // role wraps a handler so that only principals with that role (or admin)
 // reach it.
@@ -156,7 +182,7 @@ func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	cred, err := a.cfg.Enroll.Begin(r.Context(), &req)
+	cred, err := a.cfg.Enroll.Begin(r.Context(), &req, auth.ClientKey(r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -175,8 +201,28 @@ func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if adm.State == string(store.HostActive) {
+	if adm.State == enroll.StateAdmitted {
 		a.cfg.Integrity.Hello(adm.Host)
+	}
+	render.JSON(w, http.StatusOK, adm)
+}
+
+// enrollPoll is a pending agent asking whether it was approved: 202 while
+// it waits, 200 with its certificate once.
+func (a *API) enrollPoll(w http.ResponseWriter, r *http.Request) {
+	var p enroll.Poll
+	if err := render.Decode(w, r, 1<<10, &p); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	adm, err := a.cfg.Enroll.Poll(r.Context(), &p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if adm.State == enroll.StatePending {
+		render.JSON(w, http.StatusAccepted, adm)
+		return
 	}
 	render.JSON(w, http.StatusOK, adm)
 }
@@ -192,11 +238,16 @@ func (a *API) hello(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if r.TLS == nil || a.cfg.VerifyPeer(r.TLS.PeerCertificates, req.Host, x509.ExtKeyUsageClientAuth) != nil {
-		a.fail(w, r, problem.New(problem.Unauthorized, "hello needs the agent certificate issued to %q", req.Host))
+	h, err := a.cfg.Store.GetHost(r.Context(), req.Host)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		a.fail(w, r, err)
 		return
 	}
-	a.cfg.Integrity.Hello(req.Host)
+	if r.TLS == nil || err != nil || a.cfg.VerifyPeer(r.TLS.PeerCertificates, h.Name, h.AgentCert, x509.ExtKeyUsageClientAuth) != nil {
+		a.fail(w, r, problem.New(problem.Unauthorized, "hello needs the agent certificate admitted for %q", req.Host))
+		return
+	}
+	a.cfg.Integrity.Hello(h.Name)
 	w.WriteHeader(http.StatusAccepted)
 }
 
@@ -239,7 +290,7 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) host(w http.ResponseWriter, r *http.Request) (store.Host, bool) {
-	name := r.PathValue("name")
+	name := strings.ToLower(r.PathValue("name"))
 	h, err := a.cfg.Store.GetHost(r.Context(), name)
 	if errors.Is(err, store.ErrNotFound) {
 		err = problem.New(problem.NotFound, "no host %q", name)
@@ -285,22 +336,41 @@ func (a *API) deleteHost(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// approveHost admits a pending TPM under its name; the body names the EK
+// fingerprint approved ({"ek_fingerprint": "hex"}, from GET /v1/pending).
 func (a *API) approveHost(w http.ResponseWriter, r *http.Request) {
-	h, ok := a.host(w, r)
-	if !ok {
-		return
+	var req struct {
+		EKFingerprint string `json:"ek_fingerprint"`
 	}
-	h.State = store.HostActive
-	if err := a.cfg.Store.PutHost(r.Context(), h); err != nil {
+	if err := render.Decode(w, r, 1<<10, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.audit(r, "host.approve", h.Name, nil); err != nil {
+	name, err := a.cfg.Enroll.Approve(r.Context(), r.PathValue("name"), req.EKFingerprint)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	h, err := a.cfg.Store.GetHost(r.Context(), name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.audit(r, "host.approve", h.Name, map[string]string{"ek_fingerprint": strings.ToLower(req.EKFingerprint)}); err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	a.cfg.Integrity.Hello(h.Name)
 	render.JSON(w, http.StatusOK, a.view(h))
+}
+
+func (a *API) listPending(w http.ResponseWriter, r *http.Request) {
+	ps, err := a.cfg.Enroll.Pending(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	render.JSON(w, http.StatusOK, ps)
 }
 
 func (a *API) attestHost(w http.ResponseWriter, r *http.Request) {
@@ -329,10 +399,12 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := evidence.ValidateHostName(req.Host); err != nil {
+	host, err := evidence.CanonicalHostName(req.Host, a.cfg.AllowIPNames)
+	if err != nil {
 		a.fail(w, r, problem.Wrap(problem.Invalid, err, "%v", err))
 		return
 	}
+	req.Host = host
 	ttl := a.cfg.JoinTokenTTL
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)

@@ -220,7 +220,7 @@ func (a *API) patchHost(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Labels = *req.Labels
 	}
-	if err := a.cfg.Store.PutHost(r.Context(), h); err != nil {
+	if err := a.cfg.Store.SetHostPolicy(r.Context(), h.Name, h.Policy, h.Labels, a.cfg.Now()); err != nil {
 		a.fail(w, r, err)
 		return
 	}

@@ -47,11 +47,16 @@ type Info struct {
 	Version      string
 }
 
-// Verifier checks EK certificates against a fixed set of vendor CAs. It is
-// immutable and safe for concurrent use.
+// Verifier checks EK certificates against a fixed set of vendor CAs and
+// their revocation lists. It is immutable once built and safe for
+// concurrent use.
 type Verifier struct {
 	roots         *x509.CertPool
 	intermediates *x509.CertPool
+	cas           []*x509.Certificate
+	// revoked holds, per issuer (its raw subject), the serial numbers its
+	// CRLs list.
+	revoked map[string]map[string]bool
 }
 
 // NewVerifier returns a Verifier that trusts the CA certificates in
@@ -65,7 +70,7 @@ type Verifier struct {
 // private key pasted by mistake, say) or a certificate that is not a CA is
 // an error, since it shows the bundle is not what the operator thinks.
 func NewVerifier(bundlePEM []byte) (*Verifier, error) {
-	v := &Verifier{roots: x509.NewCertPool(), intermediates: x509.NewCertPool()}
+	v := &Verifier{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), revoked: map[string]map[string]bool{}}
 	var nroots, n int
 	for rest := bundlePEM; ; {
 		var block *pem.Block
@@ -84,6 +89,7 @@ func NewVerifier(bundlePEM []byte) (*Verifier, error) {
 		if !cert.IsCA || !cert.BasicConstraintsValid {
 			return nil, fmt.Errorf("load EK CA bundle: certificate %d (%s) is not a CA", n, cert.Subject)
 		}
+		v.cas = append(v.cas, cert)
 		if selfSigned(cert) {
 			v.roots.AddCert(cert)
 			nroots++
@@ -98,6 +104,72 @@ func NewVerifier(bundlePEM []byte) (*Verifier, error) {
 		return nil, fmt.Errorf("load EK CA bundle: none of the %d certificates is a self-signed root", n)
 	}
 	return v, nil
+}
+
+// AddCRL adds a vendor's certificate revocation list (DER or PEM "X509
+// CRL"): EK certificates, and issuing CAs, whose serial it lists are
+// refused from then on. The CRL must be signed by a CA of the bundle. It is
+// used whatever its NextUpdate says: a stale list still names what it
+// revoked. AddCRL is for setting up; it must not race with Verify.
+func (v *Verifier) AddCRL(b []byte) error {
+	if block, _ := pem.Decode(b); block != nil {
+		if block.Type != "X509 CRL" {
+			return fmt.Errorf("load EK CRL: a %q block, want X509 CRL", block.Type)
+		}
+		b = block.Bytes
+	}
+	crl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		return fmt.Errorf("load EK CRL: %w", err)
+	}
+	i := slices.IndexFunc(v.cas, func(ca *x509.Certificate) bool {
+		return slices.Equal(ca.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(ca) == nil
+	})
+	if i < 0 {
+		return fmt.Errorf("load EK CRL of %s: not signed by a CA of the EK CA bundle", crl.Issuer)
+	}
+	set := v.revoked[string(crl.RawIssuer)]
+	if set == nil {
+		set = map[string]bool{}
+		v.revoked[string(crl.RawIssuer)] = set
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		set[e.SerialNumber.String()] = true
+	}
+	return nil
+}
+
+// revokedIn returns the first certificate of chain that a CRL revokes.
+func (v *Verifier) revokedIn(chain []*x509.Certificate) *x509.Certificate {
+	for _, c := range chain {
+		if v.revoked[string(c.RawIssuer)][c.SerialNumber.String()] {
+			return c
+		}
+	}
+	return nil
+}
+
+// Inspect checks what can be checked of an EK certificate without a CA
+// bundle: at most MaxCert bytes, DER X.509, not a CA, certifying ekPublic.
+// It returns the parsed certificate (whose chain nobody has checked).
+func Inspect(certDER, ekPublic []byte) (*x509.Certificate, error) {
+	if len(certDER) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	if len(certDER) > MaxCert {
+		return nil, fmt.Errorf("%d bytes exceeds %d", len(certDER), MaxCert)
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, err
+	}
+	if cert.IsCA {
+		return nil, errors.New("it is a CA certificate")
+	}
+	if err := matchEK(cert.PublicKey, ekPublic); err != nil {
+		return nil, err
+	}
+	return cert, nil
 }
 
 // selfSigned reports whether cert names itself as issuer and its signature
@@ -163,6 +235,11 @@ func (v *Verifier) Verify(certDER, ekPublic []byte, now time.Time) (Info, error)
 	}
 	if !slices.ContainsFunc(chains, allowEKUsage) {
 		return Info{}, errors.New("verify EK certificate: extended key usage of the certificate or a CA does not allow EK certificates (2.23.133.8.1)")
+	}
+	for _, chain := range chains {
+		if c := v.revokedIn(chain); c != nil {
+			return Info{}, fmt.Errorf("verify EK certificate: %s (serial %s) is revoked by its issuer's CRL", c.Subject, c.SerialNumber)
+		}
 	}
 	return info, nil
 }

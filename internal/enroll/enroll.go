@@ -1,10 +1,16 @@
-// Package enroll admits a node's attestation key (AK). The server proves that
-// the AK lives in the same TPM as the node's endorsement key (EK) by credential
-// activation: it encrypts a secret to the EK, bound to the AK's name
-// (TPM2_MakeCredential, done here in pure Go), and only that TPM can recover
-// it (TPM2_ActivateCredential). A host is admitted by a one-time join token
-// bound to its name, or left pending until an operator approves it; either way
-// its name is bound to its EK, and an AK that did not pass is never used.
+// Package enroll admits a node's TPM. The server proves that the node's
+// attestation key (AK) lives in the same TPM as its endorsement key (EK) by
+// credential activation: it encrypts a secret to the EK, bound to the AK's
+// name (TPM2_MakeCredential, done here in pure Go), and only that TPM can
+// recover it (TPM2_ActivateCredential). An AK that did not pass is never
+// used.
+//
+// Activation proves a TPM, not a right to a name. A host is admitted, and
+// gets a certificate, only by a one-time join token bound to its name, by
+// an EK certificate from a TPM vendor (when the operator lets that admit),
+// by being the TPM already admitted under that name, or by an operator's
+// approval naming its EK. Anyone else waits as pending, owns nothing, and
+// can only poll; pending requests expire and are capped.
 package enroll
 
 import (
@@ -12,15 +18,18 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
+	"log/slog"
 	"net/url"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
+	"trustpool/internal/ekcert"
 	"trustpool/internal/evidence"
 	"trustpool/internal/pki"
 	"trustpool/internal/problem"
@@ -28,11 +37,12 @@ import (
 	"trustpool/internal/verify"
 )
 
-// Limits on agent-supplied enrollment material.
+// Limits on agent-supplied enrollment material. An EK certificate is about
+// 1 KiB; with these, a request row stays under 8 KiB.
 const (
 	maxPublic = 1 << 10
-	maxCert   = 8 << 10
-	maxCSR    = 4 << 10
+	maxCert   = 3 << 10
+	maxCSR    = 2 << 10
 	maxURL    = 512
 	// TTL bounds how long a credential may wait for activation.
 	TTL = 5 * time.Minute
@@ -49,7 +59,8 @@ type Request struct {
 	JoinToken string `json:"join_token,omitempty"`
 }
 
-// Validate checks sizes and shapes; cryptographic checks come later.
+// Validate checks sizes and shapes; cryptographic checks come later. The
+// host name must be canonical (see evidence.CanonicalHostName).
 func (r *Request) Validate() error {
 	var errs []error
 	if err := evidence.ValidateHostName(r.Host); err != nil {
@@ -95,65 +106,141 @@ type Activation struct {
 	Secret []byte `json:"secret"`
 }
 
-// Admitted is the outcome of a successful activation.
+// States of an enrollment, as Admitted reports them.
+const (
+	StateAdmitted = "active"
+	StatePending  = "pending"
+)
+
+// Admitted is the outcome of a successful activation, and of a poll.
 type Admitted struct {
 	Host  string `json:"host"`
-	State string `json:"state"` // store.HostActive, or store.HostPending awaiting an operator
-	Cert  []byte `json:"cert"`  // PEM, the agent's TLS certificate
-	CA    []byte `json:"ca"`    // PEM, the CA to trust for the server
+	State string `json:"state"`          // StateAdmitted, or StatePending awaiting an operator
+	Cert  []byte `json:"cert,omitempty"` // PEM, the agent's TLS certificate, once admitted
+	CA    []byte `json:"ca,omitempty"`   // PEM, the CA to trust for the server
+	// Poll is the secret a pending agent polls with (Poll); only its hash
+	// is stored.
+	Poll string `json:"poll,omitempty"`
+}
+
+// Poll is a pending agent asking whether it was approved.
+type Poll struct {
+	Poll string `json:"poll"`
 }
 
 // Store is what enrollment needs from storage.
 type Store interface {
 	GetHost(ctx context.Context, name string) (store.Host, error)
 	HostByEK(ctx context.Context, ekHash []byte) (store.Host, error)
-	PutHost(ctx context.Context, h store.Host) error
+	AdmitHost(ctx context.Context, a store.Admission) error
 	CreateEnrollment(ctx context.Context, e store.Enrollment) error
 	TakeEnrollment(ctx context.Context, id string) (store.Enrollment, error)
-	ConsumeJoinToken(ctx context.Context, hash []byte, host string, now time.Time) error
+	CheckJoinToken(ctx context.Context, hash []byte, host string, now time.Time) error
+	CountWaiting(ctx context.Context, now time.Time) (int, error)
+	PutPending(ctx context.Context, p store.Pending) error
+	GetPending(ctx context.Context, host string, ekHash []byte, now time.Time) (store.Pending, error)
+	ListPending(ctx context.Context, now time.Time) ([]store.Pending, error)
+	PollPending(ctx context.Context, pollHash []byte, now time.Time) (store.Pending, error)
+	DeleteExpiredEnrollments(ctx context.Context, now time.Time) (int, error)
+	DeleteExpiredPending(ctx context.Context, now time.Time) (int, error)
 }
 
 // EKCertCheck verifies an EK certificate (DER) for the EK public area
 // against the TPM vendors' CAs (package ekcert).
 type EKCertCheck func(certDER, ekPublic []byte, now time.Time) error
 
+// Config configures enrollment.
+type Config struct {
+	Store Store
+	CA    *pki.CA
+	Now   func() time.Time
+	// Reserved are the server's own names: no host may enroll under them.
+	Reserved []string
+	// AllowIPNames lets hosts be named by IP address.
+	AllowIPNames bool
+	// EKCheck, when set, verifies every EK certificate an agent presents;
+	// RequireEKCert refuses TPMs without one; EKCertAdmits admits a TPM
+	// whose EK certificate verifies, without a token or an approval.
+	EKCheck       EKCertCheck
+	RequireEKCert bool
+	EKCertAdmits  bool
+	// PendingTTL is how long a request waits for approval (default 1 h).
+	PendingTTL time.Duration
+	// MaxWaiting caps enrollments in flight plus pending requests that
+	// no join token backs (default 10,000); beyond it requests get 429.
+	MaxWaiting int
+	Log        *slog.Logger
+}
+
 // Service runs enrollments.
 type Service struct {
-	store   Store
-	ca      *pki.CA
-	now     func() time.Time
-	ekCheck EKCertCheck
-	needEK  bool
+	cfg      Config
+	reserved map[string]bool
 }
 
-// New returns an enrollment service issuing agent certificates from ca.
-func New(s Store, ca *pki.CA, now func() time.Time) *Service {
-	return &Service{store: s, ca: ca, now: now}
-}
-
-// CheckEKCerts makes the service verify every EK certificate an agent
-// presents with check, and, when require is set, refuse TPMs without one.
-func (s *Service) CheckEKCerts(check EKCertCheck, require bool) *Service {
-	s.ekCheck, s.needEK = check, require
+// New returns an enrollment service.
+func New(cfg Config) *Service {
+	if cfg.PendingTTL <= 0 {
+		cfg.PendingTTL = time.Hour
+	}
+	if cfg.MaxWaiting <= 0 {
+		cfg.MaxWaiting = 10_000
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Service{cfg: cfg, reserved: map[string]bool{}}
+	for _, n := range cfg.Reserved {
+		if c, err := evidence.CanonicalHostName(n, true); err == nil {
+			s.reserved[c] = true
+		}
+	}
 	return s
 }
 
-// Begin checks a request and returns the credential the agent's TPM must
-// activate.
-func (s *Service) Begin(ctx context.Context, req *Request) (*Credential, error) {
+func (s *Service) now() time.Time { return s.cfg.Now() }
+
+// Begin checks a request from source (the client's address) and returns
+// the credential the agent's TPM must activate. Its errors reveal nothing
+// about which names are enrolled to a caller without that name's join
+// token.
+func (s *Service) Begin(ctx context.Context, req *Request, source string) (*Credential, error) {
+	name, err := evidence.CanonicalHostName(req.Host, s.cfg.AllowIPNames)
+	if err != nil {
+		return nil, problem.Wrap(problem.Invalid, err, "enrollment request: %v", err)
+	}
+	req.Host = name
+	if s.reserved[name] {
+		return nil, problem.New(problem.Forbidden, "host name %q is the attestation server's", name)
+	}
 	ak, kem, err := parseKeys(req)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkEKCert(req); err != nil {
+	if err := s.checkEKCert(req.EKCert, req.EKPublic); err != nil {
 		return nil, err
 	}
-	if err := s.checkBinding(ctx, req.Host, req.EKPublic); err != nil {
-		return nil, err
-	}
-	if req.JoinToken != "" { // fail early; the token is consumed only on activation
+	var tokenHash []byte
+	if req.JoinToken != "" {
 		if _, err := decodeToken(req.JoinToken); err != nil {
 			return nil, err
+		}
+		tokenHash = TokenHash(req.JoinToken)
+		// Checked now so that a made-up token cannot pass the cap below;
+		// consumed only on admission.
+		if err := s.cfg.Store.CheckJoinToken(ctx, tokenHash, name, s.now()); err != nil {
+			return nil, tokenProblem(err)
+		}
+	}
+	if err := s.checkBinding(ctx, name, req.EKPublic, tokenHash != nil); err != nil {
+		return nil, err
+	}
+	if tokenHash == nil {
+		switch n, err := s.cfg.Store.CountWaiting(ctx, s.now()); {
+		case err != nil:
+			return nil, err
+		case n >= s.cfg.MaxWaiting:
+			return nil, problem.New(problem.TooMany, "too many enrollments are waiting; try again later")
 		}
 	}
 	secret := make([]byte, 32)
@@ -167,15 +254,12 @@ func (s *Service) Begin(ctx context.Context, req *Request) (*Credential, error) 
 	id := randomID()
 	sum := sha256.Sum256(secret)
 	e := store.Enrollment{
-		ID: id, Host: req.Host, EKPublic: req.EKPublic, EKCert: req.EKCert, AKPublic: req.AKPublic,
-		AKName: ak.Name(), URL: req.URL, CSR: req.CSR, SecretHash: sum[:],
-		ExpiresAt: s.now().Add(TTL), CreatedAt: s.now(),
+		ID: id, Host: name, EKPublic: req.EKPublic, EKCert: req.EKCert, AKPublic: req.AKPublic,
+		AKName: ak.Name(), URL: req.URL, CSR: req.CSR, SecretHash: sum[:], TokenHash: tokenHash,
+		Source: source, ExpiresAt: s.now().Add(TTL), CreatedAt: s.now(),
 	}
-	if req.JoinToken != "" {
-		e.TokenHash = TokenHash(req.JoinToken)
-	}
-	if err := s.store.CreateEnrollment(ctx, e); err != nil {
-		return nil, fmt.Errorf("store enrollment of %s: %w", req.Host, err)
+	if err := s.cfg.Store.CreateEnrollment(ctx, e); err != nil {
+		return nil, fmt.Errorf("store enrollment of %s: %w", name, err)
 	}
 	return &Credential{ID: id, CredentialBlob: blob, EncryptedSecret: enc}, nil
 }
@@ -226,31 +310,43 @@ func ekStrength(ek *tpm2.TPMTPublic) error {
 	return nil
 }
 
-// checkEKCert applies the EK certificate policy: a presented certificate
-// must chain to a TPM vendor's CA and certify this EK.
-func (s *Service) checkEKCert(req *Request) error {
-	switch {
-	case len(req.EKCert) == 0 && s.needEK:
-		return problem.New(problem.Forbidden, "an EK certificate from a TPM vendor is required and the agent sent none")
-	case len(req.EKCert) == 0 || s.ekCheck == nil:
+// checkEKCert applies the EK certificate policy. A presented certificate
+// is always parsed and must certify this EK; with a vendor CA bundle it
+// must also chain to a vendor's CA and not be revoked.
+func (s *Service) checkEKCert(certDER, ekPublic []byte) error {
+	if len(certDER) == 0 {
+		if s.cfg.RequireEKCert {
+			return problem.New(problem.Forbidden, "an EK certificate from a TPM vendor is required and the agent sent none")
+		}
 		return nil
 	}
-	if err := s.ekCheck(req.EKCert, req.EKPublic, s.now()); err != nil {
+	if _, err := ekcert.Inspect(certDER, ekPublic); err != nil {
+		return problem.Wrap(problem.Invalid, err, "EK certificate refused: %v", err)
+	}
+	if s.cfg.EKCheck == nil {
+		return nil
+	}
+	if err := s.cfg.EKCheck(certDER, ekPublic, s.now()); err != nil {
 		return problem.Wrap(problem.Forbidden, err, "EK certificate refused: %v", err)
 	}
 	return nil
 }
 
-// checkBinding refuses an EK bound to another host, and a host name bound to
-// another EK: a node cannot take over another node's identity by enrolling.
-func (s *Service) checkBinding(ctx context.Context, host string, ekPublic []byte) error {
-	switch h, err := s.store.HostByEK(ctx, store.EKHash(ekPublic)); {
+// checkBinding refuses an EK bound to another host: a TPM is one host. A
+// name bound to another EK is refused only to the holder of that name's
+// join token; anyone else may wait as pending (and will never be approved
+// under it), so that the answer does not tell who is enrolled.
+func (s *Service) checkBinding(ctx context.Context, host string, ekPublic []byte, token bool) error {
+	switch h, err := s.cfg.Store.HostByEK(ctx, store.EKHash(ekPublic)); {
 	case err == nil && h.Name != host:
 		return problem.New(problem.Conflict, "this endorsement key is bound to another host")
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("look up EK: %w", err)
 	}
-	switch h, err := s.store.GetHost(ctx, host); {
+	if !token {
+		return nil
+	}
+	switch h, err := s.cfg.Store.GetHost(ctx, host); {
 	case err == nil && subtle.ConstantTimeCompare(h.EKPublic, ekPublic) != 1:
 		return problem.New(problem.Conflict, "host %s is bound to another endorsement key", host)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
@@ -259,11 +355,13 @@ func (s *Service) checkBinding(ctx context.Context, host string, ekPublic []byte
 	return nil
 }
 
-// Activate checks the secret the agent's TPM recovered. On success the AK is
-// the host's, the host is admitted (join token) or pending (no token), and
-// the agent gets its TLS certificate. Each enrollment can be tried once.
+// Activate checks the secret the agent's TPM recovered. On success the TPM
+// is admitted under its name when a join token, its EK certificate, or an
+// earlier admission of the same TPM says so, and the agent gets its
+// certificate; otherwise it waits for an operator's approval, with nothing
+// but a secret to poll with. Each enrollment can be tried once.
 func (s *Service) Activate(ctx context.Context, act *Activation) (*Admitted, error) {
-	e, err := s.store.TakeEnrollment(ctx, act.ID)
+	e, err := s.cfg.Store.TakeEnrollment(ctx, act.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, problem.New(problem.NotFound, "no enrollment %q in progress (unknown, expired or already tried)", act.ID)
 	}
@@ -277,40 +375,166 @@ func (s *Service) Activate(ctx context.Context, act *Activation) (*Admitted, err
 	if subtle.ConstantTimeCompare(sum[:], e.SecretHash) != 1 {
 		return nil, problem.New(problem.Forbidden, "credential activation failed: the attestation key is not in the TPM of this endorsement key")
 	}
-	// Re-check: another enrollment may have bound the name or EK meanwhile.
-	if err := s.checkBinding(ctx, e.Host, e.EKPublic); err != nil {
-		return nil, err
-	}
-	state := store.HostPending
-	if e.TokenHash != nil {
-		if err := s.store.ConsumeJoinToken(ctx, e.TokenHash, e.Host, s.now()); err != nil {
-			return nil, tokenProblem(err)
+	if s.admits(ctx, &e) {
+		cert, err := s.admit(ctx, store.Admission{TokenHash: e.TokenHash, Now: s.now()}, e.Host, e.EKPublic, e.EKCert, e.AKPublic, e.AKName, e.URL, e.CSR)
+		if err != nil {
+			return nil, err
 		}
-		state = store.HostActive
+		return &Admitted{Host: e.Host, State: StateAdmitted, Cert: cert, CA: s.cfg.CA.CertPEM}, nil
 	}
-	if old, err := s.store.GetHost(ctx, e.Host); err == nil && old.State == store.HostActive {
-		state = store.HostActive // a re-enrollment of an admitted host with the same EK
+	poll := NewToken()
+	p := store.Pending{
+		PollHash: TokenHash(poll), Host: e.Host, EKPublic: e.EKPublic, EKCert: e.EKCert, AKPublic: e.AKPublic,
+		AKName: e.AKName, URL: e.URL, CSR: e.CSR, Source: e.Source, CreatedAt: s.now(), ExpiresAt: s.now().Add(s.cfg.PendingTTL),
 	}
-	u, _ := agentURL(e.URL)
-	urlHost := u.Hostname()
-	if net.ParseIP(urlHost) == nil && urlHost != e.Host {
-		urlHost = "" // only IPs or the host's own name go into its certificate
+	if err := s.cfg.Store.PutPending(ctx, p); err != nil {
+		return nil, fmt.Errorf("store pending host %s: %w", e.Host, err)
 	}
-	cert, err := s.ca.SignAgentCSR(e.CSR, e.Host, urlHost)
+	return &Admitted{Host: e.Host, State: StatePending, Poll: poll}, nil
+}
+
+// admits reports whether an activated enrollment admits its host without
+// an operator: a join token, an EK certificate the operator lets admit, or
+// the TPM already admitted under that name (a new AK or agent key).
+func (s *Service) admits(ctx context.Context, e *store.Enrollment) bool {
+	if e.TokenHash != nil {
+		return true
+	}
+	if s.cfg.EKCertAdmits && len(e.EKCert) > 0 && s.cfg.EKCheck != nil && s.cfg.EKCheck(e.EKCert, e.EKPublic, s.now()) == nil {
+		return true
+	}
+	h, err := s.cfg.Store.GetHost(ctx, e.Host)
+	return err == nil && subtle.ConstantTimeCompare(h.EKPublic, e.EKPublic) == 1
+}
+
+// admit issues the host's certificate and writes the admission a (with
+// the host filled in) in one transaction.
+func (s *Service) admit(ctx context.Context, a store.Admission, host string, ekPub, ekCert, akPub, akName []byte, url string, csr []byte) ([]byte, error) {
+	cert, err := s.cfg.CA.SignAgentCSR(csr, host)
 	if err != nil {
 		return nil, problem.Wrap(problem.Invalid, err, "agent certificate request: %v", err)
 	}
-	h := store.Host{
-		Name: e.Host, State: state, EKPublic: e.EKPublic, EKCert: e.EKCert, AKPublic: e.AKPublic,
-		AKName: e.AKName, URL: e.URL, AgentCert: cert,
+	now := s.now()
+	a.Host = store.Host{
+		Name: host, State: store.HostActive, EKPublic: ekPub, EKCert: ekCert, AKPublic: akPub,
+		AKName: akName, URL: url, AgentCert: cert, CreatedAt: now, UpdatedAt: now,
 	}
-	if old, err := s.store.GetHost(ctx, e.Host); err == nil {
-		h.Labels, h.Policy, h.CreatedAt = old.Labels, old.Policy, old.CreatedAt
+	switch err := s.cfg.Store.AdmitHost(ctx, a); {
+	case errors.Is(err, store.ErrConflict):
+		return nil, problem.Wrap(problem.Conflict, err, "host %s is bound to another endorsement key", host)
+	case err != nil && a.TokenHash != nil && tokenError(err):
+		return nil, tokenProblem(err)
+	case err != nil:
+		return nil, fmt.Errorf("admit host %s: %w", host, err)
 	}
-	if err := s.store.PutHost(ctx, h); err != nil {
-		return nil, fmt.Errorf("store host %s: %w", e.Host, err)
+	return cert, nil
+}
+
+// Poll answers a pending agent: still pending, or admitted with its
+// certificate (handed out once).
+func (s *Service) Poll(ctx context.Context, p *Poll) (*Admitted, error) {
+	if _, err := base64.RawURLEncoding.DecodeString(p.Poll); err != nil || len(p.Poll) != 43 {
+		return nil, problem.New(problem.Invalid, "poll secret is malformed")
 	}
-	return &Admitted{Host: e.Host, State: string(state), Cert: cert, CA: s.ca.CertPEM}, nil
+	got, err := s.cfg.Store.PollPending(ctx, TokenHash(p.Poll), s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, problem.New(problem.NotFound, "no pending enrollment for this secret (unknown, expired or refused): enroll again")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got.Cert == nil {
+		return &Admitted{Host: got.Host, State: StatePending}, nil
+	}
+	return &Admitted{Host: got.Host, State: StateAdmitted, Cert: got.Cert, CA: s.cfg.CA.CertPEM}, nil
+}
+
+// PendingView is a pending request as an operator sees it before
+// approving: enough to tell two TPMs under one name apart.
+type PendingView struct {
+	Host          string    `json:"host"`
+	EKFingerprint string    `json:"ek_fingerprint"` // hex SHA-256 of the EK public area
+	EKCertSubject string    `json:"ek_cert_subject,omitempty"`
+	EKCertIssuer  string    `json:"ek_cert_issuer,omitempty"`
+	AKName        string    `json:"ak_name"`
+	Source        string    `json:"source"`
+	URL           string    `json:"url"`
+	Created       time.Time `json:"created"`
+	Expires       time.Time `json:"expires"`
+}
+
+// Pending lists the requests waiting for approval.
+func (s *Service) Pending(ctx context.Context) ([]PendingView, error) {
+	ps, err := s.cfg.Store.ListPending(ctx, s.now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PendingView, 0, len(ps))
+	for _, p := range ps {
+		v := PendingView{
+			Host: p.Host, EKFingerprint: hex.EncodeToString(store.EKHash(p.EKPublic)), AKName: hex.EncodeToString(p.AKName),
+			Source: p.Source, URL: p.URL, Created: p.CreatedAt.UTC(), Expires: p.ExpiresAt.UTC(),
+		}
+		if c, err := x509.ParseCertificate(p.EKCert); err == nil {
+			v.EKCertSubject, v.EKCertIssuer = c.Subject.String(), c.Issuer.String()
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Approve admits the TPM waiting under host whose EK has the fingerprint
+// ekFingerprint (hex SHA-256 of its public area): an operator's approval
+// names what it approves, so another TPM under that name is not admitted
+// by it. It returns the host's canonical name.
+func (s *Service) Approve(ctx context.Context, host, ekFingerprint string) (string, error) {
+	fp, err := hex.DecodeString(ekFingerprint)
+	if err != nil || len(fp) != sha256.Size {
+		return "", problem.New(problem.Invalid, "ek_fingerprint %q: want the 64 hex digits of the EK's SHA-256 (trustpool hosts pending)", ekFingerprint)
+	}
+	name, err := evidence.CanonicalHostName(host, true)
+	if err != nil {
+		return "", problem.Wrap(problem.Invalid, err, "%v", err)
+	}
+	p, err := s.cfg.Store.GetPending(ctx, name, fp, s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return "", problem.New(problem.NotFound, "no pending enrollment of %s with EK %s", name, ekFingerprint)
+	}
+	if err != nil {
+		return "", err
+	}
+	_, err = s.admit(ctx, store.Admission{PendingPoll: p.PollHash, Now: s.now()}, p.Host, p.EKPublic, p.EKCert, p.AKPublic, p.AKName, p.URL, p.CSR)
+	return name, err
+}
+
+// Run deletes expired enrollments and pending requests every minute until
+// ctx ends, so that what an unauthenticated caller left behind does not
+// pile up.
+func (s *Service) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		s.Sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep deletes what expired by now.
+func (s *Service) Sweep(ctx context.Context) {
+	if _, err := s.cfg.Store.DeleteExpiredEnrollments(ctx, s.now()); err != nil && ctx.Err() == nil {
+		s.cfg.Log.Error("delete expired enrollments", "err", err)
+	}
+	if _, err := s.cfg.Store.DeleteExpiredPending(ctx, s.now()); err != nil && ctx.Err() == nil {
+		s.cfg.Log.Error("delete expired pending hosts", "err", err)
+	}
+}
+
+func tokenError(err error) bool {
+	return errors.Is(err, store.ErrTokenUsed) || errors.Is(err, store.ErrTokenExpired) || errors.Is(err, store.ErrTokenHost) || errors.Is(err, store.ErrNotFound)
 }
 
 func tokenProblem(err error) error {

@@ -2,9 +2,14 @@ package enroll_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +23,7 @@ import (
 
 type fixture struct {
 	svc   *enroll.Service
+	cfg   enroll.Config
 	store *store.Store
 	tpm   *tpm.TPM
 	ek    []byte
@@ -54,7 +60,10 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{svc: enroll.New(st, ca, func() time.Time { return now }), store: st, tpm: tp, ek: ek, ak: ak, now: now}
+	f := &fixture{store: st, tpm: tp, ek: ek, ak: ak, now: now}
+	f.cfg = enroll.Config{Store: st, CA: ca, Now: func() time.Time { return f.now }, Reserved: []string{"attest.example.com", "127.0.0.1"}}
+	f.svc = enroll.New(f.cfg)
+	return f
 }
 
 func (f *fixture) token(t *testing.T, host string, expires time.Time) string {
@@ -79,7 +88,7 @@ func (f *fixture) request(t *testing.T, host, token string) *enroll.Request {
 func (f *fixture) run(t *testing.T, req *enroll.Request) (*enroll.Admitted, error) {
 	t.Helper()
 	ctx := context.Background()
-	cred, err := f.svc.Begin(ctx, req)
+	cred, err := f.svc.Begin(ctx, req, "192.0.2.7")
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +111,7 @@ func TestEnrollment(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("activation with a wrong secret is refused and nothing is stored", func(t *testing.T) {
-		cred, err := f.svc.Begin(ctx, f.request(t, "node1", ""))
+		cred, err := f.svc.Begin(ctx, f.request(t, "node1", ""), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +137,7 @@ func TestEnrollment(t *testing.T) {
 	t.Run("a key that is not a restricted signing key is refused", func(t *testing.T) {
 		req := f.request(t, "node1", "")
 		req.AKPublic = f.ek // a decryption key
-		_, err := f.svc.Begin(ctx, req)
+		_, err := f.svc.Begin(ctx, req, "")
 		wantKind(t, err, problem.Invalid)
 	})
 	t.Run("expired join token", func(t *testing.T) {
@@ -146,7 +155,7 @@ func TestEnrollment(t *testing.T) {
 			t.Fatal(err)
 		}
 		h, err := f.store.GetHost(ctx, "node1")
-		if err != nil || adm.State != string(store.HostActive) || h.State != store.HostActive || string(h.AKPublic) != string(f.ak) || len(adm.Cert) == 0 {
+		if err != nil || adm.State != enroll.StateAdmitted || h.State != store.HostActive || string(h.AKPublic) != string(f.ak) || len(adm.Cert) == 0 {
 			t.Fatalf("admitted %+v, stored %+v, %v", adm, h, err)
 		}
 	})
@@ -155,7 +164,7 @@ func TestEnrollment(t *testing.T) {
 		wantKind(t, err, problem.Forbidden)
 	})
 	t.Run("an EK bound to one host cannot enroll as another", func(t *testing.T) {
-		_, err := f.svc.Begin(ctx, f.request(t, "node2", f.token(t, "node2", f.now.Add(time.Hour))))
+		_, err := f.svc.Begin(ctx, f.request(t, "node2", f.token(t, "node2", f.now.Add(time.Hour))), "")
 		wantKind(t, err, problem.Conflict)
 	})
 	t.Run("malformed requests", func(t *testing.T) {
@@ -165,10 +174,14 @@ func TestEnrollment(t *testing.T) {
 			"no csr":        func(r *enroll.Request) { r.CSR = nil },
 			"garbage EK":    func(r *enroll.Request) { r.EKPublic = []byte{1, 2, 3} },
 			"bad token":     func(r *enroll.Request) { r.JoinToken = "short" },
+			"IP address":    func(r *enroll.Request) { r.Host = "10.0.0.17" },
+			"trailing dot":  func(r *enroll.Request) { r.Host = "node1." },
+			"underscore":    func(r *enroll.Request) { r.Host = "node_1" },
+			"long label":    func(r *enroll.Request) { r.Host = strings.Repeat("a", 64) + ".example" },
 		} {
 			req := f.request(t, "node1", "")
 			mutate(req)
-			_, err := f.svc.Begin(ctx, req)
+			_, err := f.svc.Begin(ctx, req, "")
 			if problem.KindOf(err) != problem.Invalid {
 				t.Errorf("%s: %v, want invalid", name, err)
 			}
@@ -176,13 +189,113 @@ func TestEnrollment(t *testing.T) {
 	})
 }
 
-func TestEnrollWithoutTokenIsPending(t *testing.T) {
+// A TPM without a join token proves itself by activation and then waits:
+// no certificate, no host, nothing but a secret to poll with, until an
+// operator approves exactly its EK.
+func TestPendingUntilApproved(t *testing.T) {
 	f := newFixture(t)
+	ctx := context.Background()
 	adm, err := f.run(t, f.request(t, "node1", ""))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if adm.State != string(store.HostPending) {
-		t.Fatalf("state %s, want pending until an operator approves", adm.State)
+	if adm.State != enroll.StatePending || len(adm.Cert) != 0 || adm.Poll == "" {
+		t.Fatalf("activation without a token: %+v, want pending with a poll secret and no certificate", adm)
+	}
+	if _, err := f.store.GetHost(ctx, "node1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a pending TPM owns a host: %v", err)
+	}
+	if got, err := f.svc.Poll(ctx, &enroll.Poll{Poll: adm.Poll}); err != nil || got.State != enroll.StatePending || len(got.Cert) != 0 {
+		t.Fatalf("poll before approval: %+v %v", got, err)
+	}
+	ps, err := f.svc.Pending(ctx)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("pending list: %+v %v", ps, err)
+	}
+	p := ps[0]
+	if p.Host != "node1" || p.EKFingerprint != hex.EncodeToString(store.EKHash(f.ek)) || p.Source != "192.0.2.7" || p.AKName == "" {
+		t.Fatalf("pending view %+v does not say which TPM waits", p)
+	}
+	other := strings.Repeat("ab", 32)
+	if _, err := f.svc.Approve(ctx, "node1", other); problem.KindOf(err) != problem.NotFound {
+		t.Fatalf("approving another EK under node1: %v, want not found", err)
+	}
+	if _, err := f.svc.Approve(ctx, "NODE1", p.EKFingerprint); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.svc.Poll(ctx, &enroll.Poll{Poll: adm.Poll})
+	if err != nil || got.State != enroll.StateAdmitted || len(got.Cert) == 0 {
+		t.Fatalf("poll after approval: %+v %v", got, err)
+	}
+	h, err := f.store.GetHost(ctx, "node1")
+	if err != nil || h.State != store.HostActive || string(h.AgentCert) != string(got.Cert) {
+		t.Fatalf("approved host %+v %v: want active with the certificate handed out", h, err)
+	}
+	if _, err := f.svc.Poll(ctx, &enroll.Poll{Poll: adm.Poll}); problem.KindOf(err) != problem.NotFound {
+		t.Fatalf("second poll after approval: %v, want not found (the certificate is handed out once)", err)
+	}
+	// The same TPM enrolling again under its name is re-admitted at once,
+	// with a new certificate that replaces the pinned one.
+	again, err := f.run(t, f.request(t, "node1", ""))
+	if err != nil || again.State != enroll.StateAdmitted || string(again.Cert) == string(got.Cert) {
+		t.Fatalf("re-enrollment of the admitted TPM: %+v %v", again, err)
+	}
+	if h, _ := f.store.GetHost(ctx, "node1"); string(h.AgentCert) != string(again.Cert) {
+		t.Fatal("re-enrollment did not replace the pinned certificate")
+	}
+}
+
+// Agent certificates name exactly the canonical host name: no IP address
+// from the agent's URL, no server policy.
+func TestAgentCertificateNamesOnlyTheHost(t *testing.T) {
+	f := newFixture(t)
+	req := f.request(t, "Node1.Example.COM", f.token(t, "node1.example.com", f.now.Add(time.Hour)))
+	req.URL = "https://10.0.0.17:9443"
+	adm, err := f.run(t, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(adm.Cert)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cert.DNSNames, []string{"node1.example.com"}) || len(cert.IPAddresses) != 0 || pki.IsServer(cert) {
+		t.Fatalf("agent certificate names %v and %v (server policy %v), want exactly node1.example.com", cert.DNSNames, cert.IPAddresses, pki.IsServer(cert))
+	}
+}
+
+func TestReservedNames(t *testing.T) {
+	f := newFixture(t)
+	for _, name := range []string{"attest.example.com", "ATTEST.example.com"} {
+		if _, err := f.svc.Begin(context.Background(), f.request(t, name, ""), ""); problem.KindOf(err) != problem.Forbidden {
+			t.Errorf("enrolling as the server's name %s: %v, want forbidden", name, err)
+		}
+	}
+}
+
+// Waiting requests are capped and swept: a flood without tokens gets 429
+// and leaves nothing behind once expired; a join token still gets through.
+func TestWaitingCapAndSweep(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cfg := f.cfg
+	cfg.MaxWaiting, cfg.PendingTTL = 2, time.Hour
+	f.svc = enroll.New(cfg)
+	if _, err := f.run(t, f.request(t, "node1", "")); err != nil { // pending
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Begin(ctx, f.request(t, "node2", ""), ""); err != nil { // in flight
+		t.Fatal(err)
+	}
+	_, err := f.svc.Begin(ctx, f.request(t, "node3", ""), "")
+	wantKind(t, err, problem.TooMany)
+	if _, err := f.svc.Begin(ctx, f.request(t, "node1", f.token(t, "node1", f.now.Add(2*time.Hour))), ""); err != nil {
+		t.Fatalf("a token-backed request past the cap: %v", err)
+	}
+	f.now = f.now.Add(time.Hour + time.Second)
+	f.svc.Sweep(ctx)
+	if n, err := f.store.CountWaiting(ctx, time.Time{}); err != nil || n != 0 {
+		t.Fatalf("after the sweep %d rows wait (%v), want 0", n, err)
 	}
 }

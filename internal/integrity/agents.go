@@ -24,20 +24,27 @@ const QuotePath = "/v1/quote"
 // ErrAgent marks an agent that answered, but with an error.
 var ErrAgent = errors.New("agent error")
 
-// HostVerifier checks that a TLS peer's certificate chain is the enrolled
-// identity of host (pki.CA.VerifyHost).
-type HostVerifier func(chain []*x509.Certificate, host string, usage x509.ExtKeyUsage) error
+// HostVerifier checks that a TLS peer's certificate chain is the one pinned
+// for host at its admission (pki.CA.VerifyAgent).
+type HostVerifier func(chain []*x509.Certificate, host string, pinned []byte, usage x509.ExtKeyUsage) error
 
 // HTTPAgents challenges agents over mutually authenticated TLS: the server
-// presents its certificate as a client, and accepts only an agent
-// certificate issued to the host it means to reach, whatever the address.
+// presents its certificate as a client, and accepts only the agent
+// certificate admitted for the host it means to reach, whatever the
+// address.
 type HTTPAgents struct {
 	cert   tls.Certificate
 	verify HostVerifier
 	base   *http.Transport
-	// clients holds one client per host name (string → *http.Client): the
-	// TLS identity check is per host, and connections are reused.
+	// clients holds one client per host name (string → *agentClient): the
+	// TLS identity check is per host and pinned certificate, and
+	// connections are reused until the pin changes.
 	clients sync.Map
+}
+
+type agentClient struct {
+	pinned []byte
+	*http.Client
 }
 
 // NewHTTPAgents returns a challenger presenting cert and checking agents with verify.
@@ -62,7 +69,7 @@ func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Ch
 		return nil, fmt.Errorf("challenge %s: %w", h.Name, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client(h.Name).Do(req)
+	resp, err := a.client(h).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("challenge %s: %w", h.Name, err)
 	}
@@ -103,21 +110,32 @@ func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
 	return &ev, nil
 }
 
-func (a *HTTPAgents) client(host string) *http.Client {
-	if c, ok := a.clients.Load(host); ok {
-		return c.(*http.Client)
+func (a *HTTPAgents) client(h store.Host) *agentClient {
+	if c, ok := a.clients.Load(h.Name); ok && bytes.Equal(c.(*agentClient).pinned, h.AgentCert) {
+		return c.(*agentClient)
 	}
+	host, pinned := h.Name, h.AgentCert
 	t := a.base.Clone()
 	t.TLSClientConfig = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{a.cert},
-		// The chain is checked below against the host's enrolled name, not
-		// the dialled address; the standard check would use the latter.
+		// The chain is checked below against the host's pinned certificate,
+		// not the dialled address; the standard check would use the latter.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return a.verify(cs.PeerCertificates, host, x509.ExtKeyUsageServerAuth)
+			return a.verify(cs.PeerCertificates, host, pinned, x509.ExtKeyUsageServerAuth)
 		},
 	}
-	c, _ := a.clients.LoadOrStore(host, &http.Client{Transport: t})
-	return c.(*http.Client)
+	c := &agentClient{pinned: pinned, Client: &http.Client{Transport: t}}
+	if old, ok := a.clients.Swap(h.Name, c); ok {
+		old.(*agentClient).CloseIdleConnections() // a revoked certificate's connections
+	}
+	return c
+}
+
+// Forget drops host's client and its connections (the host was deleted).
+func (a *HTTPAgents) Forget(host string) {
+	if old, ok := a.clients.LoadAndDelete(host); ok {
+		old.(*agentClient).CloseIdleConnections()
+	}
 }

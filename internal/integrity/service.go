@@ -267,6 +267,9 @@ func (s *Service) clearBackoff(host string) {
 	s.mu.Lock()
 	delete(s.backoff, host)
 	s.mu.Unlock()
+	if f, ok := s.agents.(interface{ Forget(host string) }); ok {
+		f.Forget(host) // its connections, made with a certificate now revoked
+	}
 }
 
 // noteReachable records the outcome of contacting host; an unreachable host
@@ -564,6 +567,9 @@ func (s *Service) Forget(host string) {
 	delete(s.aks, host)
 	delete(s.backoff, host)
 	s.mu.Unlock()
+	if f, ok := s.agents.(interface{ Forget(host string) }); ok {
+		f.Forget(host) // its connections, made with a certificate now revoked
+	}
 }
 
 // With returns kg with c applied; kg is not modified.

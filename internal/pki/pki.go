@@ -1,11 +1,18 @@
 // Package pki is the attestation server's small certificate authority. It
-// issues the server's TLS certificate and, at enrollment, each agent's
+// issues the server's TLS certificate and, at admission, each agent's
 // certificate from a CSR, so that the private keys never leave their owners.
-// The host name in an agent certificate comes from the enrollment the server
-// verified, never from the CSR.
+//
+// Identity rules: an agent certificate names exactly the admitted host's
+// canonical DNS name (never an IP address, never a name from the CSR); only
+// the server's certificate carries the trustpool server usage (ServerUsage),
+// which the CA never puts in an agent's, so no agent certificate can pass as
+// the server; and the server accepts for a host only the one certificate it
+// issued at the host's latest admission (VerifyAgent), so a re-admission or
+// a deletion revokes the old one.
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -39,6 +46,25 @@ const (
 	leafValidity   = 365 * 24 * time.Hour
 	clockSkewGrace = 5 * time.Minute
 )
+
+// ServerPolicy is the certificate policy that marks the attestation
+// server's certificate (an OID under the UUID arc 2.25, ITU-T X.667). The
+// CA puts it in the server's certificate only; agents accept a server, and
+// a challenger, only with it.
+var ServerPolicy = mustOID("2.25.271398055209123580273620737704290498125")
+
+func mustOID(s string) x509.OID {
+	oid, err := x509.ParseOID(s)
+	if err != nil {
+		panic(err)
+	}
+	return oid
+}
+
+// IsServer reports whether cert carries ServerPolicy.
+func IsServer(cert *x509.Certificate) bool {
+	return slices.ContainsFunc(cert.Policies, ServerPolicy.Equal)
+}
 
 // CA signs server and agent certificates.
 type CA struct {
@@ -117,7 +143,7 @@ func (ca *CA) Pool() *x509.CertPool {
 func (ca *CA) LoadOrCreateServerCert(dir string, names []string) (tls.Certificate, error) {
 	certPath, keyPath := filepath.Join(dir, ServerFile), filepath.Join(dir, serverKeyFile)
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
-		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && covers(leaf, names) && ca.now().Before(leaf.NotAfter) && slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && covers(leaf, names) && ca.now().Before(leaf.NotAfter) && IsServer(leaf) {
 			return pair, nil
 		}
 	}
@@ -127,7 +153,7 @@ func (ca *CA) LoadOrCreateServerCert(dir string, names []string) (tls.Certificat
 	}
 	// The server also presents this certificate as a client when it
 	// challenges agents, which accept only clients from this CA.
-	der, err := ca.issue(key.Public(), "trustpool server", names, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
+	der, err := ca.issue(key.Public(), "trustpool server", names, true)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
@@ -140,11 +166,12 @@ func (ca *CA) LoadOrCreateServerCert(dir string, names []string) (tls.Certificat
 	return tls.LoadX509KeyPair(certPath, keyPath)
 }
 
-// SignAgentCSR issues a certificate for the enrolled host from the agent's
+// SignAgentCSR issues the certificate of an admitted host from the agent's
 // CSR. Only the CSR's public key (after its self-signature is checked) is
-// used: the names are the host name the server admitted plus the IP or DNS
-// name of the agent's URL.
-func (ca *CA) SignAgentCSR(csrDER []byte, host string, urlHost string) (certPEM []byte, err error) {
+// used: the certificate names exactly host, a canonical DNS name, for the
+// agent's own listener (server auth) and its calls to the server (client
+// auth).
+func (ca *CA) SignAgentCSR(csrDER []byte, host string) (certPEM []byte, err error) {
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("parse CSR: %w", err)
@@ -152,18 +179,16 @@ func (ca *CA) SignAgentCSR(csrDER []byte, host string, urlHost string) (certPEM 
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("check CSR signature: %w", err)
 	}
-	names := []string{host}
-	if urlHost != "" && urlHost != host {
-		names = append(names, urlHost)
-	}
-	der, err := ca.issue(csr.PublicKey, host, names, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
+	der, err := ca.issue(csr.PublicKey, host, []string{host}, false)
 	if err != nil {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
-func (ca *CA) issue(pub crypto.PublicKey, cn string, names []string, usage []x509.ExtKeyUsage) ([]byte, error) {
+// issue signs a certificate for names. Only the server's gets IP addresses
+// (it may be dialled by one) and ServerPolicy.
+func (ca *CA) issue(pub crypto.PublicKey, cn string, names []string, server bool) ([]byte, error) {
 	t := ca.now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -171,14 +196,17 @@ func (ca *CA) issue(pub crypto.PublicKey, cn string, names []string, usage []x50
 		NotBefore:    t.Add(-clockSkewGrace),
 		NotAfter:     t.Add(leafValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  usage,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
+		if ip := net.ParseIP(n); ip != nil && server {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
+	}
+	if server {
+		tmpl.Policies = []x509.OID{ServerPolicy}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
@@ -187,23 +215,38 @@ func (ca *CA) issue(pub crypto.PublicKey, cn string, names []string, usage []x50
 	return der, nil
 }
 
-// VerifyHost checks that chain[0] was issued by this CA for host: the
-// identity check the server makes on an agent's connection, independent of
-// the address it dialled.
-func (ca *CA) VerifyHost(chain []*x509.Certificate, host string, usage x509.ExtKeyUsage) error {
+// VerifyAgent checks that chain[0] is the certificate admitted for host:
+// byte for byte the pinned one (PEM, as stored at admission), still valid
+// from this CA for usage, naming exactly host and not the server. It is
+// the identity check the server makes on an agent's connection,
+// independent of the address it dialled; x509's own name matching is
+// looser (case, IP addresses, wildcards) and is not used.
+func (ca *CA) VerifyAgent(chain []*x509.Certificate, host string, pinned []byte, usage x509.ExtKeyUsage) error {
 	if len(chain) == 0 {
 		return errors.New("no certificate presented")
 	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
+	leaf := chain[0]
+	block, _ := pem.Decode(pinned)
+	if block == nil || !bytes.Equal(block.Bytes, leaf.Raw) {
+		return fmt.Errorf("certificate is not the one admitted for %s (re-enrolled, deleted or never admitted)", host)
 	}
-	_, err := chain[0].Verify(x509.VerifyOptions{
-		Roots: ca.Pool(), Intermediates: inter, DNSName: host,
-		CurrentTime: ca.now(), KeyUsages: []x509.ExtKeyUsage{usage},
-	})
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != host || len(leaf.IPAddresses) > 0 || IsServer(leaf) {
+		return fmt.Errorf("certificate does not name exactly %s", host)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: ca.now(), KeyUsages: []x509.ExtKeyUsage{usage}})
 	if err != nil {
 		return fmt.Errorf("certificate is not the enrolled identity of %s: %w", host, err)
+	}
+	return nil
+}
+
+// RequireServer is the TLS check agents add to the standard chain and
+// name verification, for the server they call and for whoever challenges
+// them: the peer's certificate must carry ServerPolicy, so that no agent's
+// certificate, issued by the same CA, passes as the server.
+func RequireServer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 || !IsServer(cs.PeerCertificates[0]) {
+		return errors.New("peer certificate is not the attestation server's (no trustpool server policy)")
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,8 +53,15 @@ type Config struct {
 	// EKCABundle is a PEM bundle of TPM vendor CAs; with it, EK
 	// certificates that agents present are verified.
 	EKCABundle []byte
-	// RequireEKCert refuses TPMs without a valid EK certificate.
-	RequireEKCert bool
+	// EKCRLs are the TPM vendors' revocation lists (DER or PEM), checked
+	// with the bundle.
+	EKCRLs [][]byte
+	// RequireEKCert refuses TPMs without a valid EK certificate;
+	// EKCertAdmits admits a TPM whose EK certificate verifies without a
+	// join token or an approval.
+	RequireEKCert, EKCertAdmits bool
+	// AllowIPNames lets hosts be named by IP address.
+	AllowIPNames bool
 	// Placement, when set, keeps a trait on trusted hosts' resource
 	// providers (current Nova).
 	Placement *nova.TraitSyncConfig
@@ -74,8 +82,8 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
 	}
-	if c.RequireEKCert && len(c.EKCABundle) == 0 {
-		errs = append(errs, errors.New("requiring EK certificates needs a TPM vendor CA bundle"))
+	if (c.RequireEKCert || c.EKCertAdmits || len(c.EKCRLs) > 0) && len(c.EKCABundle) == 0 {
+		errs = append(errs, errors.New("requiring EK certificates, admitting by them or checking their CRLs needs a TPM vendor CA bundle"))
 	}
 	if c.Placement != nil {
 		if err := c.Placement.Validate(); err != nil {
@@ -100,7 +108,12 @@ type Server struct {
 	handler   http.Handler
 	ln        net.Listener
 	tasks     []func(context.Context) error // run beside the API
+	routes    []string
 }
+
+// Routes lists every pattern the server serves: "METHOD /path", or a bare
+// path for a handler that answers every method itself.
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
 
 // New prepares a server: state directory, credentials, store, services.
 // It listens at once, so Addr is known before Run.
@@ -145,7 +158,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if hn, err := os.Hostname(); err == nil {
 		names = append(names, hn)
 	}
-	cert, err := ca.LoadOrCreateServerCert(cfg.StateDir, dedupe(names))
+	names = dedupe(names)
+	cert, err := ca.LoadOrCreateServerCert(cfg.StateDir, names)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -160,7 +174,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln}
-	s.integrity = integrity.New(cfg.Integrity, st, integrity.NewHTTPAgents(cert, ca.VerifyHost))
+	s.integrity = integrity.New(cfg.Integrity, st, integrity.NewHTTPAgents(cert, ca.VerifyAgent))
 	if err := s.integrity.Load(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -174,22 +188,35 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	enr := enroll.New(st, ca, now)
+	ecfg := enroll.Config{
+		Store: st, CA: ca, Now: now, Reserved: names, AllowIPNames: cfg.AllowIPNames,
+		RequireEKCert: cfg.RequireEKCert, EKCertAdmits: cfg.EKCertAdmits, Log: cfg.Log,
+	}
 	if len(cfg.EKCABundle) > 0 {
 		v, err := ekcert.NewVerifier(cfg.EKCABundle)
+		if err == nil {
+			for _, crl := range cfg.EKCRLs {
+				if err = v.AddCRL(crl); err != nil {
+					break
+				}
+			}
+		}
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("EK CA bundle: %w", err)
 		}
-		enr.CheckEKCerts(func(cert, ek []byte, now time.Time) error { _, err := v.Verify(cert, ek, now); return err }, cfg.RequireEKCert)
+		ecfg.EKCheck = func(cert, ek []byte, now time.Time) error { _, err := v.Verify(cert, ek, now); return err }
 	}
+	enr := enroll.New(ecfg)
+	s.tasks = append(s.tasks, enr.Run)
 	authn := auth.New(auth.Config{Store: st, Bootstrap: adminToken, NovaBlob: novaBlob, Now: now, Log: cfg.Log})
 	perMinute := cfg.EnrollPerMinute
 	if perMinute <= 0 {
 		perMinute = 60
 	}
 	v1 := api.New(api.Config{
-		Store: st, Enroll: enr, Integrity: s.integrity, KnownGood: kg, VerifyPeer: ca.VerifyHost,
+		Store: st, Enroll: enr, Integrity: s.integrity, KnownGood: kg, VerifyPeer: ca.VerifyAgent,
+		Tokens: auth.TokensHandler(st, now, cfg.Log), Audit: auth.AuditHandler(st, cfg.Log), AllowIPNames: cfg.AllowIPNames,
 		Auth: authn, EnrollLimit: auth.NewLimiter(perMinute/60, int(2*perMinute), now), Now: now, Log: cfg.Log,
 	})
 	// PollHosts authenticates through the scheduler role: Nova's x-auth-blob
@@ -197,15 +224,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	poll := authn.Require(auth.RoleScheduler)(nova.NewPollHosts(nova.PollHostsConfig{Now: now}, s.integrity.Cache()))
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", v1)
-	mux.Handle("/v1/tokens", authn.Require(auth.RoleAdmin)(auth.TokensHandler(st, now, cfg.Log)))
-	mux.Handle("/v1/tokens/", authn.Require(auth.RoleAdmin)(auth.TokensHandler(st, now, cfg.Log)))
-	mux.Handle("/v1/audit", authn.Require(auth.RoleReader)(auth.AuditHandler(st, cfg.Log)))
-	mux.Handle("/v1/audit/", authn.Require(auth.RoleReader)(auth.AuditHandler(st, cfg.Log)))
-	for _, p := range nova.NewPollHosts(nova.PollHostsConfig{}, nil).Paths() {
-		mux.Handle(p, poll)
+	s.routes = v1.Routes()
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		s.routes = append(s.routes, pattern)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	for _, p := range nova.NewPollHosts(nova.PollHostsConfig{}, nil).Paths() {
+		handle(p, poll) // any method: PollHosts answers 405 itself, as Nova expects
+	}
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
+	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
 	s.handler = mux
 	return s, nil
 }

@@ -25,11 +25,12 @@ type Enrollment struct {
 	CSR        []byte
 	SecretHash []byte
 	TokenHash  []byte
+	Source     string // the client address the request came from
 	ExpiresAt  time.Time
 	CreatedAt  time.Time
 }
 
-const enrollmentColumns = `id, host, ek_public, ek_cert, ak_public, ak_name, url, csr, secret_hash, token_hash, expires_at, created_at`
+const enrollmentColumns = `id, host, ek_public, ek_cert, ak_public, ak_name, url, csr, secret_hash, token_hash, source, expires_at, created_at`
 
 // CreateEnrollment stores e. An ID already in use is ErrConflict.
 func (s *Store) CreateEnrollment(ctx context.Context, e Enrollment) error {
@@ -37,9 +38,9 @@ func (s *Store) CreateEnrollment(ctx context.Context, e Enrollment) error {
 		return fmt.Errorf("create enrollment: %w", invalid("empty ID or host name"))
 	}
 	_, err := s.wdb.ExecContext(ctx, `INSERT INTO enrollments (`+enrollmentColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		e.ID, e.Host, e.EKPublic, e.EKCert, e.AKPublic, e.AKName, e.URL, e.CSR, e.SecretHash,
-		e.TokenHash, micros(e.ExpiresAt), micros(e.CreatedAt))
+		e.TokenHash, e.Source, micros(e.ExpiresAt), micros(e.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("create enrollment for %s: %w", e.Host, s.eng.classify(err))
 	}
@@ -55,7 +56,7 @@ func (s *Store) TakeEnrollment(ctx context.Context, id string) (Enrollment, erro
 	var expires, created int64
 	err := s.wdb.QueryRowContext(ctx, `DELETE FROM enrollments WHERE id = $1 RETURNING `+enrollmentColumns, id).Scan(
 		&e.ID, &e.Host, &e.EKPublic, &e.EKCert, &e.AKPublic, &e.AKName, &e.URL, &e.CSR, &e.SecretHash,
-		&e.TokenHash, &expires, &created)
+		&e.TokenHash, &e.Source, &expires, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}

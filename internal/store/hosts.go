@@ -10,27 +10,28 @@ import (
 	"time"
 )
 
-// HostState says whether a host takes part in attestation.
+// HostState says whether an admitted host takes part in attestation. A
+// host awaiting approval is not a host yet (see Pending).
 type HostState string
 
 // Host states.
 const (
-	// HostPending: enrolled, awaiting an operator's approval; not attested.
-	HostPending HostState = "pending"
 	// HostActive: attested on schedule; its verdict counts.
 	HostActive HostState = "active"
 	// HostDisabled: kept but not attested (maintenance, decommission).
 	HostDisabled HostState = "disabled"
 )
 
-// Valid reports whether st is one of the three states.
+// Valid reports whether st is one of the states.
 func (st HostState) Valid() bool {
-	return st == HostPending || st == HostActive || st == HostDisabled
+	return st == HostActive || st == HostDisabled
 }
 
-// Host is an enrolled compute node. EKPublic and AKPublic are TPM public
+// Host is an admitted compute node. EKPublic and AKPublic are TPM public
 // areas; the AK is trusted for quotes because it passed credential
-// activation against this EK at enrollment.
+// activation against this EK at enrollment. AgentCert is the one
+// certificate the server accepts for the host: admitting it again (a new
+// AK or key) replaces it, and deleting the host revokes it.
 type Host struct {
 	Name      string
 	State     HostState
@@ -39,7 +40,7 @@ type Host struct {
 	AKPublic  []byte
 	AKName    []byte // TPM name of the AK (hash algorithm + digest of AKPublic)
 	URL       string // the agent's https URL
-	AgentCert []byte // PEM of the certificate issued to the agent; may be empty
+	AgentCert []byte // PEM of the certificate issued to the agent, pinned
 	Labels    map[string]string
 	Policy    string // name of the policy the host is held to
 	CreatedAt time.Time
@@ -83,6 +84,24 @@ func (s *Store) PutHost(ctx context.Context, h Host) error {
 		labels, h.Policy, micros(h.CreatedAt), micros(h.UpdatedAt), ekHash)
 	if err != nil {
 		return fmt.Errorf("put host %s: %w", h.Name, s.eng.classify(err))
+	}
+	return nil
+}
+
+// SetHostPolicy sets the named host's policy and labels and nothing else,
+// so that an update racing a re-admission cannot put back an identity the
+// admission replaced. ErrNotFound when there is no such host.
+func (s *Store) SetHostPolicy(ctx context.Context, name, policy string, labels map[string]string, now time.Time) error {
+	l, err := jsonOrNull(labels, len(labels) == 0)
+	if err != nil {
+		return fmt.Errorf("set policy of %s: encode labels: %w", name, err)
+	}
+	res, err := s.wdb.ExecContext(ctx, `UPDATE hosts SET policy = $1, labels = $2, updated_at = $3 WHERE name = $4`, policy, l, micros(now), name)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set policy of %s: %w", name, err)
 	}
 	return nil
 }

@@ -46,7 +46,23 @@ func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) error {
 // it returns ErrNotFound, ErrTokenHost, ErrTokenUsed or ErrTokenExpired, in
 // that order of precedence.
 func (s *Store) ConsumeJoinToken(ctx context.Context, hash []byte, host string, now time.Time) error {
-	res, err := s.wdb.ExecContext(ctx, `UPDATE join_tokens SET used_at = $1
+	return consumeJoinToken(ctx, s.wdb, hash, host, now)
+}
+
+// CheckJoinToken reports, as ConsumeJoinToken would, whether the token with
+// this hash could admit host at now, without consuming it.
+func (s *Store) CheckJoinToken(ctx context.Context, hash []byte, host string, now time.Time) error {
+	return tokenRefusal(ctx, s.rdb, hash, host, now, true)
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func consumeJoinToken(ctx context.Context, db querier, hash []byte, host string, now time.Time) error {
+	res, err := db.ExecContext(ctx, `UPDATE join_tokens SET used_at = $1
 		WHERE hash = $2 AND host = $3 AND used_at IS NULL AND expires_at > $1`,
 		micros(now), hash, host)
 	if err != nil {
@@ -59,12 +75,18 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash []byte, host string, 
 	}
 	// Refused: read the row to say why. The decision was made above; this
 	// read only explains it.
+	return tokenRefusal(ctx, db, hash, host, now, false)
+}
+
+// tokenRefusal reads the token's row and says why it cannot admit host at
+// now; nil only when usable is set and it can.
+func tokenRefusal(ctx context.Context, db querier, hash []byte, host string, now time.Time, usable bool) error {
 	var (
 		bound   string
 		expires int64
 		used    sql.NullInt64
 	)
-	err = s.wdb.QueryRowContext(ctx, `SELECT host, expires_at, used_at FROM join_tokens WHERE hash = $1`, hash).
+	err := db.QueryRowContext(ctx, `SELECT host, expires_at, used_at FROM join_tokens WHERE hash = $1`, hash).
 		Scan(&bound, &expires, &used)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -76,6 +98,8 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash []byte, host string, 
 		err = ErrTokenUsed
 	case expires <= micros(now):
 		err = ErrTokenExpired
+	case usable:
+		return nil
 	default: // created after the update ran
 		err = ErrNotFound
 	}

@@ -115,7 +115,7 @@ func issueCert(t *testing.T, ca *pki.CA, host string) ([]byte, *tls.Certificate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := ca.SignAgentCSR(csr, host, "127.0.0.1")
+	certPEM, err := ca.SignAgentCSR(csr, host)
 	if err != nil {
 		t.Fatal(err)
 	}

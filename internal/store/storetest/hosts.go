@@ -48,7 +48,7 @@ func hostTests() map[string]func(*testing.T, Opener) {
 		},
 		"EmptyOptionalFields": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
-			h := store.Host{Name: "bare", State: store.HostPending}
+			h := store.Host{Name: "bare", State: store.HostDisabled}
 			must(t, "put", s.PutHost(ctx, h))
 			got, err := s.GetHost(ctx, "bare")
 			must(t, "get", err)
@@ -57,7 +57,7 @@ func hostTests() map[string]func(*testing.T, Opener) {
 				t.Fatalf("get = %+v, want empty fields", got)
 			}
 			// Hosts without an EK do not collide on the EK key.
-			must(t, "put second host without EK", s.PutHost(ctx, store.Host{Name: "bare2", State: store.HostPending}))
+			must(t, "put second host without EK", s.PutHost(ctx, store.Host{Name: "bare2", State: store.HostDisabled}))
 		},
 		"UpdateKeepsCreatedAt": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()

@@ -16,7 +16,7 @@ func leaseTests() map[string]func(*testing.T, Opener) {
 			s, ctx := open(t), t.Context()
 			now := epoch()
 			putHosts(t, s, "a", "b", "c")
-			for name, st := range map[string]store.HostState{"p": store.HostPending, "x": store.HostDisabled} {
+			for name, st := range map[string]store.HostState{"x": store.HostDisabled} {
 				h := testHost(name, 0)
 				h.State, h.EKPublic = st, []byte("ek-of-"+name)
 				must(t, "put", s.PutHost(ctx, h))
