@@ -11,14 +11,24 @@ import (
 	"trustpool/internal/evidence"
 )
 
-// Builder writes crypto-agile event logs, as firmware does during a measured
-// boot. The demo and tests use it to simulate nodes. It writes what it is
-// told: AddDigests with a missing or wrong-sized digest makes a log that Parse
-// refuses, which is how tests make malformed logs.
+// Builder writes crypto-agile (or, from NewSHA1Builder, SHA-1 format) event
+// logs, as firmware does during a measured boot. The demo and tests use it to
+// simulate nodes. It writes what it is told: AddDigests with a wrong-sized
+// digest makes a log that Parse refuses, which is how tests make malformed
+// logs, and AddDigests with fewer digests than banks makes the partial events
+// Windows writes.
 type Builder struct {
 	banks  []evidence.Bank
 	buf    []byte
 	events int
+	sha1   bool // SHA-1 format: TCG_PCR_EVENT records, no Spec ID header
+}
+
+// NewSHA1Builder starts a SHA-1 format log (TCG_PCR_EVENT records, no Spec
+// ID header), as TPM 1.2 firmware, and some firmware on TPM 2.0 hosts,
+// writes.
+func NewSHA1Builder() *Builder {
+	return &Builder{banks: []evidence.Bank{evidence.SHA1}, sha1: true}
 }
 
 // NewBuilder starts a log that records digests in the given banks, in that
@@ -77,13 +87,26 @@ func (b *Builder) Add(pcr int, typ uint32, data []byte) Event {
 // AddDigests appends an event with the given digests, written in the order
 // given: firmware measures an image or a variable and logs a description of
 // it. It returns the event as Parse will return it (for a well-formed call).
+// In a SHA-1 format log only the sha1 digest is written (20 zero bytes if
+// digests has none).
 func (b *Builder) AddDigests(pcr int, typ uint32, digests []Digest, data []byte) Event {
 	b.buf = binary.LittleEndian.AppendUint32(b.buf, uint32(pcr))
 	b.buf = binary.LittleEndian.AppendUint32(b.buf, typ)
-	b.buf = binary.LittleEndian.AppendUint32(b.buf, uint32(len(digests)))
-	for _, d := range digests {
-		b.buf = binary.LittleEndian.AppendUint16(b.buf, d.Bank.AlgID())
-		b.buf = append(b.buf, d.Value...)
+	if b.sha1 {
+		d := make([]byte, evidence.SHA1.Size())
+		for _, x := range digests {
+			if x.Bank == evidence.SHA1 {
+				d = x.Value
+			}
+		}
+		digests = []Digest{{Bank: evidence.SHA1, Value: d}}
+		b.buf = append(b.buf, d...)
+	} else {
+		b.buf = binary.LittleEndian.AppendUint32(b.buf, uint32(len(digests)))
+		for _, d := range digests {
+			b.buf = binary.LittleEndian.AppendUint16(b.buf, d.Bank.AlgID())
+			b.buf = append(b.buf, d.Value...)
+		}
 	}
 	b.buf = binary.LittleEndian.AppendUint32(b.buf, uint32(len(data)))
 	b.buf = append(b.buf, data...)

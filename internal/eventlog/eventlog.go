@@ -1,7 +1,9 @@
-// Package eventlog parses, replays and writes TCG PC Client crypto-agile
-// event logs (the TPM 2.0 format of the TCG PC Client Platform Firmware
-// Profile, section 10): a TCG_PCR_EVENT header carrying the "Spec ID Event03"
-// algorithm list, then TCG_PCR_EVENT2 entries.
+// Package eventlog parses, replays and writes TCG PC Client event logs: the
+// crypto-agile TPM 2.0 format of the TCG PC Client Platform Firmware Profile,
+// section 10 (a TCG_PCR_EVENT header carrying the "Spec ID Event03" algorithm
+// list, then TCG_PCR_EVENT2 entries), and the older SHA-1 format
+// (TCG_PCR_EVENT entries only) that some firmware still writes on TPM 2.0
+// hosts.
 //
 // A log is untrusted: the agent sends it and anyone on the node could have
 // written it. It means something only after Replay reproduces PCR values that a
@@ -44,15 +46,22 @@ type Digest struct {
 	Value []byte        `json:"value"`
 }
 
-// Event is one TCG_PCR_EVENT2 entry of a log.
+// Event is one TCG_PCR_EVENT2 (or, in a SHA-1 format log, TCG_PCR_EVENT)
+// entry of a log.
 type Event struct {
 	// Index is the event's position in the log, 0 being the first event after
-	// the Spec ID header.
-	Index int    `json:"index"`
-	PCR   int    `json:"pcr"`
-	Type  uint32 `json:"type"`
-	// Digests holds one digest per bank the log records, in the order of
-	// Log.Banks. Digests of algorithms trustpool does not know are skipped.
+	// the Spec ID header (the first event of a SHA-1 format log).
+	Index int `json:"index"`
+	// PCR is below evidence.NumPCRs for every event type but EV_NO_ACTION,
+	// which extends nothing and may name any index (Windows logs one on
+	// PCR 0xFFFFFFFF). Check the type before using PCR as an index.
+	PCR  int    `json:"pcr"`
+	Type uint32 `json:"type"`
+	// Digests holds the event's digests in the banks the log records, in
+	// the order of Log.Banks: one per bank, except for events that carry
+	// fewer digests than the Spec ID event lists (Windows boot manager
+	// events with sha256 only in a sha1+sha256 log). Digests of algorithms
+	// trustpool does not know are skipped.
 	Digests []Digest `json:"digests"`
 	// Data is the event data: an untrusted description, not covered by the
 	// digest for all event types.
@@ -71,10 +80,34 @@ func (e Event) Digest(b evidence.Bank) []byte {
 
 // Log is a parsed event log.
 type Log struct {
+	Format Format
 	// Banks are the PCR banks the log records digests for, in the order of
-	// the Spec ID header, limited to the banks trustpool knows.
+	// the Spec ID header, limited to the banks trustpool knows; [sha1] for
+	// a SHA-1 format log.
 	Banks  []evidence.Bank
 	Events []Event
+}
+
+// Format is the layout of an event log.
+type Format int
+
+const (
+	// CryptoAgile is the TPM 2.0 layout: a TCG_PCR_EVENT carrying the
+	// "Spec ID Event03" algorithm list, then TCG_PCR_EVENT2 entries with
+	// one digest per algorithm (or fewer, see Parse).
+	CryptoAgile Format = iota
+	// SHA1Format is the TPM 1.2 layout (TCG_PCClientPCREvent, also written
+	// by some firmware on TPM 2.0 hosts): TCG_PCR_EVENT entries with one
+	// SHA-1 digest each and no Spec ID header. Such a log proves nothing
+	// about the sha256 or sha384 banks.
+	SHA1Format
+)
+
+func (f Format) String() string {
+	if f == SHA1Format {
+		return "SHA-1 format"
+	}
+	return "crypto-agile"
 }
 
 // specAlg is one entry of the Spec ID event's algorithm list.
@@ -86,14 +119,21 @@ type specAlg struct {
 	slot int
 }
 
-// Parse decodes a crypto-agile event log strictly: a Spec ID header, every
-// event with exactly one digest for each algorithm the header lists, PCR
-// indices below evidence.NumPCRs, and no trailing bytes. The returned
-// events' Data and digest values alias b, which must not be modified while
-// the Log is in use. Parse never panics, whatever b holds.
+// Parse decodes an event log strictly. A log whose first event carries the
+// "Spec ID Event03" signature is crypto-agile: every event after that header
+// has at most one digest for each algorithm the header lists (fewer are
+// allowed: a bank an event carries no digest for cannot be replayed for that
+// event's PCR, see Replay). Any other log is read as SHA-1 format. In both,
+// every event type but EV_NO_ACTION must name a PCR below evidence.NumPCRs,
+// and no bytes may trail the last event. The returned events' Data and digest
+// values alias b, which must not be modified while the Log is in use. Parse
+// never panics, whatever b holds.
 func Parse(b []byte) (*Log, error) {
 	if len(b) > evidence.MaxEventLog {
 		return nil, fmt.Errorf("parse event log: %d bytes, limit %d", len(b), evidence.MaxEventLog)
+	}
+	if !isCryptoAgile(b) {
+		return parseSHA1(b)
 	}
 	r := reader{b: b}
 	algs, banks, err := parseHeader(&r)
@@ -103,7 +143,7 @@ func Parse(b []byte) (*Log, error) {
 
 	// Two passes: the first validates and counts, so that the second fills
 	// exactly sized arrays. All digests share one backing array; event i's
-	// are digests[i*len(banks) : (i+1)*len(banks)].
+	// are a prefix of digests[i*len(banks) : (i+1)*len(banks)].
 	body := r
 	n := 0
 	for r.len() > 0 {
@@ -123,9 +163,65 @@ func Parse(b []byte) (*Log, error) {
 		d := digests[i*nb : (i+1)*nb : (i+1)*nb]
 		events[i], _ = parseEvent(&body, algs, banks, d)
 		events[i].Index = i
-		events[i].Digests = d
 	}
-	return &Log{Banks: banks, Events: events}, nil
+	return &Log{Format: CryptoAgile, Banks: banks, Events: events}, nil
+}
+
+// isCryptoAgile reports whether b opens with a TCG_PCR_EVENT whose data
+// starts with the Spec ID Event03 signature. Only such a log is parsed as
+// crypto-agile; a malformed header after that signature is an error, not a
+// reason to try the SHA-1 format.
+func isCryptoAgile(b []byte) bool {
+	const dataOff = 32 // pcrIndex, eventType, digest[20], eventSize
+	return len(b) >= dataOff+len(specIDSignature) && bytes.Equal(b[dataOff:dataOff+len(specIDSignature)], specIDSignature)
+}
+
+// parseSHA1 decodes a SHA-1 format log: TCG_PCR_EVENT entries (pcrIndex,
+// eventType, a 20-byte SHA-1 digest, eventSize, event data).
+func parseSHA1(b []byte) (*Log, error) {
+	var events []Event
+	r := reader{b: b}
+	if r.len() == 0 {
+		return nil, fmt.Errorf("parse event log: %w", errShort)
+	}
+	// A TCG_PCR_EVENT is at least 32 bytes: the bound keeps a hostile log
+	// from making Parse allocate more than the log's own size in events.
+	events = make([]Event, 0, min(r.len()/32+1, MaxEvents))
+	digests := make([]Digest, 0, cap(events))
+	for r.len() > 0 {
+		n := len(events)
+		if n == MaxEvents {
+			return nil, fmt.Errorf("parse event log: more than %d events", MaxEvents)
+		}
+		off := r.off
+		pcr, typ := r.u32(), r.u32()
+		d := r.bytes(evidence.SHA1.Size())
+		size := r.u32()
+		if r.err == nil {
+			r.err = checkEvent(pcr, typ, size, r.len())
+		}
+		if r.err != nil {
+			return nil, fmt.Errorf("parse event log (SHA-1 format): event %d at offset %d: %w", n, off, r.err)
+		}
+		digests = append(digests, Digest{Bank: evidence.SHA1, Value: d})
+		events = append(events, Event{Index: n, PCR: int(pcr), Type: typ, Digests: digests[n : n+1 : n+1], Data: r.bytes(int(size))})
+	}
+	return &Log{Format: SHA1Format, Banks: []evidence.Bank{evidence.SHA1}, Events: events}, nil
+}
+
+// checkEvent checks an event's PCR index and data size (size bytes of data
+// announced, left bytes remaining in the log).
+func checkEvent(pcr, typ, size uint32, left int) error {
+	if pcr >= evidence.NumPCRs && typ != EvNoAction {
+		return fmt.Errorf("PCR index %d out of range for %s (only EV_NO_ACTION events, which extend nothing, may name a PCR above %d)", pcr, TypeName(typ), evidence.NumPCRs-1)
+	}
+	if size > MaxEventData {
+		return fmt.Errorf("%d bytes of event data, limit %d", size, MaxEventData)
+	}
+	if size > uint32(left) {
+		return fmt.Errorf("%d bytes of event data, %d left in the log", size, left)
+	}
+	return nil
 }
 
 // parseHeader decodes the TCG_PCR_EVENT that carries the TCG_EfiSpecIDEvent
@@ -206,7 +302,8 @@ func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
 }
 
 // parseEvent decodes one TCG_PCR_EVENT2. If digests is not nil, it receives
-// the event's known-bank digests in bank order.
+// the event's known-bank digests in bank order, and the returned event's
+// Digests is the filled prefix of it.
 func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Digest) (Event, error) {
 	pcr := r.u32()
 	typ := r.u32()
@@ -214,13 +311,14 @@ func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Dige
 	if r.err != nil {
 		return Event{}, r.err
 	}
-	if pcr >= evidence.NumPCRs {
-		return Event{}, fmt.Errorf("PCR index %d out of range", pcr)
+	if pcr >= evidence.NumPCRs && typ != EvNoAction {
+		return Event{}, checkEvent(pcr, typ, 0, 0)
 	}
-	if count != uint32(len(algs)) {
+	if count > uint32(len(algs)) {
 		return Event{}, fmt.Errorf("%d digests, the spec ID event lists %d algorithms", count, len(algs))
 	}
 	var seen uint32 // bit i: algs[i] already read
+	var vals [maxAlgorithms][]byte
 	for range count {
 		id := r.u16()
 		if r.err != nil {
@@ -238,21 +336,29 @@ func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Dige
 		if r.err != nil {
 			return Event{}, r.err
 		}
-		if s := algs[i].slot; s >= 0 && digests != nil {
-			digests[s] = Digest{Bank: banks[s], Value: v}
+		if s := algs[i].slot; s >= 0 {
+			vals[s] = v
 		}
 	}
 	size := r.u32()
 	if r.err != nil {
 		return Event{}, r.err
 	}
-	if size > MaxEventData {
-		return Event{}, fmt.Errorf("%d bytes of event data, limit %d", size, MaxEventData)
+	if err := checkEvent(pcr, typ, size, r.len()); err != nil {
+		return Event{}, err
 	}
-	if size > uint32(r.len()) {
-		return Event{}, fmt.Errorf("%d bytes of event data, %d left in the log", size, r.len())
+	e := Event{PCR: int(pcr), Type: typ, Data: r.bytes(int(size))}
+	if digests != nil {
+		k := 0
+		for s, v := range vals[:len(banks)] {
+			if v != nil {
+				digests[k] = Digest{Bank: banks[s], Value: v}
+				k++
+			}
+		}
+		e.Digests = digests[:k:k]
 	}
-	return Event{PCR: int(pcr), Type: typ, Data: r.bytes(int(size))}, nil
+	return e, nil
 }
 
 func algIndex(algs []specAlg, id uint16) int {

@@ -19,7 +19,8 @@ import (
 	"trustpool/internal/evidence"
 )
 
-// realLogs are the crypto-agile firmware logs in testdata (see README.md).
+// realLogs are the real firmware logs in testdata (see README.md): all but
+// the last two are crypto-agile, those two SHA-1 format.
 var realLogs = []string{
 	"arch-linux-workstation.bin",
 	"coreos_36_shielded_vm_no_secure_boot_eventlog",
@@ -30,6 +31,8 @@ var realLogs = []string{
 	"sb_cert_eventlog",
 	"ubuntu-2404-amd-sevsnp.bin",
 	"ubuntu_2104_shielded_vm_no_secure_boot_eventlog",
+	"debian-10.bin",
+	"windows_gcp_shielded_vm.bin",
 }
 
 func readTestdata(t testing.TB, name string) []byte {
@@ -312,7 +315,7 @@ func TestReplayErrors(t *testing.T) {
 				{PCR: 1, Type: eventlog.EvPostCode, Digests: []eventlog.Digest{{Bank: evidence.SHA1, Value: make([]byte, 20)}}},
 			}},
 			bank: evidence.SHA256,
-			want: "0 bytes, want 32",
+			want: "event 0 carries no sha256 digest",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -384,6 +387,12 @@ var (
 	algSM3    = [2]uint16{0x0012, 32}
 )
 
+// sha1Event writes a TCG_PCR_EVENT (SHA-1 format) whose digest is the
+// SHA-1 of data.
+func sha1Event(pcr, typ uint32, data []byte) le {
+	return le{}.u32(pcr).u32(typ).raw(hashOf(evidence.SHA1, data)...).u32(uint32(len(data))).raw(data...)
+}
+
 // event2 writes a TCG_PCR_EVENT2 with one digest per (alg, size) pair.
 func event2(pcr, typ uint32, algs [][2]uint16, data []byte) le {
 	b := le{}.u32(pcr).u32(typ).u32(uint32(len(algs)))
@@ -432,12 +441,10 @@ func TestParseRejects(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "truncated"},
-		{"sha1 format log", readTestdata(t, "debian-10.bin"), "want the spec ID event"},
-		{"sha1 format startup locality only", readTestdata(t, "short_no_action_eventlog"), "truncated"},
-		{"header pcr 1", cat(le{}.u32(1).u32(3).raw(make([]byte, 20)...).u32(0)), "want the spec ID event"},
+		{"header pcr 1", cat(le{}.u32(1).u32(3).raw(make([]byte, 20)...).u32(uint32(len(specBody(algSHA256)))).raw(specBody(algSHA256)...)), "want the spec ID event"},
+		{"header type ev_post_code", cat(le{}.u32(0).u32(1).raw(make([]byte, 20)...).u32(uint32(len(specBody(algSHA256)))).raw(specBody(algSHA256)...)), "want the spec ID event"},
 		{"header digest not zero", cat(le{}.u32(0).u32(3).raw(bytes.Repeat([]byte{1}, 20)...).u32(uint32(len(specBody(algSHA256)))).raw(specBody(algSHA256)...)), "non-zero digest"},
 		{"header data past end", cat(le{}.u32(0).u32(3).raw(make([]byte, 20)...).u32(1000).raw(specBody(algSHA256)...)), "data bytes"},
-		{"spec ID 02 signature", cat(header(append(le("Spec ID Event02\x00"), specBody(algSHA256)[16:]...))), "signature"},
 		{"spec version 1.2", cat(header(le("Spec ID Event03\x00").u32(0).raw(2, 1, 0, 2).u32(1).u16(0xb).u16(32).raw(0))), "version 1.2"},
 		{"uintn size 3", cat(header(le("Spec ID Event03\x00").u32(0).raw(0, 2, 0, 3).u32(1).u16(0xb).u16(32).raw(0))), "uintnSize"},
 		{"zero algorithms", cat(header(specBody())), "0 algorithms"},
@@ -451,7 +458,14 @@ func TestParseRejects(t *testing.T) {
 		{"spec ID trailing bytes", cat(header(append(specBody(algSHA256), 0))), "trailing"},
 		{"event pcr 24", cat(okHeader, event2(24, eventlog.EvPostCode, two, nil)), "PCR index 24"},
 		{"event pcr 0xffffffff", cat(okHeader, event2(0xffffffff, eventlog.EvPostCode, two, nil)), "out of range"},
-		{"one digest of two", cat(okHeader, event2(0, eventlog.EvPostCode, one, nil)), "1 digests"},
+		{"three digests of two", cat(okHeader, event2(0, eventlog.EvPostCode, [][2]uint16{algSHA1, algSHA256, algSHA1}, nil)), "3 digests"},
+		{"no-action count over the list", cat(okHeader, event2(0xffffffff, eventlog.EvNoAction, [][2]uint16{algSHA1, algSHA256, algSHA256}, nil)), "3 digests"},
+		{"event pcr 24 with one digest of two", cat(okHeader, event2(24, eventlog.EvIPL, one, nil)), "PCR index 24 out of range for EV_IPL"},
+		{"sha1 format: pcr 24", sha1Event(24, eventlog.EvPostCode, nil), "PCR index 24 out of range for EV_POST_CODE"},
+		{"sha1 format: pcr 0xffffffff", cat(sha1Event(0, eventlog.EvPostCode, nil), sha1Event(0xffffffff, eventlog.EvSeparator, nil)), "event 1 at offset 32: PCR index 4294967295"},
+		{"sha1 format: data past end", sha1Event(0, eventlog.EvPostCode, []byte("abc"))[:34], "3 bytes of event data, 2 left"},
+		{"sha1 format: trailing partial event", append(sha1Event(0, eventlog.EvPostCode, nil), 1, 2), "truncated"},
+		{"sha1 format: data over limit", le{}.u32(0).u32(1).raw(make([]byte, 20)...).u32(eventlog.MaxEventData + 1), "limit"},
 		{"digest of unlisted algorithm", cat(okHeader, event2(0, eventlog.EvPostCode, [][2]uint16{algSHA1, algSM3}, nil)), "does not list"},
 		{"same digest twice", cat(okHeader, event2(0, eventlog.EvPostCode, [][2]uint16{algSHA256, algSHA256}, nil)), "two digests"},
 		{"event data past end", cat(okHeader, okEvent)[:len(okHeader)+len(okEvent)-1], "left in the log"},

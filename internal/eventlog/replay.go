@@ -21,13 +21,51 @@ const (
 	lastDRTMPCR  = 22
 )
 
-// Replay computes PCR values from the log in bank b. PCRs 0-16 and 23 start
-// at zero (PCR 0 honours the EV_NO_ACTION StartupLocality event); PCRs 17-22
-// start all-ones unless drtm is true (a log of a dynamic launch, where they
-// start at zero). extended[i] says whether any event touched PCR i.
-// EV_NO_ACTION events are not extended. The values are computed from the
-// log's digests alone; whether they mean anything depends on a quote.
+// Replayed is a log replayed in one bank.
+type Replayed struct {
+	// Values are the PCR values the log's digests extend to.
+	Values [evidence.NumPCRs][]byte
+	// Extended[i] says whether any event touched PCR i.
+	Extended [evidence.NumPCRs]bool
+	// Gap[i] is the index of the first event on PCR i that carries no
+	// digest in the bank, or -1. Where Gap[i] >= 0, Values[i] is not what
+	// the TPM holds: the log cannot say what the event extended, so PCR i
+	// cannot be replayed in this bank.
+	Gap [evidence.NumPCRs]int
+}
+
+// Replay computes PCR values from the log in bank b. It is ReplayBank for
+// callers that need every PCR: an event without a digest in b is an error.
 func (l *Log) Replay(b evidence.Bank, drtm bool) (values [evidence.NumPCRs][]byte, extended [evidence.NumPCRs]bool, err error) {
+	r, err := l.ReplayBank(b, drtm)
+	if err != nil {
+		return r.Values, r.Extended, err
+	}
+	first := -1
+	for _, g := range r.Gap {
+		if g >= 0 && (first < 0 || g < first) {
+			first = g
+		}
+	}
+	if first >= 0 {
+		return r.Values, r.Extended, fmt.Errorf("replay event log in %s: event %d carries no %s digest", b, first, b)
+	}
+	return r.Values, r.Extended, nil
+}
+
+// ReplayBank computes PCR values from the log in bank b. PCRs 0-16 and 23
+// start at zero (PCR 0 honours the EV_NO_ACTION StartupLocality event); PCRs
+// 17-22 start all-ones unless drtm is true (a log of a dynamic launch, where
+// they start at zero). EV_NO_ACTION events are not extended, whatever PCR
+// they name; any other event must name a PCR below evidence.NumPCRs. An
+// event that carries no digest in b leaves a gap on its PCR (Replayed.Gap)
+// and is not extended. The values are computed from the log's digests
+// alone; whether they mean anything depends on a quote.
+func (l *Log) ReplayBank(b evidence.Bank, drtm bool) (Replayed, error) {
+	var r Replayed
+	for i := range r.Gap {
+		r.Gap[i] = -1
+	}
 	slot := -1
 	for i, lb := range l.Banks {
 		if lb == b {
@@ -36,60 +74,67 @@ func (l *Log) Replay(b evidence.Bank, drtm bool) (values [evidence.NumPCRs][]byt
 		}
 	}
 	if slot < 0 {
-		return values, extended, fmt.Errorf("replay event log in %s: the log has no %s digests", b, b)
+		return r, fmt.Errorf("replay event log in %s: the log has no %s digests", b, b)
 	}
 	extend := extender(b)
 	size := b.Size()
 	if extend == nil || size == 0 {
-		return values, extended, fmt.Errorf("replay event log: unknown bank %q", b)
+		return r, fmt.Errorf("replay event log: unknown bank %q", b)
 	}
 
 	// One allocation for all 24 values; each value is capped so that no
 	// caller's append can spill into its neighbour.
 	all := make([]byte, evidence.NumPCRs*size)
-	for i := range values {
-		values[i] = all[i*size : (i+1)*size : (i+1)*size]
+	for i := range r.Values {
+		r.Values[i] = all[i*size : (i+1)*size : (i+1)*size]
 	}
 	if !drtm {
 		for i := firstDRTMPCR; i <= lastDRTMPCR; i++ {
-			for j := range values[i] {
-				values[i][j] = 0xff
+			for j := range r.Values[i] {
+				r.Values[i][j] = 0xff
 			}
 		}
 	}
 
 	for _, e := range l.Events {
-		if e.PCR < 0 || e.PCR >= evidence.NumPCRs {
-			return values, extended, fmt.Errorf("replay event log: event %d: PCR index %d out of range", e.Index, e.PCR)
-		}
 		if e.Type == EvNoAction {
 			if e.PCR == 0 && len(e.Data) == len(startupLocality)+1 && bytes.HasPrefix(e.Data, startupLocality) {
-				if extended[0] {
-					return values, extended, fmt.Errorf("replay event log: event %d: StartupLocality after PCR 0 was extended", e.Index)
+				if r.Extended[0] {
+					return r, fmt.Errorf("replay event log: event %d: StartupLocality after PCR 0 was extended", e.Index)
 				}
 				loc := e.Data[len(startupLocality)]
 				if loc != 0 && loc != 3 && loc != 4 {
-					return values, extended, fmt.Errorf("replay event log: event %d: StartupLocality %d, want 0, 3 or 4", e.Index, loc)
+					return r, fmt.Errorf("replay event log: event %d: StartupLocality %d, want 0, 3 or 4", e.Index, loc)
 				}
-				clear(values[0])
-				values[0][size-1] = loc
+				clear(r.Values[0])
+				r.Values[0][size-1] = loc
 			}
 			continue
 		}
-		// Parse puts bank i's digest at Digests[i]; a hand-made Log may not.
+		if e.PCR < 0 || e.PCR >= evidence.NumPCRs {
+			return r, fmt.Errorf("replay event log: event %d: PCR index %d out of range for %s", e.Index, e.PCR, TypeName(e.Type))
+		}
+		r.Extended[e.PCR] = true
+		// Parse puts bank i's digest at Digests[i] when the event has all
+		// of them; a hand-made Log or a partial event may not.
 		var d []byte
 		if slot < len(e.Digests) && e.Digests[slot].Bank == b {
 			d = e.Digests[slot].Value
 		} else {
 			d = e.Digest(b)
 		}
-		if len(d) != size {
-			return values, extended, fmt.Errorf("replay event log: event %d: %s digest is %d bytes, want %d", e.Index, b, len(d), size)
+		if d == nil {
+			if r.Gap[e.PCR] < 0 {
+				r.Gap[e.PCR] = e.Index
+			}
+			continue
 		}
-		extend(values[e.PCR], d)
-		extended[e.PCR] = true
+		if len(d) != size {
+			return r, fmt.Errorf("replay event log: event %d: %s digest is %d bytes, want %d", e.Index, b, len(d), size)
+		}
+		extend(r.Values[e.PCR], d)
 	}
-	return values, extended, nil
+	return r, nil
 }
 
 // extender returns the function that sets pcr = H(pcr || digest) in bank b.
