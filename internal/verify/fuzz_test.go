@@ -189,8 +189,16 @@ func checkResult(t *testing.T, res Result, ev *evidence.Evidence) {
 			}
 		}
 	}
+	for _, r := range res.Measurements.Unproven {
+		if r.Code != CodeUnproven || r.PCR == nil || *r.PCR < 0 || *r.PCR >= evidence.NumPCRs || !selected(evidence.Bank(r.Bank), *r.PCR) {
+			t.Fatalf("unproven reason %+v for a PCR outside the signed selection", r)
+		}
+	}
 	for _, evs := range [][]eventlog.Event{res.Measurements.Events, res.Measurements.DRTMEvents} {
 		for _, e := range evs {
+			if e.Type == eventlog.EvNoAction || e.PCR < 0 || e.PCR >= evidence.NumPCRs {
+				t.Fatalf("event %d (%s on PCR %d) in Measurements", e.Index, eventlog.TypeName(e.Type), e.PCR)
+			}
 			if len(e.Digests) == 0 {
 				t.Fatalf("event %d without proven digests", e.Index)
 			}
@@ -201,6 +209,14 @@ func checkResult(t *testing.T, res Result, ev *evidence.Evidence) {
 			}
 		}
 	}
+}
+
+func allPCRs() []int {
+	out := make([]int, evidence.NumPCRs)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 // FuzzVerify runs Verify on arbitrary evidence.
@@ -243,6 +259,19 @@ func FuzzVerifySigned(f *testing.F) {
 	}
 	f.Add(sel(n.Selection), encodePCRs(ev.PCRs), ev.EventLog, ev.DRTMLog, false)
 	f.Add(sel(n.Selection), encodePCRs(ev.PCRs), ev.EventLog, ev.DRTMLog, true)
+	// Logs Parse accepts since issue 14: Windows partial-digest events with
+	// an EV_NO_ACTION on PCR 0xFFFFFFFF, and a SHA-1 format log, quoted in
+	// both banks over every PCR.
+	all := []evidence.Selection{{Bank: evidence.SHA1, PCRs: allPCRs()}, {Bank: evidence.SHA256, PCRs: allPCRs()}}
+	for _, log := range [][]byte{verifytest.WindowsBootLog("fuzz").Bytes(), verifytest.SHA1BootLog("fuzz").Bytes()} {
+		w := *n
+		w.EventLog, w.DRTMLog, w.Selection = log, nil, all
+		wev, err := w.Evidence(fuzzNonce)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(sel(all), encodePCRs(wev.PCRs), log, []byte(nil), false)
+	}
 	f.Fuzz(func(t *testing.T, selBytes, pcrBytes, log, drtm []byte, extra bool) {
 		// Selection records: bank byte, 32-bit PCR mask.
 		var sel []evidence.Selection

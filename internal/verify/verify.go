@@ -64,7 +64,19 @@ type Measurements struct {
 	PCRs       map[evidence.Bank]map[int][]byte `json:"pcrs"`
 	Events     []eventlog.Event                 `json:"events"`      // SRTM log events that replayed
 	DRTMEvents []eventlog.Event                 `json:"drtm_events"` // DRTM log events that replayed
+	// Unproven says, for each quoted PCR and bank the log extends but cannot
+	// account for, why (code CodeUnproven): a SHA-1 format log says nothing
+	// about sha256, and an event with no digest in a bank leaves its PCR
+	// unreplayable in that bank. The PCR's quoted value is still proven;
+	// its events are not, in that bank. These do not fail verification: a
+	// policy that needs those events fails for want of them, and these
+	// reasons say why they are missing.
+	Unproven []verdict.Reason `json:"unproven,omitempty"`
 }
+
+// CodeUnproven marks a quoted PCR and bank that the event log cannot prove
+// (Measurements.Unproven).
+const CodeUnproven = "eventlog-unproven"
 
 // Result is the outcome of verifying one piece of evidence.
 type Result struct {
@@ -319,6 +331,22 @@ func checkLog(res *Result, a *attest, reported *[3][evidence.NumPCRs][]byte, raw
 		}
 	}
 
+	eventOf := "" // how the gap reason names an event of this log
+	if drtm {
+		eventOf = "DRTM log "
+	}
+	// The PCRs the log extends at all, in any bank.
+	var touched [evidence.NumPCRs]bool
+	for _, e := range l.Events {
+		if e.Type != eventlog.EvNoAction && e.PCR >= 0 && e.PCR < evidence.NumPCRs {
+			touched[e.PCR] = true
+		}
+	}
+	unproven := func(p int, b evidence.Bank, format string, args ...any) {
+		res.Measurements.Unproven = append(res.Measurements.Unproven, verdict.PCRReason(CodeUnproven, p, string(b),
+			"PCR %d (%s) cannot be proven: %s", p, b, fmt.Sprintf(format, args...)))
+	}
+
 	// proven[p] has bit i set when PCR p replayed in l.Banks[i];
 	// refuted[p] when it failed to in some bank.
 	var proven [evidence.NumPCRs]uint8
@@ -331,53 +359,96 @@ func checkLog(res *Result, a *attest, reported *[3][evidence.NumPCRs][]byte, raw
 			}
 		}
 		if slot < 0 {
-			continue // the log has no digests in this quoted bank
+			// The log has no digests in this quoted bank: it proves none
+			// of its events there, and says so for each PCR it extends.
+			for _, p := range s.PCRs {
+				if !touched[p] {
+					continue
+				}
+				if l.Format == eventlog.SHA1Format {
+					unproven(p, s.Bank, "the %s is in SHA-1 format, which carries sha1 digests only", what)
+				} else {
+					unproven(p, s.Bank, "the %s records no %s digests", what, s.Bank)
+				}
+			}
+			continue
 		}
-		vals, ext, err := l.Replay(s.Bank, drtm)
+		r, err := l.ReplayBank(s.Bank, drtm)
 		if err != nil {
 			res.Reasons = append(res.Reasons, verdict.Reason{Code: verdict.CodeEventLog, Message: fmt.Sprintf("%s: %v", what, err)})
 			return nil
 		}
 		bi := bankIndex(s.Bank)
 		for _, p := range s.PCRs {
-			if !ext[p] && (drtm || p > 7) {
+			if g := r.Gap[p]; g >= 0 {
+				unproven(p, s.Bank, "%sevent %d carries no %s digest", eventOf, g, s.Bank)
+				continue
+			}
+			if !r.Extended[p] && (drtm || p > 7) {
 				continue // the log says nothing about this PCR
 			}
 			q := reported[bi][p]
-			if bytes.Equal(vals[p], q) {
-				if ext[p] {
+			if bytes.Equal(r.Values[p], q) {
+				if r.Extended[p] {
 					proven[p] |= 1 << slot
 				}
 				continue
 			}
 			refuted[p] = true
 			res.Reasons = append(res.Reasons, verdict.PCRReason(verdict.CodeReplay, p, string(s.Bank),
-				"%s replays PCR %d (%s) to %x, the quote has %x", what, p, s.Bank, vals[p], q))
+				"%s replays PCR %d (%s) to %x, the quote has %x", what, p, s.Bank, r.Values[p], q))
 		}
+	}
+
+	// slotOf[bankIndex(b)] is b's position in l.Banks.
+	slotOf := [3]int{-1, -1, -1}
+	for i, b := range l.Banks {
+		if bi := bankIndex(b); bi >= 0 {
+			slotOf[bi] = i
+		}
+	}
+	has := func(m uint8, d eventlog.Digest) bool {
+		bi := bankIndex(d.Bank)
+		return bi >= 0 && slotOf[bi] >= 0 && m&(1<<slotOf[bi]) != 0
 	}
 
 	// Filter l.Events in place: the log was parsed here and is not shared.
 	all := uint8(1)<<len(l.Banks) - 1
 	out := l.Events[:0]
 	for _, e := range l.Events {
+		// EV_NO_ACTION events may name any PCR index: look at the type
+		// before using the index.
+		if e.Type == eventlog.EvNoAction || e.PCR < 0 || e.PCR >= evidence.NumPCRs {
+			continue
+		}
 		m := proven[e.PCR]
-		if e.Type == eventlog.EvNoAction || m == 0 || refuted[e.PCR] {
+		if m == 0 || refuted[e.PCR] {
 			continue
 		}
 		// Keep only the digests of banks that proved this PCR; a digest in
 		// an unquoted bank is as untrusted as the data.
-		switch {
-		case m == all:
-		case m&(m-1) == 0: // one bank: a sub-slice, no allocation
-			i := 0
-			for m>>i != 1 {
-				i++
+		if m == all && len(e.Digests) == len(l.Banks) {
+			out = append(out, e)
+			continue
+		}
+		n, first := 0, -1
+		for i, d := range e.Digests {
+			if has(m, d) {
+				if first < 0 {
+					first = i
+				}
+				n++
 			}
-			e.Digests = e.Digests[i : i+1 : i+1]
+		}
+		switch {
+		case n == 0:
+			continue
+		case n == 1: // one bank: a sub-slice, no allocation
+			e.Digests = e.Digests[first : first+1 : first+1]
 		default:
-			var ds []eventlog.Digest
-			for i, d := range e.Digests {
-				if m&(1<<i) != 0 {
+			ds := make([]eventlog.Digest, 0, n)
+			for _, d := range e.Digests {
+				if has(m, d) {
 					ds = append(ds, d)
 				}
 			}

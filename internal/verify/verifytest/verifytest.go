@@ -375,7 +375,7 @@ func (n *Node) PCRs(b evidence.Bank) ([evidence.NumPCRs][]byte, error) {
 		if err != nil {
 			return vals, fmt.Errorf("node PCRs: %w", err)
 		}
-		if vals, _, err = l.Replay(b, false); err != nil {
+		if vals, err = tpmValues(l, b); err != nil {
 			return vals, fmt.Errorf("node PCRs: %w", err)
 		}
 	}
@@ -389,6 +389,32 @@ func (n *Node) PCRs(b evidence.Bank) ([evidence.NumPCRs][]byte, error) {
 			return vals, fmt.Errorf("node PCRs: DRTM log: %w", err)
 		}
 		copy(vals[17:23], drtm[17:23])
+	}
+	return vals, nil
+}
+
+// tpmValues are the values a TPM holds in bank b after the boot that log l
+// records. An event without a digest in b was not extended in b (Windows
+// extends its sha256-only events into the sha256 bank alone). A log with no
+// digests in b at all (a SHA-1 format log) stands for firmware that extended
+// every bank but logged sha1 only: each event's data hashed in b.
+func tpmValues(l *eventlog.Log, b evidence.Bank) ([evidence.NumPCRs][]byte, error) {
+	if slices.Contains(l.Banks, b) {
+		r, err := l.ReplayBank(b, false)
+		return r.Values, err
+	}
+	var vals [evidence.NumPCRs][]byte
+	for i := range vals {
+		vals[i] = make([]byte, b.Size())
+		if i >= 17 && i <= 22 {
+			vals[i] = bytes.Repeat([]byte{0xff}, b.Size())
+		}
+	}
+	for _, e := range l.Events {
+		if e.Type == eventlog.EvNoAction || e.PCR < 0 || e.PCR >= evidence.NumPCRs {
+			continue
+		}
+		vals[e.PCR] = eventlog.Extend(b, vals[e.PCR], digestOf(b, string(e.Data)))
 	}
 	return vals, nil
 }
@@ -506,5 +532,40 @@ func DRTMLog(hypervisor string) *eventlog.Builder {
 	b.Add(18, eventlog.EvTXTCapValue, []byte{0xff})
 	b.Add(18, eventlog.EvIPL, []byte(hypervisor))
 	b.Add(19, eventlog.EvIPL, []byte("initrd of "+hypervisor))
+	return b
+}
+
+// WindowsBootLog returns BootLog(host) followed by what Windows and Hyper-V
+// hosts add: Windows boot manager events on PCRs 11-14 that carry a sha256
+// digest only (in this sha1+sha256 log, so PCRs 11-14 cannot be replayed in
+// sha1) and an EV_NO_ACTION event on PCR 0xFFFFFFFF. The first sha256-only
+// event is WindowsFirstPartial.
+func WindowsBootLog(host string) *eventlog.Builder {
+	b := BootLog(host)
+	for i, pcr := range []int{12, 13, 11, 12, 14} {
+		data := fmt.Sprintf("Windows Boot Manager measurement %d of %s", i, host)
+		b.AddDigests(pcr, eventlog.EvEventTag, []eventlog.Digest{{Bank: evidence.SHA256, Value: digestOf(evidence.SHA256, data)}}, []byte(data))
+	}
+	b.AddDigests(0xffffffff, eventlog.EvNoAction, nil, []byte("Hyper-V log end"))
+	return b
+}
+
+// WindowsFirstPartial is the index of WindowsBootLog's first sha256-only
+// event (on PCR 12).
+var WindowsFirstPartial = BootLog("").Len()
+
+// SHA1BootLog returns the events of BootLog(host) in a SHA-1 format log
+// (TCG_PCR_EVENT records, no Spec ID header), as some firmware writes on TPM
+// 2.0 hosts. A Node with this log holds in its other banks the hash of each
+// event's data (see Node.PCRs).
+func SHA1BootLog(host string) *eventlog.Builder {
+	l, err := eventlog.Parse(BootLog(host).Bytes())
+	if err != nil {
+		panic("verifytest: BootLog does not parse: " + err.Error())
+	}
+	b := eventlog.NewSHA1Builder()
+	for _, e := range l.Events {
+		b.AddDigests(e.PCR, e.Type, e.Digests, e.Data)
+	}
 	return b
 }
