@@ -113,7 +113,11 @@ func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict
 			r = verdict.PCRReason(verdict.CodeEventMissing, pcr, string(e.Bank),
 				"PCR %d (%s): the replayed log lacks the event %s required by %s", pcr, e.Bank, describeRule(missing), ref.Name)
 		}
+		rs := bootRuleReasons(e, eventsOf(m, pcr))
 		if r.Code != "" {
+			rs = append([]verdict.Reason{r}, rs...)
+		}
+		for _, r := range rs {
 			r.Class = string(ref.Class)
 			reasons = append(reasons, r)
 		}
@@ -246,11 +250,12 @@ func Description(e eventlog.Event) string {
 }
 
 // NeedsEvents reports whether deciding p's verdict reads replayed events
-// (event rules); otherwise events only explain a mismatch.
+// (event rules, Secure Boot and boot-chain rules); otherwise events only
+// explain a mismatch.
 func NeedsEvents(p *Policy, refs map[string]*Reference) bool {
 	for _, names := range p.Approved {
 		for _, n := range names {
-			if r := refs[n]; r != nil && slices.ContainsFunc(r.Expect, func(e Expectation) bool { return len(e.Events) > 0 }) {
+			if r := refs[n]; r != nil && slices.ContainsFunc(r.Expect, func(e Expectation) bool { return len(e.Events) > 0 || e.hasBootRules() }) {
 				return true
 			}
 		}

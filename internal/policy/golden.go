@@ -3,10 +3,12 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"slices"
 
 	"trustpool/internal/eventlog"
 	"trustpool/internal/evidence"
+	"trustpool/internal/uefi"
 	"trustpool/internal/verify"
 )
 
@@ -24,7 +26,8 @@ var (
 // per class found, named "<name>-<class>" at the given version. Each
 // expectation takes the PCR's value in the strongest quoted bank and the
 // events that replayed into it as its Log (for reasons that name the
-// differing event).
+// differing event), and for PCRs 4, 7, 8 and 9 the boot-chain rules the
+// proven events support (proposeBootRules).
 // Launch is included only when the host performed a measured launch.
 func Golden(name string, version int, m *verify.Measurements, meta map[string]string) ([]*Reference, error) {
 	bank, ok := strongestBank(m)
@@ -57,6 +60,7 @@ func Golden(name string, version int, m *verify.Measurements, meta map[string]st
 					e.Log = append(e.Log, EventRule{Digest: bytes.Clone(d), Type: eventlog.TypeName(ev.Type), Description: Description(ev)})
 				}
 			}
+			proposeBootRules(&e, eventsOf(m, pcr))
 			r.Expect = append(r.Expect, e)
 		}
 		if len(r.Expect) == 0 {
@@ -107,3 +111,115 @@ func strongestBank(m *verify.Measurements) (evidence.Bank, bool) {
 }
 
 func isZero(b []byte) bool { return bytes.Count(b, []byte{0}) == len(b) }
+
+// proposeBootRules adds to e the Secure Boot and boot-chain rules a golden
+// host's proven events support, beside the exact PCR value e already holds
+// (so the reference is as strict as before; the rules name what differs, and
+// dropping the digests lets the rules alone decide):
+//   - PCR 7: enabled when SecureBoot is 1; PK, KEK and db must hold only the
+//     golden host's entries; dbx must hold all of the golden host's entries
+//     (later dbx updates add revocations, so more is fine, fewer is not);
+//   - PCR 4: the boot applications' digests, in the golden host's order;
+//   - PCR 8: each kernel command line, exactly (a quoted pattern);
+//   - PCR 9: the files whose description names a kernel or an initrd must be
+//     loaded (the description only picks what to propose; digests decide).
+//
+// Only event data the event's digest covers is read; a PCR whose events
+// give nothing to propose gets no rule.
+func proposeBootRules(e *Expectation, events []eventlog.Event) {
+	var proven []eventlog.Event
+	for _, ev := range events {
+		if ev.Digest(e.Bank) != nil {
+			proven = append(proven, ev)
+		}
+	}
+	c := checker{e: *e, events: proven}
+	switch e.PCR {
+	case 7:
+		e.SecureBoot = proposeSecureBoot(&c)
+	case 4:
+		var seq []Known
+		for _, ev := range proven {
+			if ev.Type == eventlog.EvEFIBootServicesApp {
+				seq = append(seq, Known{Digest: bytes.Clone(ev.Digest(e.Bank)), Note: eventName(ev)})
+			}
+		}
+		if len(seq) > 0 {
+			e.BootApps = &DigestSetRule{Sequence: seq}
+		}
+	case 8:
+		texts, _ := c.grubTexts()
+		var ps []Pattern
+		for _, t := range texts {
+			if t.kind == uefi.GrubKernelCmdline && !slices.ContainsFunc(ps, func(p Pattern) bool { return p.Match(t.text) }) {
+				if p, err := NewPattern(regexp.QuoteMeta(t.text)); err == nil {
+					ps = append(ps, p)
+				}
+			}
+		}
+		if len(ps) > 0 && len(ps) <= maxPatterns {
+			e.Cmdline = &CmdlineRule{Kernel: ps}
+		}
+	case 9:
+		var req []Known
+		for _, ev := range proven {
+			d := ev.Digest(e.Bank)
+			if ev.Type == eventlog.EvIPL && bootFile.MatchString(Description(ev)) && !containsDigest(req, d) {
+				req = append(req, Known{Digest: bytes.Clone(d), Note: Description(ev)})
+			}
+		}
+		if len(req) > 0 {
+			e.Files = &DigestSetRule{Require: req}
+		}
+	}
+}
+
+// bootFile picks, by the golden host's event descriptions, the PCR 9 files
+// that are a kernel or an initrd ("/vmlinuz-6.8…", "/initrd.img-…",
+// "initramfs-….img", RHEL's "grub_linuxefi Kernel" and "… Initrd").
+var bootFile = regexp.MustCompile(`(?i)vmlinuz|initrd|initramfs|kernel`)
+
+func proposeSecureBoot(c *checker) *SecureBootRule {
+	vars, _ := c.variables()
+	r := &SecureBootRule{}
+	for _, v := range findVars(vars, "SecureBoot", uefi.GlobalVariable) {
+		r.Enabled = bytes.Equal(v.v.Data, []byte{1})
+	}
+	for _, nv := range []struct {
+		name   string
+		vendor uefi.GUID
+		dst    **SignatureDBRule
+	}{{"PK", uefi.GlobalVariable, &r.PK}, {"KEK", uefi.GlobalVariable, &r.KEK}, {"db", uefi.ImageSecurityDatabase, &r.DB}, {"dbx", uefi.ImageSecurityDatabase, &r.DBX}} {
+		found := findVars(vars, nv.name, nv.vendor)
+		if len(found) != 1 {
+			continue // absent, or measured twice: nothing sensible to propose
+		}
+		lists, err := uefi.ParseSignatureLists(found[0].v.Data)
+		if err != nil {
+			continue
+		}
+		var ks []Known
+		for _, en := range entriesOf(lists) {
+			if !containsDigest(ks, en.id) {
+				ks = append(ks, Known{Digest: bytes.Clone(en.id), Note: en.desc})
+			}
+		}
+		if len(ks) == 0 || len(ks) > maxRuleEntries {
+			continue
+		}
+		for i := range ks {
+			if ks[i].Note == "image hash" {
+				ks[i].Note = ""
+			}
+		}
+		if nv.name == "dbx" {
+			*nv.dst = &SignatureDBRule{Require: ks}
+		} else {
+			*nv.dst = &SignatureDBRule{Allow: ks}
+		}
+	}
+	if !r.Enabled && r.PK == nil && r.KEK == nil && r.DB == nil && r.DBX == nil {
+		return nil
+	}
+	return r
+}

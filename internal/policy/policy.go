@@ -63,16 +63,22 @@ type EventRule struct {
 	Description string `json:"description,omitempty"`
 }
 
-// Expectation is what one PCR of one bank must hold: one of Digests, and
-// every event of Events in its replayed log. Either may be empty, not both.
+// Expectation is what one PCR of one bank must hold: one of Digests, every
+// event of Events in its replayed log, and every Secure Boot or boot-chain
+// rule (SecureBoot on PCR 7, BootApps on PCR 4, Cmdline on PCR 8, Files on
+// PCR 9; see bootrules.go). At least one must be set.
 // Log is not a rule: it is the known-good host's event sequence for this
 // PCR, kept to explain a mismatch by the first event that differs.
 type Expectation struct {
-	PCR     int           `json:"pcr"`
-	Bank    evidence.Bank `json:"bank"`
-	Digests []Hex         `json:"digests,omitempty"`
-	Events  []EventRule   `json:"events,omitempty"`
-	Log     []EventRule   `json:"log,omitempty"`
+	PCR        int             `json:"pcr"`
+	Bank       evidence.Bank   `json:"bank"`
+	Digests    []Hex           `json:"digests,omitempty"`
+	Events     []EventRule     `json:"events,omitempty"`
+	SecureBoot *SecureBootRule `json:"secure_boot,omitempty"`
+	BootApps   *DigestSetRule  `json:"boot_apps,omitempty"`
+	Cmdline    *CmdlineRule    `json:"cmdline,omitempty"`
+	Files      *DigestSetRule  `json:"files,omitempty"`
+	Log        []EventRule     `json:"log,omitempty"`
 }
 
 // Reference is a named, versioned set of expectations for one class.
@@ -103,8 +109,11 @@ func (r *Reference) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: unknown bank", where))
 		case e.PCR < 0 || e.PCR >= evidence.NumPCRs:
 			errs = append(errs, fmt.Errorf("%s: PCR out of range", where))
-		case len(e.Digests) == 0 && len(e.Events) == 0:
+		case len(e.Digests) == 0 && len(e.Events) == 0 && !e.hasBootRules():
 			errs = append(errs, fmt.Errorf("%s: no digests and no event rules", where))
+		}
+		if e.Bank.Size() != 0 {
+			errs = append(errs, validateBootRules(where, &e)...)
 		}
 		for _, d := range e.Digests {
 			if len(d) != e.Bank.Size() {
