@@ -5,7 +5,8 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
-	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -442,16 +443,40 @@ func entriesOf(lists []uefi.SignatureList) []entry {
 }
 
 // certDesc names a certificate by its subject for people; the digest, not
-// the name, decides.
+// the name, decides. It reads only the subject (encoding/asn1, not
+// crypto/x509, which would pull the network stack into policy).
 func certDesc(der []byte) string {
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return "certificate (unparsable)"
+	const unparsable = "certificate (unparsable subject)"
+	var cert, tbs asn1.RawValue
+	if _, err := asn1.Unmarshal(der, &cert); err != nil {
+		return unparsable
 	}
-	if cn := cert.Subject.CommonName; cn != "" {
-		return "CN=" + cn
+	if _, err := asn1.Unmarshal(cert.Bytes, &tbs); err != nil {
+		return unparsable
 	}
-	return cert.Subject.String()
+	// TBSCertificate: [0] version (optional), serialNumber, signature,
+	// issuer, validity, subject, …
+	rest := tbs.Bytes
+	var field asn1.RawValue
+	for i := 0; i < 6; i++ {
+		var err error
+		if rest, err = asn1.Unmarshal(rest, &field); err != nil {
+			return unparsable
+		}
+		if i == 0 && !(field.Class == asn1.ClassContextSpecific && field.Tag == 0) {
+			i++ // no version field: this was the serial number
+		}
+	}
+	var rdn pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(field.FullBytes, &rdn); err != nil || len(rest) > 0 {
+		return unparsable
+	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&rdn)
+	if name.CommonName != "" {
+		return "CN=" + name.CommonName
+	}
+	return name.String()
 }
 
 func containsDigest(ks []Known, d []byte) bool {

@@ -350,3 +350,23 @@ func TestKnownAndPatternJSON(t *testing.T) {
 		t.Fatalf("pattern round trip: %s %v", b, err)
 	}
 }
+
+func TestCertDesc(t *testing.T) {
+	if got := certDesc(selfSigned(t, "Test DB CA")); got != "CN=Test DB CA" {
+		t.Errorf("certDesc = %q", got)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{Organization: []string{"Acme"}}, NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<31, 0)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := certDesc(der); got != "O=Acme" {
+		t.Errorf("certDesc without a CN = %q", got)
+	}
+	for _, b := range [][]byte{nil, {0x30}, {0x30, 0x03, 0x30, 0x01, 0x02}, der[:len(der)/2]} {
+		if got := certDesc(b); !strings.Contains(got, "unparsable") {
+			t.Errorf("certDesc(% x) = %q", b, got)
+		}
+	}
+}
