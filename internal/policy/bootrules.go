@@ -577,12 +577,12 @@ func printable(s string) string {
 }
 
 // eventName is a description of an event for people: a boot application's
-// file path, or the printable event data. Neither is covered by the digest.
+// file path (none when its device path names no file: an image GRUB loaded
+// from memory), or the printable event data. Neither is covered by the digest.
 func eventName(ev eventlog.Event) string {
 	if ev.Type == eventlog.EvEFIBootServicesApp {
-		if p, err := uefi.ImagePath(ev.Data); err == nil && p != "" {
-			return p
-		}
+		p, _ := uefi.ImagePath(ev.Data)
+		return p
 	}
 	return Description(ev)
 }

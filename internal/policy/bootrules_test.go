@@ -318,6 +318,14 @@ func TestBootRulesValidate(t *testing.T) {
 			t.Errorf("%s: %v, want an error saying %q", tc.json, err, tc.want)
 		}
 	}
+	many := make([]Pattern, 65)
+	for i := range many {
+		many[i] = MustPattern("a")
+	}
+	r65 := &Reference{Name: "x", Class: VMM, Expect: []Expectation{{PCR: 8, Bank: evidence.SHA256, Cmdline: &CmdlineRule{Commands: many}}}}
+	if err := r65.Validate(); err == nil || !strings.Contains(err.Error(), "cmdline commands: 65 patterns, the limit is 64") {
+		t.Errorf("65 patterns: %v", err)
+	}
 	// A Pattern built without NewPattern is refused, and matches nothing.
 	r := &Reference{Name: "x", Class: VMM, Expect: []Expectation{{PCR: 8, Bank: evidence.SHA256, Cmdline: &CmdlineRule{Kernel: []Pattern{{}}}}}}
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "was not compiled") {
