@@ -418,25 +418,38 @@ func secureBootValue(b []byte) string {
 
 // entry is one signature-database entry as rules name it.
 type entry struct {
-	id   []byte // SHA-256, see SignatureDBRule
-	desc string // for people
-	cert bool   // an X.509 certificate
+	id   [sha256.Size]byte // see SignatureDBRule
+	data []byte            // the certificate or hash
+	typ  uefi.GUID
+}
+
+// desc describes e for people, only when a reason needs it (parsing every
+// certificate of dbx on each evaluation would cost more than the rule).
+func (e entry) desc() string {
+	switch e.typ {
+	case uefi.CertX509:
+		return certDesc(e.data)
+	case uefi.CertSHA256:
+		return "image hash"
+	}
+	return "entry of type " + e.typ.String()
 }
 
 func entriesOf(lists []uefi.SignatureList) []entry {
-	var out []entry
+	n := 0
+	for _, l := range lists {
+		n += len(l.Signatures)
+	}
+	out := make([]entry, 0, n)
 	for _, l := range lists {
 		for _, s := range l.Signatures {
-			switch {
-			case l.Type == uefi.CertX509:
-				h := sha256.Sum256(s.Data)
-				out = append(out, entry{h[:], certDesc(s.Data), true})
-			case l.Type == uefi.CertSHA256 && len(s.Data) == sha256.Size:
-				out = append(out, entry{s.Data, "image hash", false})
-			default:
-				h := sha256.Sum256(s.Data)
-				out = append(out, entry{h[:], "entry of type " + l.Type.String(), false})
+			e := entry{data: s.Data, typ: l.Type}
+			if l.Type == uefi.CertSHA256 && len(s.Data) == sha256.Size {
+				e.id = [sha256.Size]byte(s.Data)
+			} else {
+				e.id = sha256.Sum256(s.Data)
 			}
+			out = append(out, e)
 		}
 	}
 	return out
@@ -500,12 +513,17 @@ func (c *checker) signatureDB(name string, r *SignatureDBRule, v measuredVar) {
 		if len(have) == 0 {
 			c.fail(CodeBootRule, "%s (event #%d) is empty, the reference allows only %s", name, v.ev.Index, listKnown(r.Allow))
 		}
+		allowed := idSet(len(r.Allow), func(yield func([]byte)) {
+			for _, k := range r.Allow {
+				yield(k.Digest)
+			}
+		})
 		var extra []string
 		what := "an entry"
 		for _, en := range have {
-			if !containsDigest(r.Allow, en.id) {
-				extra = append(extra, fmt.Sprintf("sha256 %x (%s)", en.id, en.desc))
-				if en.cert {
+			if _, ok := allowed[en.id]; !ok {
+				extra = append(extra, fmt.Sprintf("sha256 %x (%s)", en.id, en.desc()))
+				if en.typ == uefi.CertX509 {
 					what = "a certificate"
 				}
 			}
@@ -517,9 +535,17 @@ func (c *checker) signatureDB(name string, r *SignatureDBRule, v measuredVar) {
 			c.fail(CodeBootRule, "%s contains %s not in the allowed set: %s", name, what, listed(extra))
 		}
 	}
+	if len(r.Require) == 0 {
+		return
+	}
+	present := idSet(len(have), func(yield func([]byte)) {
+		for _, en := range have {
+			yield(en.id[:])
+		}
+	})
 	var missing []string
 	for _, k := range r.Require {
-		if !slices.ContainsFunc(have, func(en entry) bool { return bytes.Equal(en.id, k.Digest) }) {
+		if _, ok := present[[sha256.Size]byte(k.Digest)]; len(k.Digest) != sha256.Size || !ok {
 			missing = append(missing, "sha256 "+k.String())
 		}
 	}
@@ -533,6 +559,18 @@ func (c *checker) signatureDB(name string, r *SignatureDBRule, v measuredVar) {
 		}
 		c.fail(CodeBootRule, "%s lacks %d required %s: %s", name, len(missing), what, listed(missing))
 	}
+}
+
+// idSet builds a set of SHA-256 entry names; Validate has made sure every
+// digest of a rule is 32 bytes.
+func idSet(n int, each func(yield func([]byte))) map[[sha256.Size]byte]struct{} {
+	m := make(map[[sha256.Size]byte]struct{}, n)
+	each(func(d []byte) {
+		if len(d) == sha256.Size {
+			m[[sha256.Size]byte(d)] = struct{}{}
+		}
+	})
+	return m
 }
 
 // listed joins up to maxListed items and says how many more there are.
@@ -643,11 +681,13 @@ type grubText struct {
 	text string
 }
 
-// grubTexts decodes the PCR's GRUB EV_IPL events. The digest covers the text
-// but not its prefix (the kind), which is only what the data claims: an
-// attacker may relabel a text, never change it. A GRUB text the digest does
-// not cover is a failure.
-func (c *checker) grubTexts() ([]grubText, bool) {
+// grubTexts decodes the PCR's GRUB EV_IPL events of the given kinds. The
+// digest covers the text but not its prefix (the kind), which is only what
+// the data claims: an attacker may relabel a text, never change it. A text
+// of a wanted kind that the digest does not cover is a failure; a text
+// relabelled away from a wanted kind is simply not seen (a kernel rule then
+// finds no command line, and fails).
+func (c *checker) grubTexts(kinds ...uefi.GrubKind) ([]grubText, bool) {
 	var out []grubText
 	ok := true
 	for _, ev := range c.events {
@@ -655,7 +695,7 @@ func (c *checker) grubTexts() ([]grubText, bool) {
 			continue
 		}
 		kind, text := uefi.GrubText(ev.Data)
-		if kind == uefi.GrubOther {
+		if !slices.Contains(kinds, kind) {
 			continue
 		}
 		if !c.covers(ev, uefi.GrubMeasured(text)...) {
@@ -681,7 +721,14 @@ func matchesAny(ps []Pattern, s string) bool {
 }
 
 func (c *checker) cmdline(r *CmdlineRule) {
-	texts, ok := c.grubTexts()
+	var kinds []uefi.GrubKind
+	if len(r.Kernel) > 0 {
+		kinds = append(kinds, uefi.GrubKernelCmdline)
+	}
+	if len(r.Commands) > 0 {
+		kinds = append(kinds, uefi.GrubCommand)
+	}
+	texts, ok := c.grubTexts(kinds...)
 	if !ok {
 		return
 	}

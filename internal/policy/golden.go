@@ -148,7 +148,7 @@ func proposeBootRules(e *Expectation, events []eventlog.Event) {
 			e.BootApps = &DigestSetRule{Sequence: seq}
 		}
 	case 8:
-		texts, _ := c.grubTexts()
+		texts, _ := c.grubTexts(uefi.GrubKernelCmdline)
 		var ps []Pattern
 		for _, t := range texts {
 			if t.kind == uefi.GrubKernelCmdline && !slices.ContainsFunc(ps, func(p Pattern) bool { return p.Match(t.text) }) {
@@ -199,9 +199,11 @@ func proposeSecureBoot(c *checker) *SecureBootRule {
 			continue
 		}
 		var ks []Known
+		seen := map[[32]byte]bool{}
 		for _, en := range entriesOf(lists) {
-			if !containsDigest(ks, en.id) {
-				ks = append(ks, Known{Digest: bytes.Clone(en.id), Note: en.desc})
+			if !seen[en.id] {
+				seen[en.id] = true
+				ks = append(ks, Known{Digest: bytes.Clone(en.id[:]), Note: en.desc()})
 			}
 		}
 		if len(ks) == 0 || len(ks) > maxRuleEntries {

@@ -277,3 +277,21 @@ func TestPreviewDBXRequirement(t *testing.T) {
 		t.Fatalf("the change moves %v, want [cos]", moved)
 	}
 }
+
+// BenchmarkEvaluateBootRules is the policy step for a host whose golden
+// references carry the boot-chain rules: the RHEL 8 log, 80 events, its
+// PCR 7 variables decoded and hashed on every evaluation.
+func BenchmarkEvaluateBootRules(b *testing.B) {
+	m := realHost(b, "rhel8-uefi.bin", evidence.SHA256)
+	refs, err := Golden("rhel8", 1, m, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, rm := Approve(nil, DefaultName, refs), byName(refs)
+	b.ReportAllocs()
+	for b.Loop() {
+		if Evaluate(p, rm, m).Level != verdict.Trusted {
+			b.Fatal("not trusted")
+		}
+	}
+}
