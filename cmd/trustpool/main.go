@@ -22,7 +22,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serverCmd(), agentCmd(), demoCmd(), benchCmd(), tokenCmd(), auditCmd())
-	root.AddCommand(eventlogCmd())
+	root.AddCommand(eventlogCmd(), verifyCmd())
 	// The operator's verbs talk to a server's API.
 	var af apiFlags
 	ops := []*cobra.Command{hostsCmd(&af), referenceCmd(&af), policyCmd(&af)}
