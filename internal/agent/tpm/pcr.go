@@ -1,6 +1,10 @@
 package tpm
 
 import (
+	"bytes"
+	"crypto"
+	_ "crypto/sha256" // the AK's scheme hash, for the quote's PCR digest
+	"errors"
 	"fmt"
 	"slices"
 
@@ -192,6 +196,77 @@ func (t *TPM) Quote(nonce []byte, sel []evidence.Selection) (attest, signature [
 		return nil
 	})
 	return attest, signature, err
+}
+
+// ErrPCRsChanging reports PCRs that changed between reading and quoting in
+// two rounds running: something keeps extending them.
+var ErrPCRsChanging = errors.New("the selected PCRs changed between reading them and quoting them, twice")
+
+// QuoteWithPCRs quotes sel with nonce and returns, with the quote, the PCR
+// values it signed. TPM2_Quote signs only a digest of the PCRs, so the values
+// must be read separately; a PCR extended between the read and the quote (by
+// the kernel, IMA, another process) would make the evidence inconsistent and
+// the host look untrusted. So each round reads, quotes, and checks the
+// quote's PCR digest against the values read; a round that does not match is
+// retried once. The values returned are those whose digest the quote signed.
+func (t *TPM) QuoteWithPCRs(nonce []byte, sel []evidence.Selection) (attest, signature []byte, pcrs []evidence.PCR, err error) {
+	return t.quoteRound(nonce, sel, nil)
+}
+
+// quoteRound is QuoteWithPCRs; between, if set, runs after each round's
+// read and before its quote (tests extend a PCR there).
+func (t *TPM) quoteRound(nonce []byte, sel []evidence.Selection, between func(round int)) (attest, signature []byte, pcrs []evidence.PCR, err error) {
+	for round := range 2 {
+		if pcrs, err = t.ReadPCRs(sel); err != nil {
+			return nil, nil, nil, err
+		}
+		if between != nil {
+			between(round)
+		}
+		if attest, signature, err = t.Quote(nonce, sel); err != nil {
+			return nil, nil, nil, err
+		}
+		ok, err := quoteCovers(attest, pcrs)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("quote: %w", err)
+		}
+		if ok {
+			return attest, signature, pcrs, nil
+		}
+	}
+	return nil, nil, nil, fmt.Errorf("quote: %w", ErrPCRsChanging)
+}
+
+// quoteCovers reports whether the PCR digest in a quote's TPMS_ATTEST is the
+// digest of pcrs over the quote's selection, in the TPM's order (banks as
+// selected, PCRs ascending), hashed with the AK's scheme hash (sha256).
+func quoteCovers(attest []byte, pcrs []evidence.PCR) (bool, error) {
+	a, err := tpm2.Unmarshal[tpm2.TPMSAttest](attest)
+	if err != nil {
+		return false, fmt.Errorf("decode TPMS_ATTEST: %w", err)
+	}
+	q, err := a.Attested.Quote()
+	if err != nil {
+		return false, fmt.Errorf("decode quote info: %w", err)
+	}
+	h := crypto.SHA256.New()
+	for _, s := range q.PCRSelect.PCRSelections {
+		bank, ok := evidence.BankForAlg(uint16(s.Hash))
+		if !ok {
+			return false, fmt.Errorf("quote selects PCRs of unknown algorithm 0x%x", uint16(s.Hash))
+		}
+		for i := range len(s.PCRSelect) * 8 {
+			if s.PCRSelect[i/8]&(1<<(i%8)) == 0 {
+				continue
+			}
+			j := slices.IndexFunc(pcrs, func(p evidence.PCR) bool { return p.Bank == bank && p.Index == i })
+			if j < 0 {
+				return false, fmt.Errorf("quote covers PCR %d (%s), which was not read", i, bank)
+			}
+			h.Write(pcrs[j].Digest)
+		}
+	}
+	return bytes.Equal(h.Sum(nil), q.PCRDigest.Buffer), nil
 }
 
 // validateSelections checks each selection and that no bank repeats.
