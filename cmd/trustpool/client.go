@@ -26,7 +26,11 @@ type apiFlags struct {
 func (f *apiFlags) register(cmd *cobra.Command) {
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.server, "server", "https://127.0.0.1:8443", "attestation server URL")
-	p.StringVar(&f.stateDir, "state-dir", "/var/lib/trustpool", "server state directory holding ca.pem and admin.token")
+	stateDir := os.Getenv("TRUSTPOOL_STATE_DIR")
+	if stateDir == "" {
+		stateDir = "/var/lib/trustpool"
+	}
+	p.StringVar(&f.stateDir, "state-dir", stateDir, "server state directory holding ca.pem and admin.token (default $TRUSTPOOL_STATE_DIR)")
 	p.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default <state-dir>/ca.pem)")
 	p.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (default <state-dir>/admin.token; $TRUSTPOOL_TOKEN wins)")
 	p.BoolVar(&f.json, "json", false, "print JSON instead of a table")

@@ -1,10 +1,12 @@
 package ekcert
 
 import (
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +180,78 @@ func TestVerify(t *testing.T) {
 				t.Errorf("Verify = %+v, want %+v", info, testInfo)
 			}
 		})
+	}
+}
+
+// A vendor's CRL revokes an EK certificate (or an issuing CA) at once; a CRL
+// not signed by a CA of the bundle is refused when loaded.
+func TestCRL(t *testing.T) {
+	root := newRootCA(t, "TPM Vendor Root CA")
+	inter := root.newIntermediate(t, "TPM Vendor EK CA 1")
+	rsaKey, rsaPub := rsaEK(t)
+	otherKey, otherPub := rsaEK(t)
+	revokedTmpl, keptTmpl := ekTemplate(t), ekTemplate(t)
+	revoked := inter.issue(t, revokedTmpl, rsaKey)
+	kept := inter.issue(t, keptTmpl, otherKey)
+	crl := func(ca *testCA, serials ...*big.Int) []byte {
+		var entries []x509.RevocationListEntry
+		for _, s := range serials {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: testNow.AddDate(0, -1, 0)})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+			Number: big.NewInt(1), ThisUpdate: testNow.AddDate(0, -1, 0), NextUpdate: testNow.AddDate(0, -1, 7),
+			RevokedCertificateEntries: entries,
+		}, ca.cert, ca.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	v := must(NewVerifier(bundle(root, inter)))
+	if err := v.AddCRL(crl(newRootCA(t, "TPM Vendor EK CA 1"), revokedTmpl.SerialNumber)); err == nil {
+		t.Fatal("a CRL signed by a stranger with the CA's name was loaded")
+	}
+	if _, err := v.Verify(revoked, rsaPub, testNow); err != nil {
+		t.Fatalf("before the CRL: %v", err)
+	}
+	// A stale CRL (past NextUpdate) still revokes, in PEM as in DER.
+	if err := v.AddCRL(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl(inter, revokedTmpl.SerialNumber)})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(revoked, rsaPub, testNow); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("revoked EK certificate: %v, want revoked", err)
+	}
+	if _, err := v.Verify(kept, otherPub, testNow); err != nil {
+		t.Fatalf("an EK certificate the CRL does not list: %v", err)
+	}
+	// Revoking the issuing CA revokes everything under it.
+	if err := v.AddCRL(crl(root, inter.cert.SerialNumber)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(kept, otherPub, testNow); err == nil {
+		t.Fatal("an EK certificate under a revoked CA verified")
+	}
+}
+
+// Without a CA bundle an EK certificate is still parsed, bounded and bound
+// to the EK (Inspect).
+func TestInspect(t *testing.T) {
+	inter := newRootCA(t, "TPM Vendor Root CA").newIntermediate(t, "TPM Vendor EK CA 1")
+	key, pub := rsaEK(t)
+	_, otherPub := rsaEK(t)
+	cert := inter.issue(t, ekTemplate(t), key)
+	if _, err := Inspect(cert, pub); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct{ cert, pub []byte }{
+		"garbage":     {[]byte("not a certificate"), pub},
+		"another EK":  {cert, otherPub},
+		"oversized":   {make([]byte, MaxCert+1), pub},
+		"a CA":        {inter.cert.Raw, pub},
+		"none at all": {nil, pub},
+	} {
+		if _, err := Inspect(c.cert, c.pub); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

@@ -113,7 +113,7 @@ func newCA(t testing.TB, parent *testCA, cn string, key crypto.Signer, eku []x50
 		NotAfter:              testNow.AddDate(20, 0, 0),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		ExtKeyUsage:           eku,
 	}
 	issuer, signer := tmpl, key
