@@ -1,6 +1,7 @@
 package integrity
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -22,8 +23,11 @@ func NewCache(now func() time.Time) *Cache {
 	return &Cache{now: now, m: map[string]verdict.Verdict{}}
 }
 
-// Verdict returns host's latest verdict as stored (callers apply At).
+// Verdict returns host's latest verdict as stored (callers apply At). Host
+// names are canonical in lower case; a scheduler's other spelling of one
+// finds it (ToLower does not allocate for a name already in lower case).
 func (c *Cache) Verdict(host string) (verdict.Verdict, bool) {
+	host = strings.ToLower(host)
 	c.mu.RLock()
 	v, ok := c.m[host]
 	c.mu.RUnlock()

@@ -62,6 +62,13 @@ type Config struct {
 	RequireEKCert, EKCertAdmits bool
 	// AllowIPNames lets hosts be named by IP address.
 	AllowIPNames bool
+	// PendingTTL is how long an enrollment without a token waits for
+	// approval (default 1 h); MaxPending caps such enrollments (default
+	// 10,000); EnrollSweep is how often expired ones are deleted (default
+	// 1 min).
+	PendingTTL  time.Duration
+	MaxPending  int
+	EnrollSweep time.Duration
 	// Placement, when set, keeps a trait on trusted hosts' resource
 	// providers (current Nova).
 	Placement *nova.TraitSyncConfig
@@ -191,6 +198,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ecfg := enroll.Config{
 		Store: st, CA: ca, Now: now, Reserved: names, AllowIPNames: cfg.AllowIPNames,
 		RequireEKCert: cfg.RequireEKCert, EKCertAdmits: cfg.EKCertAdmits, Log: cfg.Log,
+		PendingTTL: cfg.PendingTTL, MaxWaiting: cfg.MaxPending, SweepEvery: cfg.EnrollSweep,
 	}
 	if len(cfg.EKCABundle) > 0 {
 		v, err := ekcert.NewVerifier(cfg.EKCABundle)
@@ -308,8 +316,10 @@ func (s *Server) Run(ctx context.Context) error {
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{s.cert},
 			// Agents present their certificate for hello; others need none.
+			// Certificates are checked on the clock that issued them.
 			ClientAuth: tls.VerifyClientCertIfGiven,
 			ClientCAs:  s.ca.Pool(),
+			Time:       s.cfg.Integrity.Now,
 		},
 		ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 	}
