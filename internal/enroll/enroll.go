@@ -169,6 +169,8 @@ type Config struct {
 	// MaxWaiting caps enrollments in flight plus pending requests that
 	// no join token backs (default 10,000); beyond it requests get 429.
 	MaxWaiting int
+	// SweepEvery is how often Run deletes what expired (default 1 min).
+	SweepEvery time.Duration
 	Log        *slog.Logger
 }
 
@@ -185,6 +187,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.MaxWaiting <= 0 {
 		cfg.MaxWaiting = 10_000
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = time.Minute
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -507,11 +512,11 @@ func (s *Service) Approve(ctx context.Context, host, ekFingerprint string) (stri
 	return name, err
 }
 
-// Run deletes expired enrollments and pending requests every minute until
-// ctx ends, so that what an unauthenticated caller left behind does not
-// pile up.
+// Run deletes expired enrollments and pending requests every SweepEvery
+// until ctx ends, so that what an unauthenticated caller left behind does
+// not pile up.
 func (s *Service) Run(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(s.cfg.SweepEvery)
 	defer t.Stop()
 	for {
 		s.Sweep(ctx)
