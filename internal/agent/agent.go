@@ -24,9 +24,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"trustpool/internal/api/render"
 	"trustpool/internal/enroll"
 	"trustpool/internal/evidence"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/pki"
 )
 
@@ -183,21 +183,21 @@ func (a *Agent) Handler() http.Handler {
 
 func (a *Agent) serveQuote(w http.ResponseWriter, r *http.Request) {
 	var c evidence.Challenge
-	if err := render.Decode(w, r, 16<<10, &c); err != nil {
-		render.Error(w, r, a.cfg.Log, err)
+	if err := httpjson.Decode(w, r, 16<<10, &c); err != nil {
+		httpjson.Error(w, r, a.cfg.Log, err)
 		return
 	}
 	if err := c.Validate(); err != nil {
-		render.JSON(w, http.StatusBadRequest, render.ErrorBody{Error: "challenge: " + err.Error()})
+		httpjson.JSON(w, http.StatusBadRequest, httpjson.ErrorBody{Error: "challenge: " + err.Error()})
 		return
 	}
 	ev, err := a.Evidence(&c)
 	if err != nil {
 		a.cfg.Log.Error("answer challenge", "err", err)
-		render.JSON(w, http.StatusInternalServerError, render.ErrorBody{Error: err.Error()})
+		httpjson.JSON(w, http.StatusInternalServerError, httpjson.ErrorBody{Error: err.Error()})
 		return
 	}
-	render.JSON(w, http.StatusOK, ev)
+	httpjson.JSON(w, http.StatusOK, ev)
 }
 
 // Evidence answers challenge c: a quote over its selection with its nonce,
@@ -355,7 +355,7 @@ func (a *Agent) post(ctx context.Context, path string, in, out any) error {
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var e render.ErrorBody
+		var e httpjson.ErrorBody
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			return fmt.Errorf("%s: %s", resp.Status, e.Error)
 		}

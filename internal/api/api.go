@@ -1,7 +1,7 @@
 // Package api serves trustpool's native REST API under /v1: enrollment and
 // hello for agents; hosts, verdicts, known-good values and join tokens for
 // operators; the pool and the filter for schedulers. Handlers decode strictly
-// with size limits and leave status codes and messages to package render.
+// with size limits and leave status codes and messages to package httpjson.
 package api
 
 import (
@@ -16,11 +16,11 @@ import (
 	"strings"
 	"time"
 
-	"trustpool/internal/api/render"
 	"trustpool/internal/auth"
 	"trustpool/internal/enroll"
 	"trustpool/internal/evidence"
 	"trustpool/internal/filter"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/integrity"
 	"trustpool/internal/policy"
 	"trustpool/internal/problem"
@@ -173,12 +173,12 @@ func (a *API) audit(r *http.Request, action, subject string, detail any) error {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	render.Error(w, r, a.cfg.Log, err)
+	httpjson.Error(w, r, a.cfg.Log, err)
 }
 
 func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
 	var req enroll.Request
-	if err := render.Decode(w, r, maxBody, &req); err != nil {
+	if err := httpjson.Decode(w, r, maxBody, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -187,12 +187,12 @@ func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, cred)
+	httpjson.JSON(w, http.StatusOK, cred)
 }
 
 func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
 	var act enroll.Activation
-	if err := render.Decode(w, r, 4<<10, &act); err != nil {
+	if err := httpjson.Decode(w, r, 4<<10, &act); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -204,14 +204,14 @@ func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
 	if adm.State == enroll.StateAdmitted {
 		a.cfg.Integrity.Hello(adm.Host)
 	}
-	render.JSON(w, http.StatusOK, adm)
+	httpjson.JSON(w, http.StatusOK, adm)
 }
 
 // enrollPoll is a pending agent asking whether it was approved: 202 while
 // it waits, 200 with its certificate once.
 func (a *API) enrollPoll(w http.ResponseWriter, r *http.Request) {
 	var p enroll.Poll
-	if err := render.Decode(w, r, 1<<10, &p); err != nil {
+	if err := httpjson.Decode(w, r, 1<<10, &p); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -221,10 +221,10 @@ func (a *API) enrollPoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if adm.State == enroll.StatePending {
-		render.JSON(w, http.StatusAccepted, adm)
+		httpjson.JSON(w, http.StatusAccepted, adm)
 		return
 	}
-	render.JSON(w, http.StatusOK, adm)
+	httpjson.JSON(w, http.StatusOK, adm)
 }
 
 // hello is an agent saying it (re)started: attest it now. Only the agent
@@ -234,7 +234,7 @@ func (a *API) hello(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Host string `json:"host"`
 	}
-	if err := render.Decode(w, r, 1<<10, &req); err != nil {
+	if err := httpjson.Decode(w, r, 1<<10, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -286,7 +286,7 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
 	for _, h := range hosts {
 		out = append(out, a.view(h))
 	}
-	render.JSON(w, http.StatusOK, out)
+	httpjson.JSON(w, http.StatusOK, out)
 }
 
 func (a *API) host(w http.ResponseWriter, r *http.Request) (store.Host, bool) {
@@ -316,7 +316,7 @@ func (a *API) getHost(w http.ResponseWriter, r *http.Request) {
 	for _, e := range hist {
 		v.History = append(v.History, HistoryView{Level: e.Level, VTime: e.VTime, Reasons: e.Reasons})
 	}
-	render.JSON(w, http.StatusOK, v)
+	httpjson.JSON(w, http.StatusOK, v)
 }
 
 func (a *API) deleteHost(w http.ResponseWriter, r *http.Request) {
@@ -342,7 +342,7 @@ func (a *API) approveHost(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		EKFingerprint string `json:"ek_fingerprint"`
 	}
-	if err := render.Decode(w, r, 1<<10, &req); err != nil {
+	if err := httpjson.Decode(w, r, 1<<10, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -361,7 +361,7 @@ func (a *API) approveHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.cfg.Integrity.Hello(h.Name)
-	render.JSON(w, http.StatusOK, a.view(h))
+	httpjson.JSON(w, http.StatusOK, a.view(h))
 }
 
 func (a *API) listPending(w http.ResponseWriter, r *http.Request) {
@@ -370,7 +370,7 @@ func (a *API) listPending(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, ps)
+	httpjson.JSON(w, http.StatusOK, ps)
 }
 
 func (a *API) attestHost(w http.ResponseWriter, r *http.Request) {
@@ -387,7 +387,7 @@ func (a *API) attestHost(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, entryOf(h.Name, v, v.At(a.cfg.Now())))
+	httpjson.JSON(w, http.StatusOK, entryOf(h.Name, v, v.At(a.cfg.Now())))
 }
 
 func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) {
@@ -395,7 +395,7 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		Host string `json:"host"`
 		TTL  string `json:"ttl,omitempty"` // Go duration, default 24h
 	}
-	if err := render.Decode(w, r, 1<<10, &req); err != nil {
+	if err := httpjson.Decode(w, r, 1<<10, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -424,7 +424,7 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusCreated, map[string]any{"host": req.Host, "token": tok, "expires": now.Add(ttl).UTC()})
+	httpjson.JSON(w, http.StatusCreated, map[string]any{"host": req.Host, "token": tok, "expires": now.Add(ttl).UTC()})
 }
 
 // PoolEntry is one host in the pool: the OpenAttestation keys plus reasons.
@@ -492,7 +492,7 @@ func (a *API) pool(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, p)
+	httpjson.JSON(w, http.StatusOK, p)
 }
 
 func (a *API) filter(w http.ResponseWriter, r *http.Request) {
@@ -500,7 +500,7 @@ func (a *API) filter(w http.ResponseWriter, r *http.Request) {
 		ExtraSpecs map[string]string `json:"extra_specs"`
 		Hosts      []string          `json:"hosts"`
 	}
-	if err := render.Decode(w, r, 4<<20, &req); err != nil {
+	if err := httpjson.Decode(w, r, 4<<20, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -511,5 +511,5 @@ func (a *API) filter(w http.ResponseWriter, r *http.Request) {
 	if rejected == nil {
 		rejected = []filter.Rejection{}
 	}
-	render.JSON(w, http.StatusOK, map[string]any{"hosts": pass, "rejected": rejected})
+	httpjson.JSON(w, http.StatusOK, map[string]any{"hosts": pass, "rejected": rejected})
 }

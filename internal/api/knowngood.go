@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"trustpool/internal/api/render"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/integrity"
 	"trustpool/internal/policy"
 	"trustpool/internal/problem"
@@ -37,12 +37,12 @@ func (a *API) current() *integrity.KnownGood {
 
 func (a *API) listReferences(w http.ResponseWriter, r *http.Request) {
 	out := sortedValues(a.current().Refs, func(r *policy.Reference) string { return r.Name })
-	render.JSON(w, http.StatusOK, out)
+	httpjson.JSON(w, http.StatusOK, out)
 }
 
 func (a *API) listPolicies(w http.ResponseWriter, r *http.Request) {
 	out := sortedValues(a.current().Policies, func(p *policy.Policy) string { return p.Name })
-	render.JSON(w, http.StatusOK, out)
+	httpjson.JSON(w, http.StatusOK, out)
 }
 
 func sortedValues[T any](m map[string]*T, name func(*T) string) []*T {
@@ -61,7 +61,7 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, c *policy.Change) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes), References: c.References, Policies: c.Policies})
+	httpjson.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes), References: c.References, Policies: c.Policies})
 }
 
 func nonNil(c []integrity.Change) []integrity.Change {
@@ -73,7 +73,7 @@ func nonNil(c []integrity.Change) []integrity.Change {
 
 // named decodes a reference or policy whose name may be left to the path.
 func named[T any](a *API, w http.ResponseWriter, r *http.Request, v *T, name *string) bool {
-	if err := render.Decode(w, r, maxChange, v); err != nil {
+	if err := httpjson.Decode(w, r, maxChange, v); err != nil {
 		a.fail(w, r, err)
 		return false
 	}
@@ -107,7 +107,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) decodeChange(w http.ResponseWriter, r *http.Request) (*policy.Change, bool) {
 	var c policy.Change
-	if err := render.Decode(w, r, maxChange, &c); err != nil {
+	if err := httpjson.Decode(w, r, maxChange, &c); err != nil {
 		a.fail(w, r, err)
 		return nil, false
 	}
@@ -124,7 +124,7 @@ func (a *API) preview(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes)})
+	httpjson.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes)})
 }
 
 func (a *API) apply(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +160,7 @@ func GoldenChange(rec store.EvidenceRecord, req *GoldenRequest, cur *integrity.K
 
 func (a *API) golden(w http.ResponseWriter, r *http.Request) {
 	var req GoldenRequest
-	if err := render.Decode(w, r, 4<<10, &req); err != nil {
+	if err := httpjson.Decode(w, r, 4<<10, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -189,7 +189,7 @@ func (a *API) golden(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, err)
 			return
 		}
-		render.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes), References: c.References, Policies: c.Policies})
+		httpjson.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes), References: c.References, Policies: c.Policies})
 		return
 	}
 	a.change(w, r, c)
@@ -206,7 +206,7 @@ func (a *API) patchHost(w http.ResponseWriter, r *http.Request) {
 		Policy *string            `json:"policy,omitempty"`
 		Labels *map[string]string `json:"labels,omitempty"`
 	}
-	if err := render.Decode(w, r, 16<<10, &req); err != nil {
+	if err := httpjson.Decode(w, r, 16<<10, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -232,5 +232,5 @@ func (a *API) patchHost(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, a.view(h))
+	httpjson.JSON(w, http.StatusOK, a.view(h))
 }

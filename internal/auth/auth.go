@@ -33,7 +33,7 @@ import (
 	"strings"
 	"time"
 
-	"trustpool/internal/api/render"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/problem"
 	"trustpool/internal/store"
 )
@@ -243,11 +243,11 @@ func (a *Authenticator) Require(roles ...Role) func(http.Handler) http.Handler {
 					a.log.Info("authentication failed", "client", client, "method", r.Method, "path", r.URL.Path, "err", err)
 				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="trustpool"`)
-				render.Error(w, r, a.log, problem.New(problem.Unauthorized, "a valid bearer token is required"))
+				httpjson.Error(w, r, a.log, problem.New(problem.Unauthorized, "a valid bearer token is required"))
 			case err != nil:
-				render.Error(w, r, a.log, err)
+				httpjson.Error(w, r, a.log, err)
 			case !p.Role.satisfies(want):
-				render.Error(w, r, a.log, problem.New(problem.Forbidden, "role %s may not do this (needs %s)", p.Role, roleList(want)))
+				httpjson.Error(w, r, a.log, problem.New(problem.Forbidden, "role %s may not do this (needs %s)", p.Role, roleList(want)))
 			default:
 				next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 			}
@@ -269,7 +269,7 @@ func roleList(roles []Role) string {
 func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
 	secs := max(1, int64((wait+time.Second-1)/time.Second))
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	render.JSON(w, http.StatusTooManyRequests, render.ErrorBody{Error: fmt.Sprintf("%s; retry in %d s", msg, secs)})
+	httpjson.JSON(w, http.StatusTooManyRequests, httpjson.ErrorBody{Error: fmt.Sprintf("%s; retry in %d s", msg, secs)})
 }
 
 // principalKey is the context key of the request's Principal.

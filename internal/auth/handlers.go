@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"trustpool/internal/api/render"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/problem"
 	"trustpool/internal/store"
 )
@@ -122,12 +122,12 @@ type tokensAPI struct {
 
 func (t *tokensAPI) create(w http.ResponseWriter, r *http.Request) {
 	var req TokenRequest
-	if err := render.Decode(w, r, maxTokenRequest, &req); err != nil {
-		render.Error(w, r, t.log, err)
+	if err := httpjson.Decode(w, r, maxTokenRequest, &req); err != nil {
+		httpjson.Error(w, r, t.log, err)
 		return
 	}
 	if err := req.validate(); err != nil {
-		render.Error(w, r, t.log, err)
+		httpjson.Error(w, r, t.log, err)
 		return
 	}
 	token, hash := NewToken()
@@ -137,7 +137,7 @@ func (t *tokensAPI) create(w http.ResponseWriter, r *http.Request) {
 		err = problem.Wrap(problem.Conflict, err, "a token named %q exists (revoked tokens keep their names)", req.Name)
 	}
 	if err != nil {
-		render.Error(w, r, t.log, err)
+		httpjson.Error(w, r, t.log, err)
 		return
 	}
 	detail, err := json.Marshal(struct {
@@ -150,11 +150,11 @@ func (t *tokensAPI) create(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	if err != nil {
-		render.Error(w, r, t.log, fmt.Errorf("create token %s: %w", req.Name, err))
+		httpjson.Error(w, r, t.log, fmt.Errorf("create token %s: %w", req.Name, err))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	render.JSON(w, http.StatusCreated, NewTokenResponse{Name: req.Name, Role: req.Role, Token: token})
+	httpjson.JSON(w, http.StatusCreated, NewTokenResponse{Name: req.Name, Role: req.Role, Token: token})
 }
 
 func (req *TokenRequest) validate() error {
@@ -174,7 +174,7 @@ func (req *TokenRequest) validate() error {
 func (t *tokensAPI) list(w http.ResponseWriter, r *http.Request) {
 	ts, err := t.store.ListTokens(r.Context())
 	if err != nil {
-		render.Error(w, r, t.log, err)
+		httpjson.Error(w, r, t.log, err)
 		return
 	}
 	out := make([]TokenInfo, 0, len(ts))
@@ -185,14 +185,14 @@ func (t *tokensAPI) list(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, info)
 	}
-	render.JSON(w, http.StatusOK, out)
+	httpjson.JSON(w, http.StatusOK, out)
 }
 
 func (t *tokensAPI) revoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	notFound := problem.New(problem.NotFound, "no token %q", name)
 	if ValidTokenName(name) != nil {
-		render.Error(w, r, t.log, notFound)
+		httpjson.Error(w, r, t.log, notFound)
 		return
 	}
 	err := t.store.RevokeToken(r.Context(), name, t.now())
@@ -204,7 +204,7 @@ func (t *tokensAPI) revoke(w http.ResponseWriter, r *http.Request) {
 		err = t.audit(r, "token.revoke", name, nil, nil)
 	}
 	if err != nil {
-		render.Error(w, r, t.log, err)
+		httpjson.Error(w, r, t.log, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -243,27 +243,27 @@ func AuditHandler(s AuditLog, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
 		after, limit, err := ParseAuditQuery(r.URL.RawQuery)
 		if err != nil {
-			render.Error(w, r, log, err)
+			httpjson.Error(w, r, log, err)
 			return
 		}
 		es, err := s.ListAudit(r.Context(), after, limit)
 		if err != nil {
-			render.Error(w, r, log, err)
+			httpjson.Error(w, r, log, err)
 			return
 		}
 		out := make([]AuditEntry, 0, len(es))
 		for _, e := range es {
 			out = append(out, AuditEntry{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Subject: e.Subject, Detail: e.Detail, Hash: e.Hash})
 		}
-		render.JSON(w, http.StatusOK, out)
+		httpjson.JSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/audit/head", func(w http.ResponseWriter, r *http.Request) {
 		seq, hash, err := s.AuditHead(r.Context())
 		if err != nil {
-			render.Error(w, r, log, err)
+			httpjson.Error(w, r, log, err)
 			return
 		}
-		render.JSON(w, http.StatusOK, AuditHeadResponse{Seq: seq, Hash: hash})
+		httpjson.JSON(w, http.StatusOK, AuditHeadResponse{Seq: seq, Hash: hash})
 	})
 	return guard(log, mux, RoleReader)
 }
@@ -308,9 +308,9 @@ func guard(log *slog.Logger, next http.Handler, roles ...Role) http.Handler {
 		case !ok:
 			log.Error("handler reached without a principal: mount it behind auth.Require", "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="trustpool"`)
-			render.Error(w, r, log, problem.New(problem.Unauthorized, "a valid bearer token is required"))
+			httpjson.Error(w, r, log, problem.New(problem.Unauthorized, "a valid bearer token is required"))
 		case !p.Role.satisfies(roles):
-			render.Error(w, r, log, problem.New(problem.Forbidden, "role %s may not do this (needs %s)", p.Role, roleList(roles)))
+			httpjson.Error(w, r, log, problem.New(problem.Forbidden, "role %s may not do this (needs %s)", p.Role, roleList(roles)))
 		default:
 			next.ServeHTTP(w, r)
 		}

@@ -1,6 +1,6 @@
 // Package problem classifies errors that a client caused, so that domain
 // packages can say "invalid" or "conflict" without knowing HTTP, and one
-// renderer (package api/render) picks the status and the user-safe message.
+// renderer (package httpjson) picks the status and the user-safe message.
 package problem
 
 import (

@@ -1,6 +1,8 @@
-// Package render writes JSON answers and turns errors into an HTTP status
-// and a message that is safe to show: the one place that decides both.
-package render
+// Package httpjson is JSON over HTTP for every trustpool endpoint: on the
+// serving side it decodes requests strictly with size limits, writes JSON
+// answers and turns errors into an HTTP status and a message that is safe to
+// show (the one place that decides both).
+package httpjson
 
 import (
 	"encoding/json"
