@@ -42,6 +42,7 @@ const (
 	CodeAgentError     = "agent-error"         // agent answered with an error
 	CodeExpired        = "verdict-expired"     // last verdict is past its expiry
 	CodeNotAttested    = "not-attested"        // never attested
+	CodeDeleted        = "host-deleted"        // the host was removed
 	// Policy evaluation.
 	CodePCRMismatch  = "pcr-mismatch"          // PCR value is not an approved one
 	CodeEventMissing = "event-missing"         // a required event is not in the replayed log
@@ -79,6 +80,11 @@ type Verdict struct {
 	Reasons []Reason  `json:"reasons,omitempty"`
 	// Policy names the known-good values (policy and version) used.
 	Policy string `json:"policy,omitempty"`
+	// Seq orders a host's verdicts: the number the store gave the
+	// attestation the verdict judges (a re-evaluation or an expiry keeps
+	// it). A verdict never replaces one of a higher Seq, whatever the
+	// clocks say.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // At is the level as it must be read at now: Unknown for a zero or expired
