@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"trustpool/internal/enroll"
 	"trustpool/internal/evidence"
 	"trustpool/internal/httpjson"
 	"trustpool/internal/pki"
@@ -268,8 +267,8 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	var cred enroll.Credential
-	req := enroll.Request{Host: a.cfg.Name, EKPublic: ekPub, EKCert: ekCert, AKPublic: akPub, URL: advertise, CSR: csr, JoinToken: a.cfg.JoinToken}
+	var cred evidence.EnrollCredential
+	req := evidence.EnrollRequest{Host: a.cfg.Name, EKPublic: ekPub, EKCert: ekCert, AKPublic: akPub, URL: advertise, CSR: csr, JoinToken: a.cfg.JoinToken}
 	if err := a.post(ctx, "/v1/enroll", &req, &cred); err != nil {
 		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
 	}
@@ -277,11 +276,11 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("enroll: activate credential: %w", err)
 	}
-	var adm enroll.Admitted
-	if err := a.post(ctx, "/v1/enroll/activate", &enroll.Activation{ID: cred.ID, Secret: secret}, &adm); err != nil {
+	var adm evidence.Admitted
+	if err := a.post(ctx, "/v1/enroll/activate", &evidence.EnrollActivation{ID: cred.ID, Secret: secret}, &adm); err != nil {
 		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
 	}
-	if adm.State == enroll.StatePending {
+	if adm.State == evidence.EnrollPending {
 		a.cfg.Log.Info("enrollment pending: waiting for an operator's approval", "ek_fingerprint", fmt.Sprintf("%x", sha256.Sum256(ekPub)))
 		if adm, err = a.awaitApproval(ctx, adm.Poll); err != nil {
 			return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
@@ -309,20 +308,20 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 
 // awaitApproval polls the server until an operator approves this TPM (or
 // the request expires, or ctx ends).
-func (a *Agent) awaitApproval(ctx context.Context, poll string) (enroll.Admitted, error) {
+func (a *Agent) awaitApproval(ctx context.Context, poll string) (evidence.Admitted, error) {
 	t := time.NewTicker(a.cfg.PollInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return enroll.Admitted{}, ctx.Err()
+			return evidence.Admitted{}, ctx.Err()
 		case <-t.C:
 		}
-		var adm enroll.Admitted
-		if err := a.post(ctx, "/v1/enroll/poll", &enroll.Poll{Poll: poll}, &adm); err != nil {
-			return enroll.Admitted{}, fmt.Errorf("poll for approval: %w", err)
+		var adm evidence.Admitted
+		if err := a.post(ctx, "/v1/enroll/poll", &evidence.EnrollPoll{Poll: poll}, &adm); err != nil {
+			return evidence.Admitted{}, fmt.Errorf("poll for approval: %w", err)
 		}
-		if adm.State == enroll.StateAdmitted {
+		if adm.State == evidence.EnrollAdmitted {
 			return adm, nil
 		}
 	}

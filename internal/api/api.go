@@ -177,7 +177,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
-	var req enroll.Request
+	var req evidence.EnrollRequest
 	if err := httpjson.Decode(w, r, maxBody, &req); err != nil {
 		a.fail(w, r, err)
 		return
@@ -191,7 +191,7 @@ func (a *API) enrollBegin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
-	var act enroll.Activation
+	var act evidence.EnrollActivation
 	if err := httpjson.Decode(w, r, 4<<10, &act); err != nil {
 		a.fail(w, r, err)
 		return
@@ -201,7 +201,7 @@ func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if adm.State == enroll.StateAdmitted {
+	if adm.State == evidence.EnrollAdmitted {
 		a.cfg.Integrity.Hello(adm.Host)
 	}
 	httpjson.JSON(w, http.StatusOK, adm)
@@ -210,7 +210,7 @@ func (a *API) enrollActivate(w http.ResponseWriter, r *http.Request) {
 // enrollPoll is a pending agent asking whether it was approved: 202 while
 // it waits, 200 with its certificate once.
 func (a *API) enrollPoll(w http.ResponseWriter, r *http.Request) {
-	var p enroll.Poll
+	var p evidence.EnrollPoll
 	if err := httpjson.Decode(w, r, 1<<10, &p); err != nil {
 		a.fail(w, r, err)
 		return
@@ -220,7 +220,7 @@ func (a *API) enrollPoll(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if adm.State == enroll.StatePending {
+	if adm.State == evidence.EnrollPending {
 		httpjson.JSON(w, http.StatusAccepted, adm)
 		return
 	}

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -37,96 +36,8 @@ import (
 	"trustpool/internal/verify"
 )
 
-// Limits on agent-supplied enrollment material. An EK certificate is about
-// 1 KiB; with these, a request row stays under 8 KiB.
-const (
-	maxPublic = 1 << 10
-	maxCert   = 3 << 10
-	maxCSR    = 2 << 10
-	maxURL    = 512
-	// TTL bounds how long a credential may wait for activation.
-	TTL = 5 * time.Minute
-)
-
-// Request is an agent's enrollment request. Every field is untrusted.
-type Request struct {
-	Host      string `json:"host"`
-	EKPublic  []byte `json:"ek_public"`         // TPMT_PUBLIC of the EK
-	EKCert    []byte `json:"ek_cert,omitempty"` // DER, when the TPM has one
-	AKPublic  []byte `json:"ak_public"`         // TPMT_PUBLIC of the AK
-	URL       string `json:"url"`               // https URL the agent answers challenges on
-	CSR       []byte `json:"csr"`               // DER CSR for the agent's TLS key
-	JoinToken string `json:"join_token,omitempty"`
-}
-
-// Validate checks sizes and shapes; cryptographic checks come later. The
-// host name must be canonical (see evidence.CanonicalHostName).
-func (r *Request) Validate() error {
-	var errs []error
-	if err := evidence.ValidateHostName(r.Host); err != nil {
-		errs = append(errs, err)
-	}
-	for _, f := range []struct {
-		name  string
-		b     []byte
-		min   int
-		limit int
-	}{{"ek_public", r.EKPublic, 1, maxPublic}, {"ak_public", r.AKPublic, 1, maxPublic}, {"ek_cert", r.EKCert, 0, maxCert}, {"csr", r.CSR, 1, maxCSR}} {
-		if len(f.b) < f.min || len(f.b) > f.limit {
-			errs = append(errs, fmt.Errorf("%s is %d bytes, want %d to %d", f.name, len(f.b), f.min, f.limit))
-		}
-	}
-	if _, err := agentURL(r.URL); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-func agentURL(s string) (*url.URL, error) {
-	if len(s) > maxURL {
-		return nil, fmt.Errorf("url is longer than %d bytes", maxURL)
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("url %q: want https://host:port", s)
-	}
-	return u, nil
-}
-
-// Credential is the server's answer to a Request: the activation challenge.
-type Credential struct {
-	ID              string `json:"id"`
-	CredentialBlob  []byte `json:"credential_blob"`  // TPM2B_ID_OBJECT contents
-	EncryptedSecret []byte `json:"encrypted_secret"` // TPM2B_ENCRYPTED_SECRET contents
-}
-
-// Activation is the agent's proof: the secret its TPM recovered.
-type Activation struct {
-	ID     string `json:"id"`
-	Secret []byte `json:"secret"`
-}
-
-// States of an enrollment, as Admitted reports them.
-const (
-	StateAdmitted = "active"
-	StatePending  = "pending"
-)
-
-// Admitted is the outcome of a successful activation, and of a poll.
-type Admitted struct {
-	Host  string `json:"host"`
-	State string `json:"state"`          // StateAdmitted, or StatePending awaiting an operator
-	Cert  []byte `json:"cert,omitempty"` // PEM, the agent's TLS certificate, once admitted
-	CA    []byte `json:"ca,omitempty"`   // PEM, the CA to trust for the server
-	// Poll is the secret a pending agent polls with (Poll); only its hash
-	// is stored.
-	Poll string `json:"poll,omitempty"`
-}
-
-// Poll is a pending agent asking whether it was approved.
-type Poll struct {
-	Poll string `json:"poll"`
-}
+// TTL bounds how long a credential may wait for activation.
+const TTL = 5 * time.Minute
 
 // Store is what enrollment needs from storage.
 type Store interface {
@@ -209,7 +120,7 @@ func (s *Service) now() time.Time { return s.cfg.Now() }
 // the credential the agent's TPM must activate. Its errors reveal nothing
 // about which names are enrolled to a caller without that name's join
 // token.
-func (s *Service) Begin(ctx context.Context, req *Request, source string) (*Credential, error) {
+func (s *Service) Begin(ctx context.Context, req *evidence.EnrollRequest, source string) (*evidence.EnrollCredential, error) {
 	name, err := evidence.CanonicalHostName(req.Host, s.cfg.AllowIPNames)
 	if err != nil {
 		return nil, problem.Wrap(problem.Invalid, err, "enrollment request: %v", err)
@@ -266,13 +177,13 @@ func (s *Service) Begin(ctx context.Context, req *Request, source string) (*Cred
 	if err := s.cfg.Store.CreateEnrollment(ctx, e); err != nil {
 		return nil, fmt.Errorf("store enrollment of %s: %w", name, err)
 	}
-	return &Credential{ID: id, CredentialBlob: blob, EncryptedSecret: enc}, nil
+	return &evidence.EnrollCredential{ID: id, CredentialBlob: blob, EncryptedSecret: enc}, nil
 }
 
 // parseKeys checks a request's shape and decodes its keys: the AK must be a
 // restricted signing key, the EK a restricted decryption key fixed to its
 // TPM that a credential can be encrypted to.
-func parseKeys(req *Request) (*verify.AK, tpm2.LabeledEncapsulationKey, error) {
+func parseKeys(req *evidence.EnrollRequest) (*verify.AK, tpm2.LabeledEncapsulationKey, error) {
 	if err := req.Validate(); err != nil {
 		return nil, nil, problem.Wrap(problem.Invalid, err, "enrollment request: %v", err)
 	}
@@ -365,7 +276,7 @@ func (s *Service) checkBinding(ctx context.Context, host string, ekPublic []byte
 // earlier admission of the same TPM says so, and the agent gets its
 // certificate; otherwise it waits for an operator's approval, with nothing
 // but a secret to poll with. Each enrollment can be tried once.
-func (s *Service) Activate(ctx context.Context, act *Activation) (*Admitted, error) {
+func (s *Service) Activate(ctx context.Context, act *evidence.EnrollActivation) (*evidence.Admitted, error) {
 	e, err := s.cfg.Store.TakeEnrollment(ctx, act.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, problem.New(problem.NotFound, "no enrollment %q in progress (unknown, expired or already tried)", act.ID)
@@ -385,7 +296,7 @@ func (s *Service) Activate(ctx context.Context, act *Activation) (*Admitted, err
 		if err != nil {
 			return nil, err
 		}
-		return &Admitted{Host: e.Host, State: StateAdmitted, Cert: cert, CA: s.cfg.CA.CertPEM}, nil
+		return &evidence.Admitted{Host: e.Host, State: evidence.EnrollAdmitted, Cert: cert, CA: s.cfg.CA.CertPEM}, nil
 	}
 	poll := NewToken()
 	p := store.Pending{
@@ -395,7 +306,7 @@ func (s *Service) Activate(ctx context.Context, act *Activation) (*Admitted, err
 	if err := s.cfg.Store.PutPending(ctx, p); err != nil {
 		return nil, fmt.Errorf("store pending host %s: %w", e.Host, err)
 	}
-	return &Admitted{Host: e.Host, State: StatePending, Poll: poll}, nil
+	return &evidence.Admitted{Host: e.Host, State: evidence.EnrollPending, Poll: poll}, nil
 }
 
 // admits reports whether an activated enrollment admits its host without
@@ -437,7 +348,7 @@ func (s *Service) admit(ctx context.Context, a store.Admission, host string, ekP
 
 // Poll answers a pending agent: still pending, or admitted with its
 // certificate (handed out once).
-func (s *Service) Poll(ctx context.Context, p *Poll) (*Admitted, error) {
+func (s *Service) Poll(ctx context.Context, p *evidence.EnrollPoll) (*evidence.Admitted, error) {
 	if _, err := base64.RawURLEncoding.DecodeString(p.Poll); err != nil || len(p.Poll) != 43 {
 		return nil, problem.New(problem.Invalid, "poll secret is malformed")
 	}
@@ -449,9 +360,9 @@ func (s *Service) Poll(ctx context.Context, p *Poll) (*Admitted, error) {
 		return nil, err
 	}
 	if got.Cert == nil {
-		return &Admitted{Host: got.Host, State: StatePending}, nil
+		return &evidence.Admitted{Host: got.Host, State: evidence.EnrollPending}, nil
 	}
-	return &Admitted{Host: got.Host, State: StateAdmitted, Cert: got.Cert, CA: s.cfg.CA.CertPEM}, nil
+	return &evidence.Admitted{Host: got.Host, State: evidence.EnrollAdmitted, Cert: got.Cert, CA: s.cfg.CA.CertPEM}, nil
 }
 
 // PendingView is a pending request as an operator sees it before

@@ -15,6 +15,7 @@ import (
 
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/enroll"
+	"trustpool/internal/evidence"
 	"trustpool/internal/pki"
 	"trustpool/internal/problem"
 	"trustpool/internal/store"
@@ -75,17 +76,17 @@ func (f *fixture) token(t *testing.T, host string, expires time.Time) string {
 	return tok
 }
 
-func (f *fixture) request(t *testing.T, host, token string) *enroll.Request {
+func (f *fixture) request(t *testing.T, host, token string) *evidence.EnrollRequest {
 	t.Helper()
 	_, csr, err := pki.NewKeyAndCSR(host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &enroll.Request{Host: host, EKPublic: f.ek, AKPublic: f.ak, URL: "https://127.0.0.1:9443", CSR: csr, JoinToken: token}
+	return &evidence.EnrollRequest{Host: host, EKPublic: f.ek, AKPublic: f.ak, URL: "https://127.0.0.1:9443", CSR: csr, JoinToken: token}
 }
 
 // run enrolls with the TPM doing the activation.
-func (f *fixture) run(t *testing.T, req *enroll.Request) (*enroll.Admitted, error) {
+func (f *fixture) run(t *testing.T, req *evidence.EnrollRequest) (*evidence.Admitted, error) {
 	t.Helper()
 	ctx := context.Background()
 	cred, err := f.svc.Begin(ctx, req, "192.0.2.7")
@@ -96,7 +97,7 @@ func (f *fixture) run(t *testing.T, req *enroll.Request) (*enroll.Admitted, erro
 	if err != nil {
 		return nil, err
 	}
-	return f.svc.Activate(ctx, &enroll.Activation{ID: cred.ID, Secret: secret})
+	return f.svc.Activate(ctx, &evidence.EnrollActivation{ID: cred.ID, Secret: secret})
 }
 
 func wantKind(t *testing.T, err error, k problem.Kind) {
@@ -115,12 +116,12 @@ func TestEnrollment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = f.svc.Activate(ctx, &enroll.Activation{ID: cred.ID, Secret: make([]byte, 32)})
+		_, err = f.svc.Activate(ctx, &evidence.EnrollActivation{ID: cred.ID, Secret: make([]byte, 32)})
 		wantKind(t, err, problem.Forbidden)
 		if _, err := f.store.GetHost(ctx, "node1"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("host stored after a failed activation: %v", err)
 		}
-		_, err = f.svc.Activate(ctx, &enroll.Activation{ID: cred.ID, Secret: make([]byte, 32)})
+		_, err = f.svc.Activate(ctx, &evidence.EnrollActivation{ID: cred.ID, Secret: make([]byte, 32)})
 		wantKind(t, err, problem.NotFound) // one try per enrollment
 	})
 	t.Run("an AK that is not in this TPM cannot activate", func(t *testing.T) {
@@ -155,7 +156,7 @@ func TestEnrollment(t *testing.T) {
 			t.Fatal(err)
 		}
 		h, err := f.store.GetHost(ctx, "node1")
-		if err != nil || adm.State != enroll.StateAdmitted || h.State != store.HostActive || string(h.AKPublic) != string(f.ak) || len(adm.Cert) == 0 {
+		if err != nil || adm.State != evidence.EnrollAdmitted || h.State != store.HostActive || string(h.AKPublic) != string(f.ak) || len(adm.Cert) == 0 {
 			t.Fatalf("admitted %+v, stored %+v, %v", adm, h, err)
 		}
 	})
@@ -168,16 +169,16 @@ func TestEnrollment(t *testing.T) {
 		wantKind(t, err, problem.Conflict)
 	})
 	t.Run("malformed requests", func(t *testing.T) {
-		for name, mutate := range map[string]func(r *enroll.Request){
-			"bad host name": func(r *enroll.Request) { r.Host = "node 1; rm -rf" },
-			"http url":      func(r *enroll.Request) { r.URL = "http://127.0.0.1:9443" },
-			"no csr":        func(r *enroll.Request) { r.CSR = nil },
-			"garbage EK":    func(r *enroll.Request) { r.EKPublic = []byte{1, 2, 3} },
-			"bad token":     func(r *enroll.Request) { r.JoinToken = "short" },
-			"IP address":    func(r *enroll.Request) { r.Host = "10.0.0.17" },
-			"trailing dot":  func(r *enroll.Request) { r.Host = "node1." },
-			"underscore":    func(r *enroll.Request) { r.Host = "node_1" },
-			"long label":    func(r *enroll.Request) { r.Host = strings.Repeat("a", 64) + ".example" },
+		for name, mutate := range map[string]func(r *evidence.EnrollRequest){
+			"bad host name": func(r *evidence.EnrollRequest) { r.Host = "node 1; rm -rf" },
+			"http url":      func(r *evidence.EnrollRequest) { r.URL = "http://127.0.0.1:9443" },
+			"no csr":        func(r *evidence.EnrollRequest) { r.CSR = nil },
+			"garbage EK":    func(r *evidence.EnrollRequest) { r.EKPublic = []byte{1, 2, 3} },
+			"bad token":     func(r *evidence.EnrollRequest) { r.JoinToken = "short" },
+			"IP address":    func(r *evidence.EnrollRequest) { r.Host = "10.0.0.17" },
+			"trailing dot":  func(r *evidence.EnrollRequest) { r.Host = "node1." },
+			"underscore":    func(r *evidence.EnrollRequest) { r.Host = "node_1" },
+			"long label":    func(r *evidence.EnrollRequest) { r.Host = strings.Repeat("a", 64) + ".example" },
 		} {
 			req := f.request(t, "node1", "")
 			mutate(req)
@@ -199,13 +200,13 @@ func TestPendingUntilApproved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if adm.State != enroll.StatePending || len(adm.Cert) != 0 || adm.Poll == "" {
+	if adm.State != evidence.EnrollPending || len(adm.Cert) != 0 || adm.Poll == "" {
 		t.Fatalf("activation without a token: %+v, want pending with a poll secret and no certificate", adm)
 	}
 	if _, err := f.store.GetHost(ctx, "node1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a pending TPM owns a host: %v", err)
 	}
-	if got, err := f.svc.Poll(ctx, &enroll.Poll{Poll: adm.Poll}); err != nil || got.State != enroll.StatePending || len(got.Cert) != 0 {
+	if got, err := f.svc.Poll(ctx, &evidence.EnrollPoll{Poll: adm.Poll}); err != nil || got.State != evidence.EnrollPending || len(got.Cert) != 0 {
 		t.Fatalf("poll before approval: %+v %v", got, err)
 	}
 	ps, err := f.svc.Pending(ctx)
@@ -223,21 +224,21 @@ func TestPendingUntilApproved(t *testing.T) {
 	if _, err := f.svc.Approve(ctx, "NODE1", p.EKFingerprint); err != nil {
 		t.Fatal(err)
 	}
-	got, err := f.svc.Poll(ctx, &enroll.Poll{Poll: adm.Poll})
-	if err != nil || got.State != enroll.StateAdmitted || len(got.Cert) == 0 {
+	got, err := f.svc.Poll(ctx, &evidence.EnrollPoll{Poll: adm.Poll})
+	if err != nil || got.State != evidence.EnrollAdmitted || len(got.Cert) == 0 {
 		t.Fatalf("poll after approval: %+v %v", got, err)
 	}
 	h, err := f.store.GetHost(ctx, "node1")
 	if err != nil || h.State != store.HostActive || string(h.AgentCert) != string(got.Cert) {
 		t.Fatalf("approved host %+v %v: want active with the certificate handed out", h, err)
 	}
-	if _, err := f.svc.Poll(ctx, &enroll.Poll{Poll: adm.Poll}); problem.KindOf(err) != problem.NotFound {
+	if _, err := f.svc.Poll(ctx, &evidence.EnrollPoll{Poll: adm.Poll}); problem.KindOf(err) != problem.NotFound {
 		t.Fatalf("second poll after approval: %v, want not found (the certificate is handed out once)", err)
 	}
 	// The same TPM enrolling again under its name is re-admitted at once,
 	// with a new certificate that replaces the pinned one.
 	again, err := f.run(t, f.request(t, "node1", ""))
-	if err != nil || again.State != enroll.StateAdmitted || string(again.Cert) == string(got.Cert) {
+	if err != nil || again.State != evidence.EnrollAdmitted || string(again.Cert) == string(got.Cert) {
 		t.Fatalf("re-enrollment of the admitted TPM: %+v %v", again, err)
 	}
 	if h, _ := f.store.GetHost(ctx, "node1"); string(h.AgentCert) != string(again.Cert) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
+	"trustpool/internal/evidence"
 	"trustpool/internal/problem"
 	"trustpool/internal/verify/verifytest"
 )
@@ -23,12 +24,12 @@ func FuzzEnrollRequest(f *testing.F) {
 	tmpl := tpm2.RSAEKTemplate
 	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: make([]byte, 256)})
 	ek := tpm2.Marshal(tmpl)
-	seed, _ := json.Marshal(Request{Host: "node1", EKPublic: ek, AKPublic: ak.Public(), URL: "https://127.0.0.1:9443", CSR: []byte{0x30}})
+	seed, _ := json.Marshal(evidence.EnrollRequest{Host: "node1", EKPublic: ek, AKPublic: ak.Public(), URL: "https://127.0.0.1:9443", CSR: []byte{0x30}})
 	f.Add(seed)
 	f.Add([]byte(`{"host":"n","ek_public":"AAE=","ak_public":"AAE=","url":"https://h:1","csr":"MA=="}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var req Request
+		var req evidence.EnrollRequest
 		if json.Unmarshal(b, &req) != nil {
 			return
 		}

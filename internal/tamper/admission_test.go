@@ -18,6 +18,7 @@ import (
 	"trustpool/internal/agent/swtpm"
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/enroll"
+	"trustpool/internal/evidence"
 	"trustpool/internal/integrity"
 	"trustpool/internal/server"
 	"trustpool/internal/store"
@@ -51,9 +52,9 @@ func ekFingerprint(t *testing.T, tp *tpm.TPM) string {
 	return hex.EncodeToString(store.EKHash(ek))
 }
 
-func decodeAdmitted(t *testing.T, body []byte) enroll.Admitted {
+func decodeAdmitted(t *testing.T, body []byte) evidence.Admitted {
 	t.Helper()
-	var adm enroll.Admitted
+	var adm evidence.Admitted
 	if err := json.Unmarshal(body, &adm); err != nil {
 		t.Fatalf("decode %s: %v", body, err)
 	}
@@ -81,19 +82,19 @@ func admissionCases() []tamperCase {
 		// passed as the server.
 		{name: "pending-tpm-gets-no-certificate", swtpm: true, run: func(t *testing.T, f *fixture) {
 			tp := f.freshTPM(t)
-			code, body := f.beginEnroll(t, tp, "evil.example", "", func(r *enroll.Request) { r.URL = f.srv.URL() })
+			code, body := f.beginEnroll(t, tp, "evil.example", "", func(r *evidence.EnrollRequest) { r.URL = f.srv.URL() })
 			if code != http.StatusOK {
 				t.Fatalf("enrollment request: %d %s", code, body)
 			}
 			code, body = f.activate(t, tp, body)
 			adm := decodeAdmitted(t, body)
-			if code != http.StatusOK || adm.State != enroll.StatePending || len(adm.Cert) != 0 || adm.Poll == "" {
+			if code != http.StatusOK || adm.State != evidence.EnrollPending || len(adm.Cert) != 0 || adm.Poll == "" {
 				t.Fatalf("activation without admission: %d %s, want pending with no certificate", code, body)
 			}
 			if _, err := f.srv.Store().GetHost(f.ctx, "evil.example"); err == nil {
 				t.Fatal("a pending TPM owns a host")
 			}
-			req := f.request("POST", "/v1/enroll/poll", enroll.Poll{Poll: adm.Poll})
+			req := f.request("POST", "/v1/enroll/poll", evidence.EnrollPoll{Poll: adm.Poll})
 			req.Header.Del("Authorization")
 			if code, body := f.send(req, nil); code != http.StatusAccepted || strings.Contains(string(body), "BEGIN CERTIFICATE") {
 				t.Fatalf("poll while pending: %d %s, want 202 and no certificate", code, body)
@@ -154,13 +155,13 @@ func admissionCases() []tamperCase {
 		// approval could not tell the two TPMs apart.
 		{name: "pending-squatter-does-not-block-the-real-node", swtpm: true, admits: true, run: func(t *testing.T, f *fixture) {
 			squatter, real := f.freshTPM(t), f.freshTPM(t)
-			if code, body := f.enrollWith(t, squatter, "node4", ""); code != http.StatusOK || decodeAdmitted(t, body).State != enroll.StatePending {
+			if code, body := f.enrollWith(t, squatter, "node4", ""); code != http.StatusOK || decodeAdmitted(t, body).State != evidence.EnrollPending {
 				t.Fatalf("squatter: %d %s, want pending", code, body)
 			}
 			defer f.deleteHosts("node4")
 			var tok struct{ Token string }
 			f.mustCall("POST", "/v1/join-tokens", map[string]string{"host": "node4"}, &tok)
-			if code, body := f.enrollWith(t, real, "node4", tok.Token); code != http.StatusOK || decodeAdmitted(t, body).State != enroll.StateAdmitted {
+			if code, body := f.enrollWith(t, real, "node4", tok.Token); code != http.StatusOK || decodeAdmitted(t, body).State != evidence.EnrollAdmitted {
 				t.Fatalf("the real node with its join token: %d %s, want admitted", code, body)
 			}
 			var pending []enroll.PendingView
@@ -184,7 +185,7 @@ func admissionCases() []tamperCase {
 			tp := f.freshTPM(t)
 			for _, name := range []string{"node2", "never-enrolled"} {
 				code, body := f.enrollWith(t, tp, name, "")
-				if code != http.StatusOK || decodeAdmitted(t, body).State != enroll.StatePending {
+				if code != http.StatusOK || decodeAdmitted(t, body).State != evidence.EnrollPending {
 					t.Errorf("another TPM as %s: %d %s, want pending like any name", name, code, body)
 				}
 			}
@@ -252,18 +253,18 @@ func admissionCases() []tamperCase {
 			}
 			var tok struct{ Token string }
 			f.mustCall("POST", "/v1/join-tokens", map[string]string{"host": "node2"}, &tok)
-			code, body := f.beginEnroll(t, f.nodes["node2"].tpm, "node2", tok.Token, func(r *enroll.Request) { r.AKPublic = soft.Public() })
+			code, body := f.beginEnroll(t, f.nodes["node2"].tpm, "node2", tok.Token, func(r *evidence.EnrollRequest) { r.AKPublic = soft.Public() })
 			if code != http.StatusOK {
 				t.Fatalf("request: %d %s", code, body)
 			}
-			var cred enroll.Credential
+			var cred evidence.EnrollCredential
 			if err := json.Unmarshal(body, &cred); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := f.nodes["node2"].tpm.ActivateCredential(cred.CredentialBlob, cred.EncryptedSecret); err == nil {
 				t.Fatal("the TPM activated a credential for an AK it does not hold")
 			}
-			req := f.request("POST", "/v1/enroll/activate", enroll.Activation{ID: cred.ID, Secret: make([]byte, 32)})
+			req := f.request("POST", "/v1/enroll/activate", evidence.EnrollActivation{ID: cred.ID, Secret: make([]byte, 32)})
 			req.Header.Del("Authorization")
 			if code, body := f.send(req, nil); code != http.StatusForbidden {
 				t.Fatalf("activation with a guessed secret: %d %s, want 403", code, body)
@@ -274,7 +275,7 @@ func admissionCases() []tamperCase {
 		{name: "ek-certificate-garbage-or-oversized", swtpm: true, run: func(t *testing.T, f *fixture) {
 			tp := f.freshTPM(t)
 			for name, cert := range map[string][]byte{"garbage": []byte(strings.Repeat("x", 1000)), "oversized": make([]byte, 4<<10)} {
-				if code, body := f.beginEnroll(t, tp, "node7", "", func(r *enroll.Request) { r.EKCert = cert }); code != http.StatusBadRequest {
+				if code, body := f.beginEnroll(t, tp, "node7", "", func(r *evidence.EnrollRequest) { r.EKCert = cert }); code != http.StatusBadRequest {
 					t.Errorf("%s EK certificate: %d %s, want 400", name, code, body)
 				}
 			}

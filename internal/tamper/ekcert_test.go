@@ -15,7 +15,7 @@ import (
 
 	"trustpool/internal/agent/swtpm"
 	"trustpool/internal/agent/tpm"
-	"trustpool/internal/enroll"
+	"trustpool/internal/evidence"
 	"trustpool/internal/integrity"
 	"trustpool/internal/pki"
 	"trustpool/internal/server"
@@ -53,11 +53,11 @@ func TestSoftwareTPMNeedsVendorEKCert(t *testing.T) {
 	forged := forgedEKCert(t, tp)
 	for _, c := range []struct {
 		name string
-		edit func(*enroll.Request)
+		edit func(*evidence.EnrollRequest)
 		want string
 	}{
-		{"no EK certificate", func(r *enroll.Request) { r.EKCert = nil }, "required"},
-		{"an EK certificate from the attacker's CA", func(r *enroll.Request) { r.EKCert = forged }, "refused"},
+		{"no EK certificate", func(r *evidence.EnrollRequest) { r.EKCert = nil }, "required"},
+		{"an EK certificate from the attacker's CA", func(r *evidence.EnrollRequest) { r.EKCert = forged }, "refused"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, body := f.in(t).beginEnroll(t, tp, "stolen", tok.Token, c.edit)

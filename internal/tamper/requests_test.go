@@ -11,6 +11,7 @@ import (
 
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/enroll"
+	"trustpool/internal/evidence"
 	"trustpool/internal/integrity"
 	"trustpool/internal/nova"
 	"trustpool/internal/pki"
@@ -18,7 +19,7 @@ import (
 
 // beginEnroll sends an enrollment request for host with tp's EK and AK, as
 // an agent does (no admin token), changed by edits, and returns the answer.
-func (f *fixture) beginEnroll(t *testing.T, tp *tpm.TPM, host, token string, edits ...func(*enroll.Request)) (int, []byte) {
+func (f *fixture) beginEnroll(t *testing.T, tp *tpm.TPM, host, token string, edits ...func(*evidence.EnrollRequest)) (int, []byte) {
 	t.Helper()
 	ek, ekCert, err := tp.EK()
 	if err != nil {
@@ -36,7 +37,7 @@ func (f *fixture) beginEnroll(t *testing.T, tp *tpm.TPM, host, token string, edi
 	if h, err := f.srv.Store().GetHost(f.ctx, host); err == nil {
 		url = h.URL // so that an accepted re-enrollment would change nothing but the certificate
 	}
-	er := enroll.Request{Host: host, EKPublic: ek, EKCert: ekCert, AKPublic: ak, URL: url, CSR: csr, JoinToken: token}
+	er := evidence.EnrollRequest{Host: host, EKPublic: ek, EKCert: ekCert, AKPublic: ak, URL: url, CSR: csr, JoinToken: token}
 	for _, e := range edits {
 		e(&er)
 	}
@@ -62,12 +63,12 @@ func (f *fixture) enrollKeyed(t *testing.T, tp *tpm.TPM, host, token string) (in
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, body := f.beginEnroll(t, tp, host, token, func(r *enroll.Request) { r.CSR = csr })
+	code, body := f.beginEnroll(t, tp, host, token, func(r *evidence.EnrollRequest) { r.CSR = csr })
 	if code != http.StatusOK {
 		t.Fatalf("enrollment request for %s: %d %s, want 200 (the token is checked at activation)", host, code, body)
 	}
 	code, body = f.activate(t, tp, body)
-	var adm enroll.Admitted
+	var adm evidence.Admitted
 	if code != http.StatusOK || json.Unmarshal(body, &adm) != nil || len(adm.Cert) == 0 {
 		return code, body, nil
 	}
@@ -86,7 +87,7 @@ func (f *fixture) enrollKeyed(t *testing.T, tp *tpm.TPM, host, token string) (in
 // answer and sends the activation, as an agent does.
 func (f *fixture) activate(t *testing.T, tp *tpm.TPM, credential []byte) (int, []byte) {
 	t.Helper()
-	var cred enroll.Credential
+	var cred evidence.EnrollCredential
 	if err := json.Unmarshal(credential, &cred); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func (f *fixture) activate(t *testing.T, tp *tpm.TPM, credential []byte) (int, [
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := f.request("POST", "/v1/enroll/activate", enroll.Activation{ID: cred.ID, Secret: secret})
+	req := f.request("POST", "/v1/enroll/activate", evidence.EnrollActivation{ID: cred.ID, Secret: secret})
 	req.Header.Del("Authorization")
 	return f.send(req, nil)
 }
