@@ -209,14 +209,9 @@ func runVerifyBundle(o bundleOptions, stdout, stderr io.Writer) int {
 	if rep.Policy != nil {
 		fmt.Fprintf(&out, "policy %s: %s\n", rep.Policy.Name, rep.Policy.Level)
 		for _, r := range rep.Policy.Reasons {
+			// A reason about a PCR and bank the log could not prove says
+			// so itself (policy.Evaluate, code eventlog-unproven).
 			fmt.Fprintf(&out, "  reason: %s\n", r)
-			// A reason about a PCR and bank the log could not prove is
-			// explained by why it could not.
-			for _, u := range rep.Unproven {
-				if r.PCR != nil && u.PCR != nil && *r.PCR == *u.PCR && r.Bank == u.Bank {
-					fmt.Fprintf(&out, "    because %s\n", u.Message)
-				}
-			}
 		}
 	}
 	_, _ = stdout.Write(out.Bytes())

@@ -166,12 +166,12 @@ func TestVerifyBundle(t *testing.T) {
 			t.Fatalf("exit %d, report %+v", code, rep)
 		}
 		r := rep.Policy.Reasons[0]
-		if r.PCR == nil || *r.PCR != 4 || r.Bank != "sha256" {
-			t.Errorf("policy reason %+v, want one on PCR 4 (sha256)", r)
+		if r.PCR == nil || *r.PCR != 4 || r.Bank != "sha256" || r.Code != verdict.CodeUnproven || len(rep.Policy.Reasons) != 1 {
+			t.Errorf("policy reasons %+v, want one on PCR 4 (sha256), code %s", rep.Policy.Reasons, verdict.CodeUnproven)
 		}
 		var text bytes.Buffer
 		runVerifyBundle(bundleOptions{bundle: bundle, policy: file}, &text, &bytes.Buffer{})
-		if want := "because PCR 4 (sha256) cannot be proven: the event log is in SHA-1 format, which carries sha1 digests only"; !strings.Contains(text.String(), want) {
+		if want := "reason: eventlog-unproven: PCR 4 (sha256) cannot be proven: the event log is in SHA-1 format, which carries sha1 digests only; reference boot needs its sha256 events (1 event rule)"; !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}
 	})

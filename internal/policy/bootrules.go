@@ -20,10 +20,6 @@ import (
 	"trustpool/internal/verdict"
 )
 
-// CodeBootRule is the reason code of a Secure Boot or boot-chain rule that
-// the proven events contradict (a missing event is verdict.CodeEventMissing).
-const CodeBootRule = "boot-rule-mismatch"
-
 // Limits on boot-chain rules: a real dbx has a few hundred entries; a
 // pattern is one command line.
 const (
@@ -354,13 +350,13 @@ func (c *checker) variables() ([]measuredVar, bool) {
 			continue
 		}
 		if !c.covers(ev, ev.Data) {
-			c.fail(CodeBootRule, "event #%d EV_EFI_VARIABLE_DRIVER_CONFIG: its data does not hash to its digest, so the variable it measured is unknown", ev.Index)
+			c.fail(verdict.CodeBootRule, "event #%d EV_EFI_VARIABLE_DRIVER_CONFIG: its data does not hash to its digest, so the variable it measured is unknown", ev.Index)
 			ok = false
 			continue
 		}
 		v, err := uefi.ParseVariable(ev.Data)
 		if err != nil {
-			c.fail(CodeBootRule, "event #%d EV_EFI_VARIABLE_DRIVER_CONFIG: %v", ev.Index, err)
+			c.fail(verdict.CodeBootRule, "event #%d EV_EFI_VARIABLE_DRIVER_CONFIG: %v", ev.Index, err)
 			ok = false
 			continue
 		}
@@ -391,7 +387,7 @@ func (c *checker) secureBoot(r *SecureBootRule) {
 		}
 		for _, v := range sb {
 			if !bytes.Equal(v.v.Data, []byte{1}) {
-				c.fail(CodeBootRule, "SecureBoot is %s (event #%d): Secure Boot is disabled, the reference requires it enabled", secureBootValue(v.v.Data), v.ev.Index)
+				c.fail(verdict.CodeBootRule, "SecureBoot is %s (event #%d): Secure Boot is disabled, the reference requires it enabled", secureBootValue(v.v.Data), v.ev.Index)
 			}
 		}
 	}
@@ -498,20 +494,20 @@ func containsDigest(ks []Known, d []byte) bool {
 
 func (c *checker) signatureDB(name string, r *SignatureDBRule, v measuredVar) {
 	if len(r.Digests) > 0 && !containsDigest(r.Digests, v.ev.Digest(c.e.Bank)) {
-		c.fail(CodeBootRule, "%s (event #%d) has digest %x, the reference allows %s", name, v.ev.Index, v.ev.Digest(c.e.Bank), listKnown(r.Digests))
+		c.fail(verdict.CodeBootRule, "%s (event #%d) has digest %x, the reference allows %s", name, v.ev.Index, v.ev.Digest(c.e.Bank), listKnown(r.Digests))
 	}
 	if len(r.Allow)+len(r.Require) == 0 {
 		return
 	}
 	lists, err := uefi.ParseSignatureLists(v.v.Data)
 	if err != nil {
-		c.fail(CodeBootRule, "%s (event #%d) is malformed: %v", name, v.ev.Index, err)
+		c.fail(verdict.CodeBootRule, "%s (event #%d) is malformed: %v", name, v.ev.Index, err)
 		return
 	}
 	have := entriesOf(lists)
 	if len(r.Allow) > 0 {
 		if len(have) == 0 {
-			c.fail(CodeBootRule, "%s (event #%d) is empty, the reference allows only %s", name, v.ev.Index, listKnown(r.Allow))
+			c.fail(verdict.CodeBootRule, "%s (event #%d) is empty, the reference allows only %s", name, v.ev.Index, listKnown(r.Allow))
 		}
 		allowed := idSet(len(r.Allow), func(yield func([]byte)) {
 			for _, k := range r.Allow {
@@ -532,7 +528,7 @@ func (c *checker) signatureDB(name string, r *SignatureDBRule, v measuredVar) {
 			what = fmt.Sprintf("%d entries", len(extra))
 		}
 		if len(extra) > 0 {
-			c.fail(CodeBootRule, "%s contains %s not in the allowed set: %s", name, what, listed(extra))
+			c.fail(verdict.CodeBootRule, "%s contains %s not in the allowed set: %s", name, what, listed(extra))
 		}
 	}
 	if len(r.Require) == 0 {
@@ -557,7 +553,7 @@ func (c *checker) signatureDB(name string, r *SignatureDBRule, v measuredVar) {
 		if len(missing) > 1 {
 			what += "s"
 		}
-		c.fail(CodeBootRule, "%s lacks %d required %s: %s", name, len(missing), what, listed(missing))
+		c.fail(verdict.CodeBootRule, "%s lacks %d required %s: %s", name, len(missing), what, listed(missing))
 	}
 }
 
@@ -644,7 +640,7 @@ func (c *checker) digestSet(r *DigestSetRule, typ uint32, what string) {
 			}
 		}
 		if len(extra) > 0 {
-			c.fail(CodeBootRule, "not in the allowed set: %s", listed(extra))
+			c.fail(verdict.CodeBootRule, "not in the allowed set: %s", listed(extra))
 		}
 	}
 	var missing []string
@@ -654,22 +650,22 @@ func (c *checker) digestSet(r *DigestSetRule, typ uint32, what string) {
 		}
 	}
 	if len(missing) > 0 {
-		c.fail(CodeBootRule, "the required %s %s was not measured", what, listed(missing))
+		c.fail(verdict.CodeBootRule, "the required %s %s was not measured", what, listed(missing))
 	}
 	if len(r.Sequence) > 0 {
 		for i, k := range r.Sequence {
 			if i >= len(ms) {
-				c.fail(CodeBootRule, "%d %ss were measured, the sequence expects %d: next would be %s", len(ms), what, len(r.Sequence), k)
+				c.fail(verdict.CodeBootRule, "%d %ss were measured, the sequence expects %d: next would be %s", len(ms), what, len(r.Sequence), k)
 				return
 			}
 			if !bytes.Equal(ms[i].d, k.Digest) {
-				c.fail(CodeBootRule, "%s %s has digest %x, the sequence expects %s", what, ms[i], ms[i].d, k)
+				c.fail(verdict.CodeBootRule, "%s %s has digest %x, the sequence expects %s", what, ms[i], ms[i].d, k)
 				return
 			}
 		}
 		if len(ms) > len(r.Sequence) {
 			x := ms[len(r.Sequence)]
-			c.fail(CodeBootRule, "unexpected %s %s (digest %x) after the expected sequence of %d", what, x, x.d, len(r.Sequence))
+			c.fail(verdict.CodeBootRule, "unexpected %s %s (digest %x) after the expected sequence of %d", what, x, x.d, len(r.Sequence))
 		}
 	}
 }
@@ -699,7 +695,7 @@ func (c *checker) grubTexts(kinds ...uefi.GrubKind) ([]grubText, bool) {
 			continue
 		}
 		if !c.covers(ev, uefi.GrubMeasured(text)...) {
-			c.fail(CodeBootRule, "event #%d EV_IPL %s: its text does not hash to its digest, so what GRUB measured is unknown", ev.Index, clip(text))
+			c.fail(verdict.CodeBootRule, "event #%d EV_IPL %s: its text does not hash to its digest, so what GRUB measured is unknown", ev.Index, clip(text))
 			ok = false
 			continue
 		}
@@ -740,7 +736,7 @@ func (c *checker) cmdline(r *CmdlineRule) {
 			}
 			n++
 			if !matchesAny(r.Kernel, t.text) {
-				c.fail(CodeBootRule, "kernel command line %s (event #%d) matches no allowed pattern", clip(t.text), t.ev.Index)
+				c.fail(verdict.CodeBootRule, "kernel command line %s (event #%d) matches no allowed pattern", clip(t.text), t.ev.Index)
 			}
 		}
 		if n == 0 {
@@ -755,7 +751,7 @@ func (c *checker) cmdline(r *CmdlineRule) {
 			}
 		}
 		if len(bad) > 0 {
-			c.fail(CodeBootRule, "GRUB ran commands that match no allowed pattern: %s", listed(bad))
+			c.fail(verdict.CodeBootRule, "GRUB ran commands that match no allowed pattern: %s", listed(bad))
 		}
 	}
 }

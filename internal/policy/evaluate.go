@@ -104,16 +104,36 @@ func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict
 				"PCR %d was not quoted in a bank reference %s covers", pcr, ref.Name))
 			continue
 		}
+		// The quote proves the PCR's value in every case; its events only
+		// when the log could account for them in this bank.
+		why, unproven := unprovenWhy(m, pcr, e.Bank)
 		r := verdict.Reason{}
 		if len(e.Digests) > 0 && !slices.ContainsFunc(e.Digests, func(d Hex) bool { return bytes.Equal(d, got) }) {
+			explain := firstDiff(e, m)
+			if unproven && explain != "" {
+				explain = "; its events cannot be compared (" + why + ")"
+			}
 			r = verdict.PCRReason(verdict.CodePCRMismatch, pcr, string(e.Bank),
 				"PCR %d (%s) is %x; the approved %s references allow %s%s",
-				pcr, e.Bank, got, ref.Class, allowed(peers, pcr, e.Bank), firstDiff(e, m))
-		} else if missing, ok := missingEvent(e, m); ok {
-			r = verdict.PCRReason(verdict.CodeEventMissing, pcr, string(e.Bank),
-				"PCR %d (%s): the replayed log lacks the event %s required by %s", pcr, e.Bank, describeRule(missing), ref.Name)
+				pcr, e.Bank, got, ref.Class, allowed(peers, pcr, e.Bank), explain)
 		}
-		rs := bootRuleReasons(e, eventsOf(m, pcr))
+		var rs []verdict.Reason
+		if unproven && (len(e.Events) > 0 || e.hasBootRules()) {
+			// Rules over events the log cannot prove in this bank are
+			// not met, and the reason is why, not the absence of each
+			// event (never a fallback to a bank the reference does
+			// not name).
+			rs = []verdict.Reason{verdict.PCRReason(verdict.CodeUnproven, pcr, string(e.Bank),
+				"%s; reference %s needs its %s events (%s)", why, ref.Name, e.Bank, ruleKinds(e))}
+		} else {
+			if r.Code == "" {
+				if missing, ok := missingEvent(e, m); ok {
+					r = verdict.PCRReason(verdict.CodeEventMissing, pcr, string(e.Bank),
+						"PCR %d (%s): the replayed log lacks the event %s required by %s", pcr, e.Bank, describeRule(missing), ref.Name)
+				}
+			}
+			rs = bootRuleReasons(e, eventsOf(m, pcr))
+		}
 		if r.Code != "" {
 			rs = append([]verdict.Reason{r}, rs...)
 		}
@@ -123,6 +143,37 @@ func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict
 		}
 	}
 	return reasons
+}
+
+// unprovenWhy reports whether verification listed pcr in bank among the
+// PCRs the event log cannot prove (Measurements.Unproven), and verify's
+// words for why ("PCR 4 (sha256) cannot be proven: …").
+func unprovenWhy(m *verify.Measurements, pcr int, bank evidence.Bank) (string, bool) {
+	for _, u := range m.Unproven {
+		if u.PCR != nil && *u.PCR == pcr && u.Bank == string(bank) {
+			return u.Message, true
+		}
+	}
+	return "", false
+}
+
+// ruleKinds names the event-reading rules of e, for people.
+func ruleKinds(e Expectation) string {
+	var kinds []string
+	if n := len(e.Events); n == 1 {
+		kinds = append(kinds, "1 event rule")
+	} else if n > 1 {
+		kinds = append(kinds, fmt.Sprintf("%d event rules", n))
+	}
+	for _, k := range []struct {
+		set  bool
+		name string
+	}{{e.SecureBoot != nil, "secure_boot"}, {e.BootApps != nil, "boot_apps"}, {e.Cmdline != nil, "cmdline"}, {e.Files != nil, "files"}} {
+		if k.set {
+			kinds = append(kinds, k.name+" rule")
+		}
+	}
+	return strings.Join(kinds, ", ")
 }
 
 func pcrsOf(ref *Reference) []int {

@@ -24,7 +24,8 @@ const (
 func (l Level) Valid() bool { return l == Trusted || l == Untrusted || l == Unknown }
 
 // Reason codes. They are machine-readable and stable; Reason.Message says the
-// same for a person.
+// same for a person. This is the one list: every code a verdict may carry,
+// from verification or from policy, is declared here.
 const (
 	// Verification of the quote itself.
 	CodeMalformed      = "evidence-malformed"  // evidence could not be decoded
@@ -37,6 +38,7 @@ const (
 	CodePCRDigest      = "pcr-digest-mismatch" // reported PCR values do not hash to the signed digest
 	CodeEventLog       = "eventlog-malformed"  // event log could not be parsed
 	CodeReplay         = "eventlog-replay"     // event log does not replay to the quoted PCR
+	CodeUnproven       = "eventlog-unproven"   // the log cannot prove a quoted PCR's events in a bank (SHA-1 format log, an event without that bank's digest)
 	CodeAKNotActivated = "ak-not-activated"    // AK never passed credential activation
 	CodeUnreachable    = "agent-unreachable"   // no evidence could be obtained
 	CodeAgentError     = "agent-error"         // agent answered with an error
@@ -46,6 +48,7 @@ const (
 	// Policy evaluation.
 	CodePCRMismatch  = "pcr-mismatch"          // PCR value is not an approved one
 	CodeEventMissing = "event-missing"         // a required event is not in the replayed log
+	CodeBootRule     = "boot-rule-mismatch"    // a Secure Boot or boot-chain rule is contradicted by the proven events
 	CodeNoLaunch     = "no-measured-launch"    // PCR 17-22 all-ones: no TXT launch
 	CodeNoReference  = "no-approved-reference" // a required class has no approved reference
 	CodeNoPolicy     = "no-policy"             // no known-good values configured

@@ -29,7 +29,7 @@ func unprovenSet(t *testing.T, m verify.Measurements) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, r := range m.Unproven {
-		if r.Code != verify.CodeUnproven || r.PCR == nil || r.Bank == "" {
+		if r.Code != verdict.CodeUnproven || r.PCR == nil || r.Bank == "" {
 			t.Fatalf("malformed unproven reason %+v", r)
 		}
 		out[fmt.Sprintf("%d/%s", *r.PCR, r.Bank)] = r.Message

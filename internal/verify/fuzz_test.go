@@ -10,6 +10,7 @@ import (
 
 	"trustpool/internal/eventlog"
 	"trustpool/internal/evidence"
+	"trustpool/internal/verdict"
 	"trustpool/internal/verify/verifytest"
 )
 
@@ -190,7 +191,7 @@ func checkResult(t *testing.T, res Result, ev *evidence.Evidence) {
 		}
 	}
 	for _, r := range res.Measurements.Unproven {
-		if r.Code != CodeUnproven || r.PCR == nil || *r.PCR < 0 || *r.PCR >= evidence.NumPCRs || !selected(evidence.Bank(r.Bank), *r.PCR) {
+		if r.Code != verdict.CodeUnproven || r.PCR == nil || *r.PCR < 0 || *r.PCR >= evidence.NumPCRs || !selected(evidence.Bank(r.Bank), *r.PCR) {
 			t.Fatalf("unproven reason %+v for a PCR outside the signed selection", r)
 		}
 	}

@@ -65,7 +65,7 @@ type Measurements struct {
 	Events     []eventlog.Event                 `json:"events"`      // SRTM log events that replayed
 	DRTMEvents []eventlog.Event                 `json:"drtm_events"` // DRTM log events that replayed
 	// Unproven says, for each quoted PCR and bank the log extends but cannot
-	// account for, why (code CodeUnproven): a SHA-1 format log says nothing
+	// account for, why (code verdict.CodeUnproven): a SHA-1 format log says nothing
 	// about sha256, and an event with no digest in a bank leaves its PCR
 	// unreplayable in that bank. The PCR's quoted value is still proven;
 	// its events are not, in that bank. These do not fail verification: a
@@ -73,10 +73,6 @@ type Measurements struct {
 	// reasons say why they are missing.
 	Unproven []verdict.Reason `json:"unproven,omitempty"`
 }
-
-// CodeUnproven marks a quoted PCR and bank that the event log cannot prove
-// (Measurements.Unproven).
-const CodeUnproven = "eventlog-unproven"
 
 // Result is the outcome of verifying one piece of evidence.
 type Result struct {
@@ -343,7 +339,7 @@ func checkLog(res *Result, a *attest, reported *[3][evidence.NumPCRs][]byte, raw
 		}
 	}
 	unproven := func(p int, b evidence.Bank, format string, args ...any) {
-		res.Measurements.Unproven = append(res.Measurements.Unproven, verdict.PCRReason(CodeUnproven, p, string(b),
+		res.Measurements.Unproven = append(res.Measurements.Unproven, verdict.PCRReason(verdict.CodeUnproven, p, string(b),
 			"PCR %d (%s) cannot be proven: %s", p, b, fmt.Sprintf(format, args...)))
 	}
 
