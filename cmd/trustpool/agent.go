@@ -59,7 +59,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/trustpool-agent", "directory for the agent's TLS key and certificate")
 	f.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "TPM: a device path, swtpm://127.0.0.1:PORT, or simulator")
 	f.StringVar(&cfg.EventLog, "event-log", "", "firmware event log (default "+agent.DefaultEventLog+" when it exists)")
-	f.StringVar(&cfg.DRTMLog, "drtm-log", "", "Intel TXT (DRTM) event log")
+	f.StringVar(&cfg.DRTMLog, "drtm-log", "", "Intel TXT (DRTM) event log file, or "+agent.DRTMFromTXTHeap+" to read it from the TXT heap in "+agent.PhysMem+" at start")
 	f.StringVar(&cfg.JoinToken, "join-token", "", "one-time join token from the operator (without one, enrollment waits for approval)")
 	f.StringVar(&simulate, "simulate-boot", "", "demo/test only: perform a simulated measured boot (clean or tampered) on a software TPM first")
 	f.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")

@@ -27,19 +27,31 @@ import (
 	"trustpool/internal/evidence"
 	"trustpool/internal/httpjson"
 	"trustpool/internal/pki"
+	"trustpool/internal/txtlog"
 )
 
 // TPM is what the agent needs from the node's TPM (package agent/tpm).
 type TPM interface {
 	EK() (public, cert []byte, err error)
 	AK() (public []byte, err error)
-	Quote(nonce []byte, sel []evidence.Selection) (attest, signature []byte, err error)
-	ReadPCRs(sel []evidence.Selection) ([]evidence.PCR, error)
+	// QuoteWithPCRs quotes sel with nonce and returns the PCR values whose
+	// digest the quote signed (read, quote, compare; see tpm.QuoteWithPCRs).
+	QuoteWithPCRs(nonce []byte, sel []evidence.Selection) (attest, signature []byte, pcrs []evidence.PCR, err error)
 	ActivateCredential(idObject, encSecret []byte) ([]byte, error)
 }
 
 // DefaultEventLog is where Linux exposes the firmware's event log.
 const DefaultEventLog = "/sys/kernel/security/tpm0/binary_bios_measurements"
+
+// DRTMFromTXTHeap, as Config.DRTMLog, reads the DRTM event log from the
+// Intel TXT heap in physical memory (PhysMem), where SINIT and tboot leave
+// it (package txtlog). A file of that name is ./txt-heap.
+const DRTMFromTXTHeap = "txt-heap"
+
+// PhysMem is the device the agent reads physical memory from: it needs root
+// (CAP_SYS_RAWIO); the TXT heap is reserved memory, which a kernel with
+// STRICT_DEVMEM still lets it read.
+const PhysMem = "/dev/mem"
 
 // Config configures an agent.
 type Config struct {
@@ -50,7 +62,7 @@ type Config struct {
 	Advertise string // URL the server reaches us at; default https://<listen address>
 	StateDir  string // keeps the agent's TLS key and certificate
 	EventLog  string // SRTM event log file; empty: none
-	DRTMLog   string // DRTM (TXT) event log file; empty: none
+	DRTMLog   string // DRTM (TXT) event log file, or DRTMFromTXTHeap; empty: none
 	JoinToken string // one-time admission token; empty: wait for an operator
 	// PollInterval is how often a pending agent asks whether it was
 	// approved (default 10 s).
@@ -85,10 +97,29 @@ type Agent struct {
 	tpm    TPM
 	client *http.Client
 	pool   *x509.CertPool
+	// drtm is the DRTM log read from the TXT heap at start; nil when
+	// DRTMLog is a file (read for each challenge) or empty.
+	drtm []byte
 }
 
-// New returns an agent using t.
+// physMem is physical memory, as PhysMem opens it.
+type physMem interface {
+	io.ReaderAt
+	io.Closer
+}
+
+func openPhysMem() (physMem, error) { return os.Open(PhysMem) }
+
+// New returns an agent using t. With DRTMLog = DRTMFromTXTHeap it reads
+// the DRTM log from the TXT heap now, once: the launch wrote it before the
+// kernel ran and nothing appends to it afterwards, so the agent reads
+// physical memory only at start, and a node where it cannot be found fails
+// here with a plain error instead of at every challenge.
 func New(cfg Config, t TPM) (*Agent, error) {
+	return newAgent(cfg, t, openPhysMem)
+}
+
+func newAgent(cfg Config, t TPM, openMem func() (physMem, error)) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
@@ -104,8 +135,29 @@ func New(cfg Config, t TPM) (*Agent, error) {
 		return nil, errors.New("agent config: no certificate in the server CA")
 	}
 	a := &Agent{cfg: cfg, tpm: t, pool: pool}
+	if cfg.DRTMLog == DRTMFromTXTHeap {
+		b, err := readTXTHeap(openMem)
+		if err != nil {
+			return nil, fmt.Errorf("--drtm-log %s: %w", DRTMFromTXTHeap, err)
+		}
+		a.drtm = b
+	}
 	a.client = a.httpClient(nil)
 	return a, nil
+}
+
+// readTXTHeap reads the DRTM log from the TXT heap in physical memory.
+func readTXTHeap(openMem func() (physMem, error)) ([]byte, error) {
+	m, err := openMem()
+	if err != nil {
+		return nil, fmt.Errorf("read physical memory (the agent needs root for the TXT heap): %w", err)
+	}
+	defer m.Close()
+	b, err := txtlog.Read(m)
+	if err != nil {
+		return nil, fmt.Errorf("read the DRTM event log from the Intel TXT heap: %w", err)
+	}
+	return b, nil
 }
 
 // httpClient calls the server: its certificate must chain to the server
@@ -200,21 +252,19 @@ func (a *Agent) serveQuote(w http.ResponseWriter, r *http.Request) {
 }
 
 // Evidence answers challenge c: a quote over its selection with its nonce,
-// the PCR values, and the event logs.
+// the PCR values it signed, and the event logs.
 func (a *Agent) Evidence(c *evidence.Challenge) (*evidence.Evidence, error) {
-	attest, sig, err := a.tpm.Quote(c.Nonce, c.Selection)
+	attest, sig, pcrs, err := a.tpm.QuoteWithPCRs(c.Nonce, c.Selection)
 	if err != nil {
 		return nil, fmt.Errorf("quote: %w", err)
-	}
-	pcrs, err := a.tpm.ReadPCRs(c.Selection)
-	if err != nil {
-		return nil, fmt.Errorf("read PCRs: %w", err)
 	}
 	ev := &evidence.Evidence{Quote: attest, Signature: sig, PCRs: pcrs}
 	if ev.EventLog, err = readLog(a.cfg.EventLog); err != nil {
 		return nil, err
 	}
-	if ev.DRTMLog, err = readLog(a.cfg.DRTMLog); err != nil {
+	if a.drtm != nil {
+		ev.DRTMLog = a.drtm
+	} else if ev.DRTMLog, err = readLog(a.cfg.DRTMLog); err != nil {
 		return nil, err
 	}
 	return ev, nil

@@ -3,7 +3,6 @@ package tamper_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -36,13 +35,10 @@ type quoted struct {
 // the node's own TPM; last is the node's previous honest answer.
 type quoteFunc func(real *tpm.TPM, nonce []byte, sel []evidence.Selection, last quoted) (quoted, error)
 
-// honestQuote is what the trust agent does: quote, then read the PCRs.
+// honestQuote is what the trust agent does: read the PCRs and quote them,
+// checking that the quote signed the values read (tpm.QuoteWithPCRs).
 func honestQuote(t *tpm.TPM, nonce []byte, sel []evidence.Selection) (quoted, error) {
-	attest, sig, err := t.Quote(nonce, sel)
-	if err != nil {
-		return quoted{}, err
-	}
-	pcrs, err := t.ReadPCRs(sel)
+	attest, sig, pcrs, err := t.QuoteWithPCRs(nonce, sel)
 	if err != nil {
 		return quoted{}, err
 	}
@@ -51,21 +47,15 @@ func honestQuote(t *tpm.TPM, nonce []byte, sel []evidence.Selection) (quoted, er
 
 // evilTPM is a node's real TPM (swtpm) as a compromised trust agent uses
 // it: the TPM is genuine and signs only what it measured, but the code
-// between it and the network is the attacker's. agent.Agent calls Quote and
-// then ReadPCRs for each challenge; a tamper function makes both answers.
+// between it and the network is the attacker's. agent.Agent calls
+// QuoteWithPCRs for each challenge; a tamper function makes the answer.
 type evilTPM struct {
 	*tpm.TPM
 
-	// turn is held from Quote to the ReadPCRs that follows it, so that two
-	// challenges answered at once (hello and an operator's attest) each
-	// report the values of their own quote.
-	turn sync.Mutex
-
-	mu        sync.Mutex // guards the fields below
+	mu        sync.Mutex // guards the fields below, and orders answers
 	tamper    quoteFunc  // nil: honest
-	pending   []evidence.PCR
-	last      quoted // the last honest answer, for replays
-	lastNonce []byte // the nonce of the last challenge received
+	last      quoted     // the last honest answer, for replays
+	lastNonce []byte     // the nonce of the last challenge received
 }
 
 func (e *evilTPM) set(f quoteFunc) {
@@ -80,10 +70,10 @@ func (e *evilTPM) nonce() []byte {
 	return bytes.Clone(e.lastNonce)
 }
 
-// Quote takes the turn that ReadPCRs gives back: agent.Agent calls them in
-// pairs, and calls ReadPCRs exactly when Quote succeeded.
-func (e *evilTPM) Quote(nonce []byte, sel []evidence.Selection) (attest, sig []byte, err error) {
-	e.turn.Lock()
+// QuoteWithPCRs answers a challenge honestly or with the tamper function.
+// It holds mu throughout, so that two challenges answered at once (hello
+// and an operator's attest) each report the values of their own quote.
+func (e *evilTPM) QuoteWithPCRs(nonce []byte, sel []evidence.Selection) (attest, sig []byte, pcrs []evidence.PCR, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lastNonce = bytes.Clone(nonce)
@@ -96,23 +86,9 @@ func (e *evilTPM) Quote(nonce []byte, sel []evidence.Selection) (attest, sig []b
 		q, err = e.tamper(e.TPM, nonce, sel, e.last)
 	}
 	if err != nil {
-		e.turn.Unlock()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	e.pending = q.pcrs
-	return q.attest, q.sig, nil
-}
-
-func (e *evilTPM) ReadPCRs([]evidence.Selection) ([]evidence.PCR, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	defer e.turn.Unlock()
-	p := e.pending
-	e.pending = nil
-	if p == nil {
-		return nil, errors.New("evil TPM: PCRs read without a quote")
-	}
-	return p, nil
+	return q.attest, q.sig, q.pcrs, nil
 }
 
 // swNode is a compute node on swtpm after a simulated measured boot with an
