@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"trustpool/internal/api"
+	"trustpool/internal/httpjson"
 )
 
 // apiFlags are how the operator's verbs reach a server: by default the one
@@ -61,7 +62,7 @@ func (f *apiFlags) client() (*client, error) {
 }
 
 // client is the API client the operator's verbs share.
-type client struct{ *api.Client }
+type client struct{ *httpjson.Client }
 
 // printJSON writes v indented.
 func printJSON(w io.Writer, v any) error {

@@ -13,7 +13,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -95,7 +94,7 @@ func (c *Config) Validate() error {
 type Agent struct {
 	cfg    Config
 	tpm    TPM
-	client *http.Client
+	server *httpjson.Client // the attestation server's API
 	pool   *x509.CertPool
 	// drtm is the DRTM log read from the TXT heap at start; nil when
 	// DRTMLog is a file (read for each challenge) or empty.
@@ -142,7 +141,7 @@ func newAgent(cfg Config, t TPM, openMem func() (physMem, error)) (*Agent, error
 		}
 		a.drtm = b
 	}
-	a.client = a.httpClient(nil)
+	a.server = a.serverClient(nil)
 	return a, nil
 }
 
@@ -160,15 +159,20 @@ func readTXTHeap(openMem func() (physMem, error)) ([]byte, error) {
 	return b, nil
 }
 
-// httpClient calls the server: its certificate must chain to the server
-// CA, name the server's host and carry the server policy, which no agent's
-// certificate from the same CA has.
-func (a *Agent) httpClient(cert *tls.Certificate) *http.Client {
+// serverClient calls the server, presenting cert when not nil: the
+// server's certificate must chain to the server CA, name the server's host
+// and carry the server policy, which no agent's certificate from the same
+// CA has. Answers are decoded strictly, at most 1 MiB.
+func (a *Agent) serverClient(cert *tls.Certificate) *httpjson.Client {
 	tc := &tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12, VerifyConnection: pki.RequireServer}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	return &httpjson.Client{
+		HTTP:      &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}},
+		Base:      a.cfg.Server,
+		MaxAnswer: 1 << 20,
+	}
 }
 
 // Run enrolls (when not yet enrolled with this TPM's AK), serves challenges
@@ -187,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.client = a.httpClient(&cert)
+	a.server = a.serverClient(&cert)
 	srv := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -385,33 +389,5 @@ func (a *Agent) hello(ctx context.Context) error {
 }
 
 func (a *Agent) post(ctx context.Context, path string, in, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.cfg.Server+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e httpjson.ErrorBody
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s: %s", resp.Status, e.Error)
-		}
-		return fmt.Errorf("%s", resp.Status)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
+	return a.server.Do(ctx, http.MethodPost, path, in, out)
 }

@@ -27,6 +27,7 @@ import (
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/api"
 	"trustpool/internal/enroll"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/integrity"
 	"trustpool/internal/server"
 	"trustpool/internal/store"
@@ -330,7 +331,7 @@ func printPool(ctx context.Context, cfg Config, srv *server.Server) error {
 }
 
 // newClient calls the server's API as the admin, trusting only its CA.
-func newClient(srv *server.Server, stateDir string) *api.Client {
+func newClient(srv *server.Server, stateDir string) *httpjson.Client {
 	tok, _ := os.ReadFile(filepath.Join(stateDir, server.AdminTokenFile))
 	return api.NewClient(srv.URL(), srv.CAPEM(), strings.TrimSpace(string(tok)))
 }

@@ -5,16 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"trustpool/internal/evidence"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/store"
 )
 
@@ -44,7 +43,7 @@ type HTTPAgents struct {
 
 type agentClient struct {
 	pinned []byte
-	*http.Client
+	*httpjson.Client
 }
 
 // NewHTTPAgents returns a challenger presenting cert and checking agents with verify.
@@ -58,51 +57,30 @@ func NewHTTPAgents(cert tls.Certificate, verify HostVerifier) *HTTPAgents {
 	}}
 }
 
-// Challenge sends c to h's agent and returns its evidence, decoded strictly.
+// Challenge sends c to h's agent and returns its evidence, decoded strictly
+// (at most evidence.MaxBody bytes) and validated. An agent that answered
+// with an error or with bad evidence is ErrAgent; one that could not be
+// reached is not.
 func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error) {
-	body, err := json.Marshal(c)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, bytes.NewReader(body))
-	if err != nil {
+	var ev evidence.Evidence
+	err := a.client(h).Do(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c, &ev)
+	switch {
+	case errors.Is(err, httpjson.ErrAnswer):
+		return nil, fmt.Errorf("challenge %s: %w: %w", h.Name, ErrAgent, err)
+	case err != nil:
 		return nil, fmt.Errorf("challenge %s: %w", h.Name, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client(h).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("challenge %s: %w", h.Name, err)
+	if err := ev.Validate(); err != nil {
+		return nil, fmt.Errorf("challenge %s: %w: invalid evidence: %v", h.Name, ErrAgent, err)
 	}
-	defer resp.Body.Close()
-	lr := io.LimitReader(resp.Body, evidence.MaxBody+1)
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(lr, 512))
-		return nil, fmt.Errorf("challenge %s: %w: %s: %s", h.Name, ErrAgent, resp.Status, bytes.TrimSpace(msg))
-	}
-	b, err := io.ReadAll(lr)
-	if err != nil {
-		return nil, fmt.Errorf("challenge %s: read evidence: %w", h.Name, err)
-	}
-	if len(b) > evidence.MaxBody {
-		return nil, fmt.Errorf("challenge %s: %w: evidence exceeds %d bytes", h.Name, ErrAgent, evidence.MaxBody)
-	}
-	ev, err := DecodeEvidence(b)
-	if err != nil {
-		return nil, fmt.Errorf("challenge %s: %w: %v", h.Name, ErrAgent, err)
-	}
-	return ev, nil
+	return &ev, nil
 }
 
 // DecodeEvidence parses an agent's evidence document strictly and validates it.
 func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var ev evidence.Evidence
-	if err := dec.Decode(&ev); err != nil {
+	if err := httpjson.DecodeStrict(b, &ev); err != nil {
 		return nil, fmt.Errorf("decode evidence: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("decode evidence: trailing data")
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid evidence: %w", err)
@@ -126,9 +104,9 @@ func (a *HTTPAgents) client(h store.Host) *agentClient {
 			return a.verify(cs.PeerCertificates, host, pinned, x509.ExtKeyUsageServerAuth)
 		},
 	}
-	c := &agentClient{pinned: pinned, Client: &http.Client{Transport: t}}
+	c := &agentClient{pinned: pinned, Client: &httpjson.Client{HTTP: &http.Client{Transport: t}, MaxAnswer: evidence.MaxBody}}
 	if old, ok := a.clients.Swap(h.Name, c); ok {
-		old.(*agentClient).CloseIdleConnections() // a revoked certificate's connections
+		old.(*agentClient).HTTP.CloseIdleConnections() // a revoked certificate's connections
 	}
 	return c
 }
@@ -136,6 +114,6 @@ func (a *HTTPAgents) client(h store.Host) *agentClient {
 // Forget drops host's client and its connections (the host was deleted).
 func (a *HTTPAgents) Forget(host string) {
 	if old, ok := a.clients.LoadAndDelete(host); ok {
-		old.(*agentClient).CloseIdleConnections()
+		old.(*agentClient).HTTP.CloseIdleConnections()
 	}
 }

@@ -1,0 +1,152 @@
+package httpjson
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// DefaultMaxAnswer bounds an answer's body when Client.MaxAnswer is zero.
+const DefaultMaxAnswer = 1 << 20
+
+// ErrAnswer marks an error in what the peer answered: a status other than
+// 2xx, a body over the limit, or a body that does not decode. Errors without
+// it are the transport's (no connection, a timeout, a broken read): the peer
+// may never have seen the request.
+var ErrAnswer = errors.New("bad answer")
+
+// StatusError is an answer with a status other than 2xx. Message is the
+// peer's {"error": …} text, or the start of its body; it is the peer's
+// word, not checked.
+type StatusError struct {
+	Code    int
+	Status  string // "403 Forbidden"
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	if e.Message == "" {
+		return e.Status
+	}
+	return e.Status + ": " + e.Message
+}
+
+// Is makes a StatusError match ErrAnswer.
+func (e *StatusError) Is(target error) bool { return target == ErrAnswer }
+
+// Client sends JSON requests and decodes JSON answers over HTTP: how the
+// agent reaches the server, the server its agents, and the CLI and demo the
+// API. The zero value is not usable: HTTP is required; its TLS
+// configuration is who the client trusts.
+type Client struct {
+	HTTP *http.Client
+	// Base is put in front of every path ("https://host:port"); empty
+	// when paths are full URLs.
+	Base string
+	// Token, when set, is sent as a bearer token.
+	Token string
+	// MaxAnswer bounds an answer's body (DefaultMaxAnswer when zero).
+	MaxAnswer int64
+	// AllowUnknownFields decodes answers leniently. By default an answer
+	// with a field that out does not have, or data after its JSON value,
+	// is refused; the operator's verbs read partial views of the API's
+	// answers and set it, so that a newer server does not break them.
+	AllowUnknownFields bool
+}
+
+// Do sends in as JSON (when not nil) with method to Base+path and decodes
+// a 2xx answer into out (when not nil and the body is not empty). Errors
+// name the method and path; those about the answer match ErrAnswer.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	if err := c.do(ctx, method, c.Base+path, in, out); err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, method, url string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	limit := c.MaxAnswer
+	if limit <= 0 {
+		limit = DefaultMaxAnswer
+	}
+	if resp.StatusCode/100 != 2 {
+		// An error answer is read only far enough for its message.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return fmt.Errorf("%w: body exceeds %d bytes", ErrAnswer, limit)
+	}
+	if out == nil || len(b) == 0 {
+		return nil
+	}
+	if c.AllowUnknownFields {
+		err = json.Unmarshal(b, out)
+	} else {
+		err = DecodeStrict(b, out)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAnswer, err)
+	}
+	return nil
+}
+
+// errorMessage is the text of an error answer: its {"error": …} when it
+// has one, else its start, printable.
+func errorMessage(b []byte) string {
+	var e ErrorBody
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 512 {
+		s = s[:512]
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// DecodeStrict decodes exactly one JSON value from b into v: unknown
+// fields and data after the value are errors.
+func DecodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
