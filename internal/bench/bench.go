@@ -27,13 +27,13 @@ import (
 
 	"trustpool/internal/evidence"
 	"trustpool/internal/filter"
+	"trustpool/internal/fleetsim"
 	"trustpool/internal/integrity"
 	"trustpool/internal/nova"
 	"trustpool/internal/policy"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 	"trustpool/internal/verify"
-	"trustpool/internal/verify/verifytest"
 )
 
 // Config says how long each measurement runs and how large the fleet is.
@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg Config) error {
 	fmt.Fprintf(tw, "trustpool bench: %s/%s, %d CPUs (GOMAXPROCS %d), %s per throughput figure\n\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.Duration)
 	fmt.Fprintln(tw, "what\tfigure\tnote")
-	for _, alg := range []verifytest.Alg{verifytest.RSA2048, verifytest.P256} {
+	for _, alg := range []fleetsim.Alg{fleetsim.RSA2048, fleetsim.P256} {
 		full, bare, err := verifyRates(cfg.Duration, alg)
 		if err != nil {
 			return err
@@ -91,8 +91,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 // verifyRates runs full verification with policy evaluation, and the bare
 // signature check of the same key, on every CPU for d.
-func verifyRates(d time.Duration, alg verifytest.Alg) (full, bare float64, err error) {
-	node, err := verifytest.NewNode(alg, "bench")
+func verifyRates(d time.Duration, alg fleetsim.Alg) (full, bare float64, err error) {
+	node, err := fleetsim.NewNode(alg, "bench")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -186,7 +186,7 @@ func newFleet(ctx context.Context, cfg Config) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	node, err := verifytest.NewNode(verifytest.RSA2048, "bench")
+	node, err := fleetsim.NewNode(fleetsim.RSA2048, "bench")
 	if err != nil {
 		return nil, err
 	}

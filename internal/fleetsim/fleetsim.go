@@ -1,9 +1,12 @@
-// Package verifytest is a software "TPM" for tests and benchmarks: an
-// attestation key that makes TPMS_ATTEST quotes and TPMT_SIGNATUREs byte for
-// byte as a TPM does, and simulated nodes that boot with realistic event logs.
-// It lets tests and the fleet benchmark run thousands of attesters without a
-// TPM. Nothing here is secure: keys live in process memory.
-package verifytest
+// Package fleetsim is test equipment: a software "TPM" whose attestation
+// key makes TPMS_ATTEST quotes and TPMT_SIGNATUREs byte for byte as a TPM
+// does, and simulated nodes that boot with realistic event logs. It lets
+// tests, the demo's checks and `trustpool bench` run thousands of attesters
+// without a TPM. Nothing here is secure: keys live in process memory, and no
+// code on a production path (server, agent, verification) may use it (the
+// dependency test in internal/deps_test.go holds that). Tests reach it
+// through verify/verifytest, which re-exports it.
+package fleetsim
 
 import (
 	"bytes"
@@ -168,7 +171,7 @@ func Template(pub crypto.PublicKey, scheme uint16, attrs uint32) []byte {
 		b = be16(b, algNull)   // kdf
 		pt, err := key.Bytes() // 0x04 || X || Y
 		if err != nil {
-			panic(fmt.Sprintf("verifytest: P-256 key: %v", err))
+			panic(fmt.Sprintf("fleetsim: P-256 key: %v", err))
 		}
 		b = tpm2b(b, pt[1:33])
 		b = tpm2b(b, pt[33:65])
@@ -561,7 +564,7 @@ var WindowsFirstPartial = BootLog("").Len()
 func SHA1BootLog(host string) *eventlog.Builder {
 	l, err := eventlog.Parse(BootLog(host).Bytes())
 	if err != nil {
-		panic("verifytest: BootLog does not parse: " + err.Error())
+		panic("fleetsim: BootLog does not parse: " + err.Error())
 	}
 	b := eventlog.NewSHA1Builder()
 	for _, e := range l.Events {

@@ -1,4 +1,4 @@
-package verifytest_test
+package fleetsim_test
 
 import (
 	"bytes"
@@ -8,15 +8,15 @@ import (
 
 	"trustpool/internal/eventlog"
 	"trustpool/internal/evidence"
-	"trustpool/internal/verify/verifytest"
+	"trustpool/internal/fleetsim"
 )
 
 // TestWireFormats decodes SoftAK's structures with go-tpm, an independent
 // implementation of the TPM 2.0 wire format.
 func TestWireFormats(t *testing.T) {
-	for _, alg := range []verifytest.Alg{verifytest.RSA2048, verifytest.RSA2048PSS, verifytest.P256} {
+	for _, alg := range []fleetsim.Alg{fleetsim.RSA2048, fleetsim.RSA2048PSS, fleetsim.P256} {
 		t.Run(alg.String(), func(t *testing.T) {
-			n, err := verifytest.NewNode(alg, "host")
+			n, err := fleetsim.NewNode(alg, "host")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +40,7 @@ func TestWireFormats(t *testing.T) {
 			if a.Magic != tpm2.TPMGeneratedValue || a.Type != tpm2.TPMSTAttestQuote || !bytes.Equal(a.ExtraData.Buffer, nonce) {
 				t.Errorf("attest = %+v", a)
 			}
-			if !bytes.Equal(a.QualifiedSigner.Buffer, verifytest.QualifiedName(n.AK.Name())) {
+			if !bytes.Equal(a.QualifiedSigner.Buffer, fleetsim.QualifiedName(n.AK.Name())) {
 				t.Errorf("qualifiedSigner %x", a.QualifiedSigner.Buffer)
 			}
 			q, err := a.Attested.Quote()
@@ -64,7 +64,7 @@ func TestWireFormats(t *testing.T) {
 }
 
 func TestBootLog(t *testing.T) {
-	a, err := eventlog.Parse(verifytest.BootLog("a").Bytes())
+	a, err := eventlog.Parse(fleetsim.BootLog("a").Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestBootLog(t *testing.T) {
 		t.Errorf("%d events, want about 50", len(a.Events))
 	}
 	// Two hosts differ only in host-specific PCRs (1: SMBIOS, 5: GPT).
-	b, _ := eventlog.Parse(verifytest.BootLog("b").Bytes())
+	b, _ := eventlog.Parse(fleetsim.BootLog("b").Bytes())
 	va, _, _ := a.Replay(evidence.SHA256, false)
 	vb, _, _ := b.Replay(evidence.SHA256, false)
 	for i := range va {
@@ -83,7 +83,7 @@ func TestBootLog(t *testing.T) {
 }
 
 func TestNodeWithDRTMLog(t *testing.T) {
-	n, err := verifytest.NewNode(verifytest.P256, "host")
+	n, err := fleetsim.NewNode(fleetsim.P256, "host")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestNodeWithDRTMLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.DRTMLog = verifytest.DRTMLog("kvm").Bytes()
+	n.DRTMLog = fleetsim.DRTMLog("kvm").Bytes()
 	after, err := n.PCRs(evidence.SHA256)
 	if err != nil {
 		t.Fatal(err)
