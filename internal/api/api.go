@@ -36,7 +36,6 @@ type Store interface {
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	GetHost(ctx context.Context, name string) (store.Host, error)
 	SetHostPolicy(ctx context.Context, name, policy string, labels map[string]string, now time.Time) error
-	DeleteHost(ctx context.Context, name string) error
 	CreateJoinToken(ctx context.Context, t store.JoinToken) error
 	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
 	History(ctx context.Context, host string, limit int) ([]verdict.Verdict, error)
@@ -324,15 +323,11 @@ func (a *API) deleteHost(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.cfg.Store.DeleteHost(r.Context(), h.Name); err != nil {
+	// One transition: the host, its audit entry and its move to unknown.
+	if err := a.cfg.Integrity.Remove(r.Context(), h.Name, actor(r)); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.audit(r, "host.delete", h.Name, nil); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	a.cfg.Integrity.Forget(h.Name)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -465,9 +460,14 @@ func (a *API) entry(host string) (PoolEntry, bool) {
 	return entryOf(host, v, v.At(a.cfg.Now())), true
 }
 
+// Verdicts are the latest verdicts by host (the recorder's cache).
+type Verdicts interface {
+	Verdict(host string) (verdict.Verdict, bool)
+}
+
 // PoolOf returns every enrolled host's entry, sorted by name; hosts never
 // attested are unknown.
-func PoolOf(ctx context.Context, s Store, c *integrity.Cache, now time.Time) (Pool, error) {
+func PoolOf(ctx context.Context, s Store, c Verdicts, now time.Time) (Pool, error) {
 	hosts, err := s.ListHosts(ctx)
 	if err != nil {
 		return Pool{}, err

@@ -1,9 +1,10 @@
 // Package integrity is the attestation server's integrity service: it
 // challenges every enrolled node on a schedule and at once when a node says
 // hello after a boot, verifies the evidence (package verify), evaluates it
-// against the known-good database (package policy), persists the verdict and
-// keeps the in-memory verdict cache that relying parties read. Relying
-// parties never cause a quote: they only read the cache.
+// against the known-good database (package policy) and hands the verdict to
+// the recorder (package recorder), which persists it and keeps the verdict
+// cache that relying parties read. Relying parties never cause a quote:
+// they only read the cache.
 package integrity
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"trustpool/internal/evidence"
 	"trustpool/internal/policy"
+	"trustpool/internal/recorder"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 	"trustpool/internal/verify"
@@ -39,8 +41,10 @@ type Config struct {
 	Timeout time.Duration
 	// Concurrency bounds challenges in flight (default 64).
 	Concurrency int
-	Now         func() time.Time
-	Log         *slog.Logger
+	// Recorder records the verdicts; default one over the service's store.
+	Recorder *recorder.Recorder
+	Now      func() time.Time
+	Log      *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -66,12 +70,11 @@ func (c *Config) defaults() {
 
 // Store is what the integrity service needs from storage.
 type Store interface {
+	recorder.Store
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	GetHost(ctx context.Context, name string) (store.Host, error)
-	PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error)
-	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
-	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt time.Time) error) error
-	PutVerdicts(ctx context.Context, vs []verdict.Verdict) (written []bool, err error)
+	NextSeq(ctx context.Context, host string) (int64, error)
+	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt time.Time, seq int64) error) error
 }
 
 // Challenger obtains evidence from a host's agent.
@@ -111,7 +114,7 @@ type Service struct {
 	cfg    Config
 	store  Store
 	agents Challenger
-	cache  *Cache
+	rec    *recorder.Recorder
 	nonces *nonces
 	kg     atomic.Pointer[KnownGood]
 	// kgMu orders recording verdicts against known-good changes: an
@@ -121,10 +124,9 @@ type Service struct {
 	kgMu  sync.RWMutex
 	hello chan string
 
-	mu        sync.Mutex // guards aks, backoff, listeners
-	aks       map[string]*akEntry
-	backoff   map[string]backoff
-	listeners []func(v verdict.Verdict, prev verdict.Level)
+	mu      sync.Mutex // guards aks, backoff
+	aks     map[string]*akEntry
+	backoff map[string]backoff
 }
 
 type akEntry struct {
@@ -140,8 +142,12 @@ type backoff struct {
 // New builds the service. Call Load before serving relying parties.
 func New(cfg Config, s Store, agents Challenger) *Service {
 	cfg.defaults()
+	rec := cfg.Recorder
+	if rec == nil {
+		rec = recorder.New(recorder.Config{Store: s, Now: cfg.Now, Log: cfg.Log})
+	}
 	return &Service{
-		cfg: cfg, store: s, agents: agents, cache: NewCache(cfg.Now), nonces: newNonces(),
+		cfg: cfg, store: s, agents: agents, rec: rec, nonces: newNonces(),
 		hello: make(chan string, 1024), aks: map[string]*akEntry{}, backoff: map[string]backoff{},
 	}
 }
@@ -151,28 +157,14 @@ func New(cfg Config, s Store, agents Challenger) *Service {
 func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
 
 // Cache is the verdict cache relying parties read.
-func (s *Service) Cache() *Cache { return s.cache }
+func (s *Service) Cache() *recorder.Cache { return s.rec.Cache() }
 
-// OnChange registers f to be called after every level change (in the
-// attesting goroutine: f must not block).
-func (s *Service) OnChange(f func(v verdict.Verdict, prev verdict.Level)) {
-	s.mu.Lock()
-	s.listeners = append(s.listeners, f)
-	s.mu.Unlock()
-}
+// Recorder is the recorder the service hands its verdicts to.
+func (s *Service) Recorder() *recorder.Recorder { return s.rec }
 
 // Load rebuilds the cache from the store, so a restarted server answers at
 // once with the persisted verdicts that are still valid.
-func (s *Service) Load(ctx context.Context) error {
-	vs, err := s.store.LatestVerdicts(ctx)
-	if err != nil {
-		return fmt.Errorf("load verdicts: %w", err)
-	}
-	for _, v := range vs {
-		s.cache.put(v)
-	}
-	return nil
-}
+func (s *Service) Load(ctx context.Context) error { return s.rec.Load(ctx) }
 
 // SetKnownGood installs the known-good values and re-evaluates every host's
 // stored evidence against them at once, without new quotes. It returns the
@@ -267,9 +259,6 @@ func (s *Service) clearBackoff(host string) {
 	s.mu.Lock()
 	delete(s.backoff, host)
 	s.mu.Unlock()
-	if f, ok := s.agents.(interface{ Forget(host string) }); ok {
-		f.Forget(host) // its connections, made with a certificate now revoked
-	}
 }
 
 // noteReachable records the outcome of contacting host; an unreachable host
@@ -298,9 +287,15 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 	if h.State != store.HostActive {
 		return verdict.Verdict{}, fmt.Errorf("attest %s: host is %s, not active", host, h.State)
 	}
+	// The attestation's number orders its verdict against every other of
+	// this host, whatever the clocks do and whichever finishes first.
+	seq, err := s.store.NextSeq(ctx, host)
+	if err != nil {
+		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, err)
+	}
 	ak, err := s.akOf(h)
 	if err != nil {
-		return s.record(ctx, s.fail(host, verdict.Untrusted, verdict.Reason{Code: verdict.CodeAKNotActivated,
+		return s.record(ctx, s.fail(host, seq, verdict.Untrusted, verdict.Reason{Code: verdict.CodeAKNotActivated,
 			Message: fmt.Sprintf("stored attestation key is unusable: %v", err)}), nil)
 	}
 	kg := s.kg.Load()
@@ -319,7 +314,7 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 		if errors.Is(err, ErrAgent) {
 			code = verdict.CodeAgentError
 		}
-		return s.record(ctx, s.fail(host, verdict.Unknown, verdict.Reason{Code: code, Message: err.Error()}), nil)
+		return s.record(ctx, s.fail(host, seq, verdict.Unknown, verdict.Reason{Code: code, Message: err.Error()}), nil)
 	}
 	s.kgMu.RLock()
 	defer s.kgMu.RUnlock()
@@ -327,6 +322,7 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 	// agent answered. A policy that now reads PCRs the challenge did not ask
 	// for fails closed (pcr-not-quoted) until the next round.
 	v, rec := s.Verify(h, ak, ch.Nonce, s.kg.Load(), ev)
+	v.Seq = seq
 	return s.record(ctx, v, rec)
 }
 
@@ -337,12 +333,12 @@ func (s *Service) Verify(h store.Host, ak *verify.AK, nonce []byte, kg *KnownGoo
 	host, pol := h.Name, kg.PolicyFor(h)
 	now := s.now()
 	if !s.nonces.consume(nonce, host, now) {
-		return s.fail(host, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
+		return s.fail(host, 0, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
 			Message: "the challenge's nonce was already used, expired or issued to another host"}), nil
 	}
 	res := ak.Verify(verify.Input{Nonce: nonce, Required: required(kg, pol), Evidence: ev})
 	if !res.OK() {
-		return s.fail(host, verdict.Untrusted, res.Reasons...), nil
+		return s.fail(host, 0, verdict.Untrusted, res.Reasons...), nil
 	}
 	evJSON, _ := json.Marshal(ev)
 	mJSON, _ := json.Marshal(res.Measurements)
@@ -365,32 +361,17 @@ func (s *Service) evaluate(host string, kg *KnownGood, pol *policy.Policy, m *ve
 	return v
 }
 
-func (s *Service) fail(host string, level verdict.Level, reasons ...verdict.Reason) verdict.Verdict {
+func (s *Service) fail(host string, seq int64, level verdict.Level, reasons ...verdict.Reason) verdict.Verdict {
 	now := s.now()
-	return verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(s.cfg.Validity), Reasons: reasons}
+	return verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(s.cfg.Validity), Reasons: reasons, Seq: seq}
 }
 
-// record persists v (with the evidence that verified, if any), updates the
-// cache and tells the listeners about a level change.
+// record hands v (with the evidence that verified, if any) to the recorder.
 func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.EvidenceRecord) (verdict.Verdict, error) {
-	if _, err := s.store.PutVerdict(ctx, v, rec); err != nil {
-		return v, fmt.Errorf("store verdict of %s: %w", v.Host, err)
+	if _, err := s.rec.Record(ctx, v, rec); err != nil {
+		return v, err
 	}
-	s.publish(v)
 	return v, nil
-}
-
-// publish puts a stored verdict in the cache and tells the listeners when
-// the level changed.
-func (s *Service) publish(v verdict.Verdict) {
-	if prev := s.cache.put(v); prev != v.Level {
-		s.mu.Lock()
-		ls := slices.Clone(s.listeners)
-		s.mu.Unlock()
-		for _, f := range ls {
-			f(v, prev)
-		}
-	}
 }
 
 // Reevaluate applies the known-good values in force to every host's latest
@@ -406,14 +387,17 @@ func (s *Service) reevaluate(ctx context.Context) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	written, err := s.store.PutVerdicts(ctx, vs)
+	recs := make([]store.Record, len(vs))
+	for i, v := range vs {
+		recs[i] = store.Record{Verdict: v}
+	}
+	out, err := s.rec.RecordAll(ctx, recs)
 	if err != nil {
 		return nil, fmt.Errorf("re-evaluate: %w", err)
 	}
 	applied := map[string]bool{}
 	for i, v := range vs {
-		if written[i] {
-			s.publish(v)
+		if out[i].Written {
 			applied[v.Host] = true
 		}
 	}
@@ -447,20 +431,24 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 		changes []Change
 		now     = s.now()
 	)
-	err = s.store.AllMeasurements(ctx, func(host string, mb []byte, verifiedAt time.Time) error {
+	err = s.store.AllMeasurements(ctx, func(host string, mb []byte, verifiedAt time.Time, seq int64) error {
 		h, ok := byName[host]
 		if !ok {
 			return nil
 		}
-		cur, _ := s.cache.Verdict(host)
-		if cur.VTime.After(verifiedAt) {
+		cur, _ := s.Cache().Verdict(host)
+		if cur.Seq > seq {
 			return nil // a later attestation failed verification: that verdict stands
+		}
+		if !verifiedAt.Add(s.cfg.Validity).After(now) {
+			return nil // judged again, it would have expired already
 		}
 		pol := kg.PolicyFor(h)
 		v, err := s.judgeStored(host, kg, pol, mb, verifiedAt)
 		if err != nil {
 			return err
 		}
+		v.Seq = seq
 		vs = append(vs, v)
 		if from, to := cur.At(now), v.At(now); from != to {
 			changes = append(changes, Change{Host: host, From: from, To: to, Policy: v.Policy, Reasons: v.Reasons})
@@ -560,9 +548,13 @@ func merge(sels []evidence.Selection) []evidence.Selection {
 	return out
 }
 
-// Forget drops a deleted host from the cache: it reads as unknown at once.
-func (s *Service) Forget(host string) {
-	s.cache.remove(host)
+// Remove deletes host as actor through the recorder (it reads as unknown
+// at once, with its audit entry and transition) and forgets what the
+// service kept of it.
+func (s *Service) Remove(ctx context.Context, host, actor string) error {
+	if err := s.rec.Remove(ctx, host, actor); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	delete(s.aks, host)
 	delete(s.backoff, host)
@@ -570,6 +562,7 @@ func (s *Service) Forget(host string) {
 	if f, ok := s.agents.(interface{ Forget(host string) }); ok {
 		f.Forget(host) // its connections, made with a certificate now revoked
 	}
+	return nil
 }
 
 // With returns kg with c applied; kg is not modified.

@@ -239,7 +239,7 @@ func TestHelloAttestsAtOnce(t *testing.T) {
 	f := newFixture(t, "node1")
 	f.svc.cfg.Interval = time.Hour
 	changes := make(chan verdict.Verdict, 4)
-	f.svc.OnChange(func(v verdict.Verdict, _ verdict.Level) { changes <- v })
+	f.svc.Recorder().OnChange(func(v verdict.Verdict, _ verdict.Level) { changes <- v })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.svc.Run(ctx) }()

@@ -272,29 +272,44 @@ func New(cfg Config, s Store) (*Notifier, error) {
 // memory and in the outbox agree.
 func (n *Notifier) now() time.Time { return store.Truncate(n.cfg.Now()) }
 
-// Changed records that v replaced a verdict of level prev: one notification
-// per target goes into the outbox and Run is woken. It has the signature of
-// the integrity service's OnChange listeners and blocks only for the store
-// inserts (at most a few seconds). A failed insert is logged: that
-// notification is lost, since the caller cannot retry.
-func (n *Notifier) Changed(v verdict.Verdict, prev verdict.Level) {
+// Notifications are the outbox rows that report v replacing a verdict of
+// level prev: one per target. The recorder writes them in the verdict's
+// own transaction (so none is lost) and then calls Wake.
+func (n *Notifier) Notifications(v verdict.Verdict, prev verdict.Level) []store.Notification {
 	body, err := json.Marshal(NewPayload(v, prev))
 	if err != nil { // only reachable with a broken Level or Reason type
 		n.cfg.Log.Error("webhook notification lost: encode payload", "host", v.Host, "err", err)
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
-	defer cancel()
 	now := n.now()
+	out := make([]store.Notification, 0, len(n.cfg.Targets))
 	for _, t := range n.cfg.Targets {
-		if _, err := n.store.Enqueue(ctx, store.Notification{Target: t, Body: body, CreatedAt: now}); err != nil {
-			n.cfg.Log.Error("webhook notification lost", "host", v.Host, "level", v.Level, "target", t, "err", err)
-		}
+		out = append(out, store.Notification{Target: t, Body: body, CreatedAt: now})
 	}
+	return out
+}
+
+// Wake makes Run look at the outbox now: something new is due.
+func (n *Notifier) Wake() {
 	select {
 	case n.wake <- struct{}{}:
 	default: // a wake-up is already pending
 	}
+}
+
+// Changed enqueues the Notifications of a transition by themselves, outside
+// any transaction of the change (a failed insert is logged and that
+// notification lost), and wakes Run. It is for callers without a recorder;
+// the server's transitions come through Notifications.
+func (n *Notifier) Changed(v verdict.Verdict, prev verdict.Level) {
+	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
+	defer cancel()
+	for _, nt := range n.Notifications(v, prev) {
+		if _, err := n.store.Enqueue(ctx, nt); err != nil {
+			n.cfg.Log.Error("webhook notification lost", "host", v.Host, "level", v.Level, "target", nt.Target, "err", err)
+		}
+	}
+	n.Wake()
 }
 
 // truncate bounds an error kept in the outbox: receivers' status lines and

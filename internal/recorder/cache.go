@@ -1,4 +1,4 @@
-package integrity
+package recorder
 
 import (
 	"strings"
@@ -10,7 +10,7 @@ import (
 
 // Cache holds every host's latest verdict in memory, so relying parties are
 // answered without touching the store or a node. Reads fail closed through
-// verdict.At.
+// verdict.At. It is written by the Recorder only.
 type Cache struct {
 	now func() time.Time
 
@@ -51,18 +51,13 @@ func (c *Cache) Snapshot() []verdict.Verdict {
 	return out
 }
 
-// put stores v unless the cache holds a newer verdict for the host, and
-// returns the level the host had before, read at v's time (v's own level
-// when v was older and dropped).
-func (c *Cache) put(v verdict.Verdict) verdict.Level {
+// set makes v the host's verdict. Only the recorder calls it, right after
+// the store wrote v, under the host's lock: the cache follows the store's
+// order, so it needs no ordering of its own.
+func (c *Cache) set(v verdict.Verdict) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	prev := c.m[v.Host]
-	if prev.VTime.After(v.VTime) {
-		return v.Level
-	}
 	c.m[v.Host] = v
-	return prev.At(v.VTime)
+	c.mu.Unlock()
 }
 
 func (c *Cache) remove(host string) {

@@ -1,4 +1,4 @@
-package integrity
+package recorder
 
 import (
 	"testing"
@@ -12,7 +12,7 @@ import (
 func TestCacheFindsOtherSpellings(t *testing.T) {
 	now := time.Now()
 	c := NewCache(func() time.Time { return now })
-	c.put(verdict.Verdict{Host: "compute-17", Level: verdict.Trusted, VTime: now, Expiry: now.Add(time.Minute)})
+	c.set(verdict.Verdict{Host: "compute-17", Level: verdict.Trusted, VTime: now, Expiry: now.Add(time.Minute)})
 	for _, name := range []string{"compute-17", "Compute-17", "COMPUTE-17"} {
 		if got := c.Level(name); got != verdict.Trusted {
 			t.Errorf("Level(%q) = %s, want trusted", name, got)

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +28,7 @@ import (
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/pki"
+	"trustpool/internal/recorder"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
@@ -181,17 +181,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln}
-	s.integrity = integrity.New(cfg.Integrity, st, integrity.NewHTTPAgents(cert, ca.VerifyAgent))
-	if err := s.integrity.Load(ctx); err != nil {
+	if err := s.wire(ctx, cfg); err != nil {
 		s.Close()
 		return nil, err
 	}
 	kg := &knownGood{store: st, integrity: s.integrity, now: now}
 	if err := kg.load(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
-	if err := s.wireIntegrations(cfg); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -246,27 +241,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// wireIntegrations connects verdict transitions to the audit log, the
-// Placement trait sync and the webhooks.
-func (s *Server) wireIntegrations(cfg Config) error {
-	s.integrity.OnChange(func(v verdict.Verdict, prev verdict.Level) {
-		detail, _ := json.Marshal(map[string]any{"from": prev, "to": v.Level, "vtime": v.VTime, "reasons": v.Reasons})
-		if err := s.store.Append(context.Background(), store.Entry{Time: cfg.Integrity.Now(), Actor: "system", Action: "verdict.change", Subject: v.Host, Detail: detail}); err != nil {
-			cfg.Log.Error("audit verdict change", "host", v.Host, "err", err)
-		}
-	})
-	if cfg.Placement != nil {
-		pc := *cfg.Placement
-		if pc.Logger == nil {
-			pc.Logger = cfg.Log
-		}
-		ts, err := nova.NewTraitSync(pc, s.integrity.Cache())
-		if err != nil {
-			return fmt.Errorf("placement: %w", err)
-		}
-		s.integrity.OnChange(func(v verdict.Verdict, _ verdict.Level) { ts.Changed(v.Host) })
-		s.tasks = append(s.tasks, ts.Run)
-	}
+// wire builds the verdict pipeline: the integrity service hands verdicts
+// to the recorder, which writes each with its audit entry and webhook rows
+// and then wakes the Placement trait sync and the webhook deliverer.
+func (s *Server) wire(ctx context.Context, cfg Config) error {
+	rcfg := recorder.Config{Store: s.store, Now: cfg.Integrity.Now, Log: cfg.Log}
+	var n *notify.Notifier
 	if cfg.Webhooks != nil {
 		wc := *cfg.Webhooks
 		if wc.Log == nil {
@@ -275,12 +255,35 @@ func (s *Server) wireIntegrations(cfg Config) error {
 		if wc.Now == nil {
 			wc.Now = cfg.Integrity.Now
 		}
-		n, err := notify.New(wc, s.store)
-		if err != nil {
+		var err error
+		if n, err = notify.New(wc, s.store); err != nil {
 			return fmt.Errorf("webhooks: %w", err)
 		}
-		s.integrity.OnChange(n.Changed)
+		rcfg.Notifications = n.Notifications
+	}
+	rec := recorder.New(rcfg)
+	icfg := cfg.Integrity
+	icfg.Recorder = rec
+	s.integrity = integrity.New(icfg, s.store, integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent))
+	if err := s.integrity.Load(ctx); err != nil {
+		return err
+	}
+	s.tasks = append(s.tasks, rec.Run)
+	if n != nil {
+		rec.OnChange(func(verdict.Verdict, verdict.Level) { n.Wake() })
 		s.tasks = append(s.tasks, n.Run)
+	}
+	if cfg.Placement != nil {
+		pc := *cfg.Placement
+		if pc.Logger == nil {
+			pc.Logger = cfg.Log
+		}
+		ts, err := nova.NewTraitSync(pc, rec.Cache())
+		if err != nil {
+			return fmt.Errorf("placement: %w", err)
+		}
+		rec.OnChange(func(v verdict.Verdict, _ verdict.Level) { ts.Changed(v.Host) })
+		s.tasks = append(s.tasks, ts.Run)
 	}
 	return nil
 }

@@ -26,6 +26,10 @@ const notificationColumns = `id, target, body, attempts, next_attempt, last_erro
 // Enqueue adds n to the outbox, due at n.NextAttempt (at n.CreatedAt when
 // that is zero), and returns its ID.
 func (s *Store) Enqueue(ctx context.Context, n Notification) (int64, error) {
+	return enqueue(ctx, s.wdb, n)
+}
+
+func enqueue(ctx context.Context, db querier, n Notification) (int64, error) {
 	if n.Target == "" {
 		return 0, fmt.Errorf("enqueue notification: %w", invalid("empty target"))
 	}
@@ -33,7 +37,7 @@ func (s *Store) Enqueue(ctx context.Context, n Notification) (int64, error) {
 		n.NextAttempt = n.CreatedAt
 	}
 	var id int64
-	err := s.wdb.QueryRowContext(ctx, `INSERT INTO outbox (target, body, attempts, next_attempt, last_error, created_at)
+	err := db.QueryRowContext(ctx, `INSERT INTO outbox (target, body, attempts, next_attempt, last_error, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
 		n.Target, n.Body, n.Attempts, micros(n.NextAttempt), n.LastError, micros(n.CreatedAt)).Scan(&id)
 	if err != nil {

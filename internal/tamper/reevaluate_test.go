@@ -39,19 +39,13 @@ func (s *racingStore) fire() {
 	}
 }
 
-// PutVerdict passes attestations through; a verdict without evidence would
-// be a re-evaluation written one host at a time.
-func (s *racingStore) PutVerdict(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (verdict.Level, error) {
-	if ev == nil {
+// RecordVerdicts catches a re-evaluation (records without evidence) and
+// passes attestations through.
+func (s *racingStore) RecordVerdicts(ctx context.Context, recs []store.Record, then store.Consequences) ([]store.Recorded, error) {
+	if len(recs) > 0 && recs[0].Evidence == nil {
 		s.fire()
 	}
-	return s.Store.PutVerdict(ctx, v, ev)
-}
-
-// PutVerdicts catches a re-evaluation, which is written as one batch.
-func (s *racingStore) PutVerdicts(ctx context.Context, vs []verdict.Verdict) ([]bool, error) {
-	s.fire()
-	return s.Store.PutVerdicts(ctx, vs)
+	return s.Store.RecordVerdicts(ctx, recs, then)
 }
 
 // simNodes answers challenges in process from simulated nodes.

@@ -220,7 +220,9 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			levels := [2]verdict.Level{verdict.Trusted, verdict.Untrusted}
 			errs := race(n, func(i int) error {
 				var err error
-				prevs[i], err = s.PutVerdict(ctx, testVerdict("node1", levels[i%2], i), nil)
+				// One time for all: none expires another, so every change
+				// alternates the level.
+				prevs[i], err = s.PutVerdict(ctx, testVerdict("node1", levels[i%2], 0), nil)
 				return err
 			})
 			changes := 0
@@ -286,36 +288,178 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				}
 			}
 		},
-		"BatchSkipsOlder": func(t *testing.T, open Opener) {
-			// A re-evaluation computed from older evidence does not overwrite
-			// an attestation recorded meanwhile.
+		"BatchSkipsLowerSeq": func(t *testing.T, open Opener) {
+			// A re-evaluation computed from older evidence (a lower Seq) does
+			// not overwrite an attestation recorded meanwhile.
 			s, ctx := open(t), t.Context()
 			putHosts(t, s, "a", "b", "c")
 			for _, host := range []string{"a", "b"} {
-				_, err := s.PutVerdict(ctx, testVerdict(host, verdict.Untrusted, 5), nil)
+				_, err := s.PutVerdict(ctx, withSeq(testVerdict(host, verdict.Untrusted, 5), 5), nil)
 				must(t, "put", err)
 			}
 			batch := []verdict.Verdict{
-				testVerdict("a", verdict.Trusted, 4), // older: skipped
-				testVerdict("b", verdict.Trusted, 5), // as old: written
-				testVerdict("c", verdict.Trusted, 1), // first: written
-				testVerdict("ghost", verdict.Trusted, 9),
+				withSeq(testVerdict("a", verdict.Trusted, 6), 4), // lower Seq, later time: skipped
+				withSeq(testVerdict("b", verdict.Trusted, 5), 5), // same Seq (re-evaluated): written
+				withSeq(testVerdict("c", verdict.Trusted, 1), 1), // first: written
+				withSeq(testVerdict("ghost", verdict.Trusted, 9), 9),
 			}
-			written, err := s.PutVerdicts(ctx, batch)
-			must(t, "put verdicts", err)
+			out, err := s.RecordVerdicts(ctx, records(batch), nil)
+			must(t, "record verdicts", err)
+			var written []bool
+			for _, r := range out {
+				written = append(written, r.Written)
+			}
 			if want := []bool{false, true, true, false}; !reflect.DeepEqual(written, want) {
 				t.Fatalf("written = %v, want %v", written, want)
 			}
 			got, err := s.LatestVerdicts(ctx)
 			must(t, "latest", err)
 			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
-			if want := []verdict.Verdict{testVerdict("a", verdict.Untrusted, 5), batch[1], batch[2]}; !reflect.DeepEqual(got, want) {
+			if want := []verdict.Verdict{withSeq(testVerdict("a", verdict.Untrusted, 5), 5), batch[1], batch[2]}; !reflect.DeepEqual(got, want) {
 				t.Fatalf("latest = %+v\nwant %+v", got, want)
 			}
 			h, err := s.History(ctx, "a", 10)
 			must(t, "history", err)
 			if len(h) != 1 {
 				t.Fatalf("a skipped verdict reached the history: %+v", h)
+			}
+		},
+		"ClockSteppedBack": func(t *testing.T, open Opener) {
+			// The server's clock steps back an hour: a newer attestation
+			// (higher Seq) with an earlier time still replaces the verdict.
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1")
+			_, err := s.PutVerdict(ctx, withSeq(testVerdict("node1", verdict.Trusted, 60), 1), nil)
+			must(t, "put", err)
+			prev, err := s.PutVerdict(ctx, withSeq(testVerdict("node1", verdict.Untrusted, 0), 2), nil)
+			must(t, "put after the step", err)
+			latest, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			if len(latest) != 1 || latest[0].Level != verdict.Untrusted || latest[0].Seq != 2 {
+				t.Fatalf("latest = %+v, want the untrusted verdict of Seq 2", latest)
+			}
+			if prev != verdict.Trusted {
+				t.Fatalf("prev = %s, want trusted: the stored verdict had not expired", prev)
+			}
+		},
+		"NextSeq": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a", "b")
+			for want := int64(1); want <= 3; want++ {
+				got, err := s.NextSeq(ctx, "a")
+				must(t, "next seq", err)
+				if got != want {
+					t.Fatalf("NextSeq(a) = %d, want %d", got, want)
+				}
+			}
+			if got, err := s.NextSeq(ctx, "b"); err != nil || got != 1 {
+				t.Fatalf("NextSeq(b) = %d %v, want 1: numbers are per host", got, err)
+			}
+			_, err := s.NextSeq(ctx, "ghost")
+			wantErr(t, "next seq of no host", err, store.ErrNotFound)
+		},
+		"Expire": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a")
+			v := withSeq(testVerdict("a", verdict.Trusted, 0), 3)
+			_, err := s.PutVerdict(ctx, v, nil)
+			must(t, "put", err)
+			expired := func(seq int64, at time.Time) store.Record {
+				return store.Record{Expire: true, Verdict: verdict.Verdict{Host: "a", Level: verdict.Unknown, VTime: at, Expiry: at, Seq: seq,
+					Reasons: []verdict.Reason{{Code: verdict.CodeExpired, Message: "expired"}}}}
+			}
+			for name, r := range map[string]store.Record{
+				"before the expiry":  expired(3, v.Expiry.Add(-time.Second)),
+				"of another verdict": expired(2, v.Expiry),
+				"of a later verdict": expired(4, v.Expiry),
+			} {
+				out, err := s.RecordVerdicts(ctx, []store.Record{r}, nil)
+				must(t, "expire "+name, err)
+				if out[0].Written {
+					t.Errorf("expiry %s was written", name)
+				}
+			}
+			out, err := s.RecordVerdicts(ctx, []store.Record{expired(3, v.Expiry)}, nil)
+			must(t, "expire", err)
+			if !out[0].Written || !out[0].Changed || out[0].Prev != verdict.Trusted {
+				t.Fatalf("expiry: %+v, want written, a change from trusted", out[0])
+			}
+			out, err = s.RecordVerdicts(ctx, []store.Record{expired(3, v.Expiry.Add(time.Second))}, nil)
+			must(t, "expire twice", err)
+			if out[0].Written {
+				t.Error("an expired verdict expired twice")
+			}
+		},
+		"Transitions": func(t *testing.T, open Opener) {
+			// A level change and its audit entry and outbox rows commit
+			// together; a transition that cannot be written takes the
+			// verdict with it.
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a")
+			var calls []verdict.Level
+			then := func(v verdict.Verdict, prev verdict.Level) store.Transition {
+				calls = append(calls, prev, v.Level)
+				return store.Transition{
+					Audit:         &store.Entry{Time: v.VTime, Actor: "system", Action: "verdict.change", Subject: v.Host},
+					Notifications: []store.Notification{{Target: "https://hook.example/", Body: []byte(v.Level), CreatedAt: v.VTime}},
+				}
+			}
+			for i, l := range []verdict.Level{verdict.Trusted, verdict.Trusted, verdict.Untrusted} {
+				_, err := s.RecordVerdicts(ctx, []store.Record{{Verdict: withSeq(testVerdict("a", l, i), int64(i+1))}}, then)
+				must(t, "record", err)
+			}
+			if want := []verdict.Level{verdict.Unknown, verdict.Trusted, verdict.Trusted, verdict.Untrusted}; !reflect.DeepEqual(calls, want) {
+				t.Fatalf("transitions %v, want %v", calls, want)
+			}
+			audit, err := s.ListAudit(ctx, 0, 100)
+			must(t, "audit", err)
+			due, err := s.Due(ctx, epoch().Add(time.Hour), time.Minute, 100)
+			must(t, "due", err)
+			if len(audit) != 2 || len(due) != 2 {
+				t.Fatalf("%d audit entries and %d notifications, want 2 and 2", len(audit), len(due))
+			}
+			bad := func(v verdict.Verdict, prev verdict.Level) store.Transition {
+				return store.Transition{Audit: &store.Entry{Subject: v.Host}} // no time, actor or action
+			}
+			_, err = s.RecordVerdicts(ctx, []store.Record{{Verdict: withSeq(testVerdict("a", verdict.Trusted, 5), 9)}}, bad)
+			wantErr(t, "record with a transition that cannot be written", err, store.ErrInvalid)
+			latest, err := s.LatestVerdicts(ctx)
+			must(t, "latest", err)
+			if latest[0].Level != verdict.Untrusted {
+				t.Fatalf("the verdict of a failed transition was written: %+v", latest[0])
+			}
+		},
+		"RemoveHost": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "a", "b")
+			_, err := s.PutVerdict(ctx, testVerdict("a", verdict.Trusted, 0), nil)
+			must(t, "put", err)
+			gone := verdict.Verdict{Host: "a", Level: verdict.Unknown, VTime: epoch().Add(time.Minute), Reasons: []verdict.Reason{{Code: verdict.CodeDeleted, Message: "deleted"}}}
+			then := func(v verdict.Verdict, prev verdict.Level) store.Transition {
+				return store.Transition{
+					Audit:         &store.Entry{Time: v.VTime, Actor: "admin", Action: "host.delete", Subject: v.Host},
+					Notifications: []store.Notification{{Target: "https://hook.example/", CreatedAt: v.VTime}},
+				}
+			}
+			prev, err := s.RemoveHost(ctx, gone, then)
+			must(t, "remove", err)
+			if prev != verdict.Trusted {
+				t.Fatalf("prev = %s, want trusted", prev)
+			}
+			if _, err := s.GetHost(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("host still there: %v", err)
+			}
+			audit, _ := s.ListAudit(ctx, 0, 10)
+			due, _ := s.Due(ctx, epoch().Add(time.Hour), time.Minute, 10)
+			if len(audit) != 1 || len(due) != 1 {
+				t.Fatalf("%d audit entries, %d notifications: want 1 and 1", len(audit), len(due))
+			}
+			_, err = s.RemoveHost(ctx, verdict.Verdict{Host: "a", VTime: epoch()}, then)
+			wantErr(t, "remove twice", err, store.ErrNotFound)
+			_, err = s.RemoveHost(ctx, verdict.Verdict{Host: "b", VTime: epoch()}, then)
+			must(t, "remove a host without a verdict", err)
+			if due, _ := s.Due(ctx, epoch().Add(2*time.Hour), time.Minute, 10); len(due) != 1 {
+				t.Fatalf("%d notifications in the outbox, want a's only: b was unknown anyway", len(due))
 			}
 		},
 		"BatchRacesSingle": func(t *testing.T, open Opener) {
@@ -329,11 +473,11 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				if i%3 == 0 {
 					var vs []verdict.Verdict
 					for _, h := range hosts {
-						vs = append(vs, testVerdict(h, levels[i%2], i))
+						vs = append(vs, testVerdict(h, levels[i%2], 0))
 					}
 					return putVerdicts(ctx, s, vs)
 				}
-				_, err := s.PutVerdict(ctx, testVerdict(hosts[i%3], levels[i%2], i), nil)
+				_, err := s.PutVerdict(ctx, testVerdict(hosts[i%3], levels[i%2], 0), nil)
 				return err
 			})
 			for _, err := range errs {
@@ -357,7 +501,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				must(t, "put", err)
 			}
 			got := map[string]string{}
-			must(t, "all", s.AllMeasurements(ctx, func(host string, m []byte, at time.Time) error {
+			must(t, "all", s.AllMeasurements(ctx, func(host string, m []byte, at time.Time, _ int64) error {
 				want := testEvidence(host, host, 0)
 				if host == "b" {
 					want = testEvidence(host, host, 1)
@@ -374,7 +518,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			}
 			stop := errors.New("stop")
 			calls := 0
-			err := s.AllMeasurements(ctx, func(string, []byte, time.Time) error { calls++; return stop })
+			err := s.AllMeasurements(ctx, func(string, []byte, time.Time, int64) error { calls++; return stop })
 			if !errors.Is(err, stop) || calls != 1 {
 				t.Fatalf("callback error: got %v after %d calls, want stop after 1", err, calls)
 			}
@@ -382,8 +526,21 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 	}
 }
 
-// putVerdicts is PutVerdicts for tests that only look at the error.
+// putVerdicts records vs in one batch, for tests that only look at the error.
 func putVerdicts(ctx context.Context, s *store.Store, vs []verdict.Verdict) error {
-	_, err := s.PutVerdicts(ctx, vs)
+	_, err := s.RecordVerdicts(ctx, records(vs), nil)
 	return err
+}
+
+func records(vs []verdict.Verdict) []store.Record {
+	out := make([]store.Record, len(vs))
+	for i, v := range vs {
+		out[i] = store.Record{Verdict: v}
+	}
+	return out
+}
+
+func withSeq(v verdict.Verdict, seq int64) verdict.Verdict {
+	v.Seq = seq
+	return v
 }

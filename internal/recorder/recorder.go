@@ -1,0 +1,282 @@
+// Package recorder is the one way a verdict becomes a host's verdict. A
+// recording is one store transaction: the verdict, ordered by the host's
+// attestation sequence (never by wall time), its evidence, and for a level
+// change its audit entry and its webhook outbox rows. Then, under the same
+// per-host lock, the verdict cache follows, and listeners (trait sync,
+// webhook delivery) are woken; they do no writes of their own that a crash
+// could lose.
+//
+// Expiry and deletion are transitions like any other: a verdict that
+// expires becomes unknown through the recorder (a deadline queue, checked
+// a few times a second), and so does a deleted host, atomically.
+package recorder
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"trustpool/internal/store"
+	"trustpool/internal/verdict"
+)
+
+// Store is what the recorder needs from storage.
+type Store interface {
+	RecordVerdicts(ctx context.Context, recs []store.Record, then store.Consequences) ([]store.Recorded, error)
+	RemoveHost(ctx context.Context, v verdict.Verdict, then store.Consequences) (verdict.Level, error)
+	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
+}
+
+// Config configures a Recorder.
+type Config struct {
+	Store Store
+	Now   func() time.Time
+	// Notifications returns the webhook outbox rows of a transition
+	// (package notify), or none.
+	Notifications func(v verdict.Verdict, prev verdict.Level) []store.Notification
+	// Tick is how often expiries are looked for (default 200 ms).
+	Tick time.Duration
+	Log  *slog.Logger
+}
+
+// Recorder records verdicts. It is safe for concurrent use.
+type Recorder struct {
+	cfg   Config
+	cache *Cache
+	// stripes order one host's recordings: a store write and the cache
+	// update that follows it happen under the host's stripe, so the cache
+	// sees the store's order and a deletion cannot be undone by a
+	// recording in flight.
+	stripes [64]sync.Mutex
+	seed    maphash.Seed
+	queue   *deadlines
+
+	mu        sync.Mutex // guards listeners
+	listeners []func(v verdict.Verdict, prev verdict.Level)
+}
+
+// New returns a recorder; call Load before serving.
+func New(cfg Config) *Recorder {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 200 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Recorder{cfg: cfg, cache: NewCache(cfg.Now), seed: maphash.MakeSeed(), queue: newDeadlines()}
+}
+
+// Cache is the verdict cache relying parties read.
+func (r *Recorder) Cache() *Cache { return r.cache }
+
+// OnChange registers f to be woken after every level change is committed
+// (in the recording goroutine: f must not block, and writes nothing that
+// must not be lost).
+func (r *Recorder) OnChange(f func(v verdict.Verdict, prev verdict.Level)) {
+	r.mu.Lock()
+	r.listeners = append(r.listeners, f)
+	r.mu.Unlock()
+}
+
+// Load rebuilds the cache and the expiry queue from the store, so that a
+// restarted server answers at once and expires on time what expired while
+// it was down.
+func (r *Recorder) Load(ctx context.Context) error {
+	vs, err := r.cfg.Store.LatestVerdicts(ctx)
+	if err != nil {
+		return fmt.Errorf("load verdicts: %w", err)
+	}
+	for _, v := range vs {
+		r.publish(v)
+	}
+	return nil
+}
+
+// Result is what became of a recorded verdict.
+type Result = store.Recorded
+
+// Record makes v (with the evidence it verified, if any) the host's
+// verdict unless a verdict of a higher Seq stands.
+func (r *Recorder) Record(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (Result, error) {
+	out, err := r.record(ctx, []store.Record{{Verdict: v, Evidence: ev}})
+	if err != nil {
+		return Result{}, err
+	}
+	return out[0], nil
+}
+
+// RecordAll records recs in one transaction (a re-evaluation of the
+// fleet, a batch of expiries).
+func (r *Recorder) RecordAll(ctx context.Context, recs []store.Record) ([]Result, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	return r.record(ctx, recs)
+}
+
+// record writes recs under their hosts' stripes (every stripe for a
+// batch), publishes what was written, then wakes the listeners.
+func (r *Recorder) record(ctx context.Context, recs []store.Record) ([]Result, error) {
+	unlock := r.lock(recs)
+	out, err := r.cfg.Store.RecordVerdicts(ctx, recs, r.consequences)
+	if err == nil {
+		for i, rec := range recs {
+			if out[i].Written {
+				r.publish(rec.Verdict)
+			}
+		}
+	}
+	unlock()
+	if err != nil {
+		return nil, fmt.Errorf("record %d verdicts (%s…): %w", len(recs), recs[0].Verdict.Host, err)
+	}
+	r.wake(recs, out)
+	return out, nil
+}
+
+// Remove deletes host as actor: in one transaction the host, its verdicts
+// and evidence go, with an audit entry and, when the host was not unknown
+// already, its transition to unknown for the webhooks. The cache forgets
+// it at once, and no recording in flight can bring it back.
+func (r *Recorder) Remove(ctx context.Context, host, actor string) error {
+	now := r.now()
+	gone := verdict.Verdict{Host: host, Level: verdict.Unknown, VTime: now, Expiry: now,
+		Reasons: []verdict.Reason{{Code: verdict.CodeDeleted, Message: "the host was deleted by " + actor}}}
+	mu := r.stripe(host)
+	mu.Lock()
+	prev, err := r.cfg.Store.RemoveHost(ctx, gone, func(v verdict.Verdict, prev verdict.Level) store.Transition {
+		t := r.consequences(v, prev)
+		t.Audit = &store.Entry{Time: now, Actor: actor, Action: "host.delete", Subject: host}
+		return t
+	})
+	if err == nil {
+		r.cache.remove(host)
+		r.queue.remove(host)
+	}
+	mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if prev != verdict.Unknown {
+		r.notify(gone, prev)
+	}
+	return nil
+}
+
+// Run expires verdicts on time until ctx ends: a verdict past its expiry
+// becomes unknown through Record, with its audit entry, webhooks and trait
+// removal, within Tick of its expiry.
+func (r *Recorder) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := r.ExpireDue(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Log.Error("expire verdicts", "err", err)
+		}
+	}
+}
+
+// ExpireDue records the expiry of every verdict past its expiry now.
+func (r *Recorder) ExpireDue(ctx context.Context) error {
+	due := r.queue.due(r.now())
+	if len(due) == 0 {
+		return nil
+	}
+	recs := make([]store.Record, 0, len(due))
+	for _, d := range due {
+		v, ok := r.cache.Verdict(d.host)
+		if !ok || v.Seq != d.seq || !v.Expiry.Equal(d.at) || v.Level == verdict.Unknown {
+			continue // replaced since it was queued
+		}
+		recs = append(recs, store.Record{Expire: true, Verdict: verdict.Verdict{
+			Host: v.Host, Level: verdict.Unknown, VTime: v.Expiry, Expiry: v.Expiry, Policy: v.Policy, Seq: v.Seq,
+			Reasons: []verdict.Reason{{Code: verdict.CodeExpired, Message: fmt.Sprintf(
+				"the %s verdict of %s expired at %s", v.Level, v.VTime.UTC().Format(time.RFC3339), v.Expiry.UTC().Format(time.RFC3339))}},
+		}})
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	_, err := r.record(ctx, recs)
+	if err != nil {
+		r.queue.retry(due)
+	}
+	return err
+}
+
+// consequences is the audit entry and the outbox rows of a level change.
+func (r *Recorder) consequences(v verdict.Verdict, prev verdict.Level) store.Transition {
+	detail, _ := json.Marshal(map[string]any{"from": prev, "to": v.Level, "vtime": v.VTime.UTC(), "seq": v.Seq, "reasons": v.Reasons})
+	t := store.Transition{Audit: &store.Entry{Time: r.now(), Actor: "system", Action: "verdict.change", Subject: v.Host, Detail: detail}}
+	if r.cfg.Notifications != nil {
+		t.Notifications = r.cfg.Notifications(v, prev)
+	}
+	return t
+}
+
+// publish puts a verdict the store holds into the cache and the expiry
+// queue.
+func (r *Recorder) publish(v verdict.Verdict) {
+	r.cache.set(v)
+	if v.Level == verdict.Unknown {
+		r.queue.remove(v.Host)
+	} else {
+		r.queue.set(v.Host, v.Seq, v.Expiry)
+	}
+}
+
+// wake tells the listeners about the level changes among recs.
+func (r *Recorder) wake(recs []store.Record, out []store.Recorded) {
+	for i, o := range out {
+		if o.Written && o.Changed {
+			r.notify(recs[i].Verdict, o.Prev)
+		}
+	}
+}
+
+func (r *Recorder) notify(v verdict.Verdict, prev verdict.Level) {
+	r.mu.Lock()
+	ls := slices.Clone(r.listeners)
+	r.mu.Unlock()
+	for _, f := range ls {
+		f(v, prev)
+	}
+}
+
+// lock takes the stripe of one record's host, or every stripe (in order)
+// for a batch.
+func (r *Recorder) lock(recs []store.Record) (unlock func()) {
+	if len(recs) == 1 {
+		mu := r.stripe(recs[0].Verdict.Host)
+		mu.Lock()
+		return mu.Unlock
+	}
+	for i := range r.stripes {
+		r.stripes[i].Lock()
+	}
+	return func() {
+		for i := range r.stripes {
+			r.stripes[i].Unlock()
+		}
+	}
+}
+
+func (r *Recorder) stripe(host string) *sync.Mutex {
+	return &r.stripes[maphash.String(r.seed, host)%uint64(len(r.stripes))]
+}
+
+// now is the clock at the store's precision.
+func (r *Recorder) now() time.Time { return store.Truncate(r.cfg.Now()) }

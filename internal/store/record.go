@@ -1,0 +1,300 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"trustpool/internal/verdict"
+)
+
+// Record is one verdict to record, with the verified evidence it judged
+// (nil when verification failed or for a re-evaluation of stored evidence).
+type Record struct {
+	Verdict  verdict.Verdict
+	Evidence *EvidenceRecord
+	// Expire makes this the expiry of the stored verdict of the same Seq:
+	// it is written only while that verdict is still the host's, not yet
+	// unknown, and expired by Verdict.VTime.
+	Expire bool
+}
+
+// Recorded says what became of a Record.
+type Recorded struct {
+	// Written: the verdict is now the host's. A verdict of a lower Seq
+	// than the stored one, for a host that no longer exists, or an expiry
+	// of a verdict already replaced is not written.
+	Written bool
+	// Prev is the level the host had when the verdict was established
+	// (the stored verdict read at Verdict.VTime: unknown when none, or
+	// expired; for an expiry, the level it ends), and Changed says the
+	// level moved.
+	Prev    verdict.Level
+	Changed bool
+}
+
+// Transition is what a level change brings with it, written in the same
+// transaction as the verdict: its audit entry and its outbox rows.
+type Transition struct {
+	Audit         *Entry
+	Notifications []Notification
+}
+
+// Consequences returns the Transition of v replacing a verdict of level
+// prev. It runs inside the recording transaction and must not block.
+type Consequences func(v verdict.Verdict, prev verdict.Level) Transition
+
+// The statements of RecordVerdicts, the hottest write path.
+const (
+	selectStored  = `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`
+	upsertVerdict = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (host) DO UPDATE SET level = excluded.level, vtime = excluded.vtime,
+			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
+	insertHistory = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	upsertEvidence = `INSERT INTO evidence (host, evidence, nonce, measurements, verified_at, seq)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (host) DO UPDATE SET evidence = excluded.evidence, nonce = excluded.nonce,
+			measurements = excluded.measurements, verified_at = excluded.verified_at, seq = excluded.seq`
+	nextSeq   = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
+	lockHosts = `SELECT name FROM hosts h ORDER BY name`
+)
+
+// NextSeq numbers a new attestation of host: the Seq its verdict will
+// carry, higher than that of every attestation before it. A host that does
+// not exist is ErrNotFound.
+func (s *Store) NextSeq(ctx context.Context, host string) (int64, error) {
+	var seq int64
+	err := s.wdb.QueryRowContext(ctx, nextSeq, host).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("number attestation of %s: %w", host, err)
+	}
+	return seq, nil
+}
+
+// stored is a host's stored verdict, as RecordVerdicts compares it.
+type stored struct {
+	level          verdict.Level
+	vtime, expiry  int64
+	seq            int64
+	had, hostKnown bool
+}
+
+// at is the stored level read at t (micros): unknown when none or expired.
+func (p stored) at(t int64) verdict.Level {
+	if !p.had || t >= p.expiry {
+		return verdict.Unknown
+	}
+	return p.level
+}
+
+// RecordVerdicts records recs in one transaction, in order: each verdict
+// is written unless the host's stored verdict has a higher Seq (see
+// Record), with its evidence, a history row when the level changed (or it
+// is the host's first), and,
+// for every level change, what then returns (nil: nothing). One host's
+// writers take turns on its row lock, so the previous level each sees is
+// exact; a batch locks every host, in name order.
+func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Consequences) ([]Recorded, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	reasons := make([]any, len(recs))
+	for i, r := range recs {
+		v := r.Verdict
+		if v.Host == "" || !v.Level.Valid() {
+			return nil, fmt.Errorf("record verdicts: %w", invalid("verdict of host %q, level %q", v.Host, v.Level))
+		}
+		if r.Evidence != nil && r.Evidence.Host != v.Host {
+			return nil, fmt.Errorf("record verdict of %s: %w", v.Host, invalid("evidence of host %q", r.Evidence.Host))
+		}
+		var err error
+		if reasons[i], err = jsonOrNull(v.Reasons, len(v.Reasons) == 0); err != nil {
+			return nil, fmt.Errorf("record verdict of %s: encode reasons: %w", v.Host, err)
+		}
+	}
+	out := make([]Recorded, len(recs))
+	lockOne := `SELECT 1 FROM hosts h WHERE h.name = $1` + s.eng.forUpdate("h", false)
+	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, upsertEvidence)
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		prev, err := s.lockStored(ctx, tx, recs, lockOne)
+		if err != nil {
+			return err
+		}
+		for i, r := range recs {
+			v := r.Verdict
+			p := prev[v.Host]
+			switch {
+			case !p.hostKnown:
+				continue // deleted
+			case r.Expire && (!p.had || p.seq != v.Seq || p.level == verdict.Unknown || p.expiry > micros(v.VTime)):
+				continue // replaced, or not expired after all
+			case p.had && p.seq > v.Seq:
+				continue // a later attestation's verdict stands
+			}
+			from := p.at(micros(v.VTime))
+			if r.Expire {
+				from = p.level // the level the expiry ends
+			}
+			out[i] = Recorded{Written: true, Prev: from, Changed: from != v.Level}
+			if _, err := s.txExec(ctx, tx, upsertVerdict,
+				v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i], v.Seq); err != nil {
+				return fmt.Errorf("write verdict of %s: %w", v.Host, err)
+			}
+			if !p.had || out[i].Changed {
+				if _, err := s.txExec(ctx, tx, insertHistory,
+					v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i], v.Seq); err != nil {
+					return fmt.Errorf("append history of %s: %w", v.Host, err)
+				}
+			}
+			if ev := r.Evidence; ev != nil {
+				if _, err := s.txExec(ctx, tx, upsertEvidence,
+					ev.Host, ev.Evidence, ev.Nonce, ev.Measurements, micros(ev.VerifiedAt), v.Seq); err != nil {
+					return fmt.Errorf("write evidence of %s: %w", v.Host, err)
+				}
+			}
+			if out[i].Changed && then != nil {
+				if err := s.writeTransition(ctx, tx, then(v, from)); err != nil {
+					return fmt.Errorf("transition of %s: %w", v.Host, err)
+				}
+			}
+			prev[v.Host] = stored{level: v.Level, vtime: micros(v.VTime), expiry: micros(v.Expiry), seq: v.Seq, had: true, hostKnown: true}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d verdicts: %w", len(recs), err)
+	}
+	return out, nil
+}
+
+// lockStored locks the hosts of recs and reads their stored verdicts.
+func (s *Store) lockStored(ctx context.Context, tx *sql.Tx, recs []Record, lockOne string) (map[string]stored, error) {
+	prev := make(map[string]stored, len(recs))
+	if len(recs) == 1 {
+		host := recs[0].Verdict.Host
+		var one int
+		switch err := s.txQueryRow(ctx, tx, lockOne, host).Scan(&one); {
+		case errors.Is(err, sql.ErrNoRows):
+			return prev, nil
+		case err != nil:
+			return nil, fmt.Errorf("lock host: %w", err)
+		}
+		// Read after the lock was granted: a fresh snapshot under READ
+		// COMMITTED.
+		p := stored{hostKnown: true}
+		var level string
+		switch err := s.txQueryRow(ctx, tx, selectStored, host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return nil, fmt.Errorf("read stored verdict: %w", err)
+		default:
+			p.level, p.had = verdict.Level(level), true
+		}
+		prev[host] = p
+		return prev, nil
+	}
+	rows, err := tx.QueryContext(ctx, lockHosts+s.eng.forUpdate("h", false))
+	if err != nil {
+		return nil, fmt.Errorf("lock hosts: %w", err)
+	}
+	names, err := collectNames(rows)
+	if err != nil {
+		return nil, fmt.Errorf("lock hosts: %w", err)
+	}
+	for _, n := range names {
+		prev[n] = stored{hostKnown: true}
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT host, level, vtime, expiry, seq FROM verdicts`)
+	if err != nil {
+		return nil, fmt.Errorf("read stored verdicts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			h, l string
+			p    = stored{had: true, hostKnown: true}
+		)
+		if err := rows.Scan(&h, &l, &p.vtime, &p.expiry, &p.seq); err != nil {
+			return nil, fmt.Errorf("read stored verdicts: %w", err)
+		}
+		p.level = verdict.Level(l)
+		prev[h] = p
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read stored verdicts: %w", err)
+	}
+	return prev, nil
+}
+
+// writeTransition writes a transition's audit entry and outbox rows in tx.
+func (s *Store) writeTransition(ctx context.Context, tx *sql.Tx, t Transition) error {
+	if t.Audit != nil {
+		if err := s.appendTx(ctx, tx, *t.Audit); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	for _, n := range t.Notifications {
+		if _, err := enqueue(ctx, tx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveHost deletes the host with its verdicts, evidence, history and
+// lease, and writes what then returns for its level becoming unknown (v,
+// established at now, says why), in one transaction. A host that does not
+// exist is ErrNotFound.
+func (s *Store) RemoveHost(ctx context.Context, v verdict.Verdict, then Consequences) (prev verdict.Level, err error) {
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		p := stored{}
+		var level string
+		switch err := tx.QueryRowContext(ctx, `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`, v.Host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("read stored verdict: %w", err)
+		default:
+			p.level, p.had = verdict.Level(level), true
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM hosts WHERE name = $1`, v.Host)
+		if err == nil {
+			err = mustAffect(res)
+		}
+		if err != nil {
+			return err
+		}
+		prev = p.at(micros(v.VTime))
+		if then == nil {
+			return nil
+		}
+		t := then(v, prev)
+		if prev == verdict.Unknown {
+			t.Notifications = nil // nothing moved for the relying parties
+		}
+		return s.writeTransition(ctx, tx, t)
+	})
+	if err != nil {
+		return "", fmt.Errorf("remove host %s: %w", v.Host, err)
+	}
+	return prev, nil
+}
+
+// PutVerdict records v (and ev, when not nil) with no consequences and
+// returns the level the host had (RecordVerdicts of one). A verdict not
+// written (no such host, or a higher Seq stored) is ErrNotFound.
+func (s *Store) PutVerdict(ctx context.Context, v verdict.Verdict, ev *EvidenceRecord) (verdict.Level, error) {
+	out, err := s.RecordVerdicts(ctx, []Record{{Verdict: v, Evidence: ev}}, nil)
+	if err != nil {
+		return "", err
+	}
+	if !out[0].Written {
+		return "", fmt.Errorf("put verdict for %s: %w", v.Host, ErrNotFound)
+	}
+	return out[0].Prev, nil
+}
