@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
-
 )
 
 // AllMeasurements calls fn with every host's latest verified measurements
@@ -37,4 +36,3 @@ func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measur
 	}
 	return nil
 }
-
