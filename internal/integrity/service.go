@@ -366,10 +366,20 @@ func (s *Service) fail(host string, seq int64, level verdict.Level, reasons ...v
 	return verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(s.cfg.Validity), Reasons: reasons, Seq: seq}
 }
 
-// record hands v (with the evidence that verified, if any) to the recorder.
+// record hands v (with the evidence that verified, if any) to the
+// recorder, and returns the host's verdict: v, or the newer verdict that
+// stands when v lost the race to a later attestation.
 func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.EvidenceRecord) (verdict.Verdict, error) {
-	if _, err := s.rec.Record(ctx, v, rec); err != nil {
+	res, err := s.rec.Record(ctx, v, rec)
+	switch {
+	case err != nil:
 		return v, err
+	case res.Gone:
+		return v, fmt.Errorf("attest %s: the host was deleted meanwhile: %w", v.Host, store.ErrNotFound)
+	case !res.Written:
+		if cur, ok := s.Cache().Verdict(v.Host); ok {
+			return cur, nil
+		}
 	}
 	return v, nil
 }

@@ -26,6 +26,8 @@ type Recorded struct {
 	// than the stored one, for a host that no longer exists, or an expiry
 	// of a verdict already replaced is not written.
 	Written bool
+	// Gone: not written because the host no longer exists.
+	Gone bool
 	// Prev is the level the host had when the verdict was established
 	// (the stored verdict read at Verdict.VTime: unknown when none, or
 	// expired; for an expiry, the level it ends), and Changed says the
@@ -131,7 +133,8 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 			p := prev[v.Host]
 			switch {
 			case !p.hostKnown:
-				continue // deleted
+				out[i].Gone = true // deleted
+				continue
 			case r.Expire && (!p.had || p.seq != v.Seq || p.level == verdict.Unknown || p.expiry > micros(v.VTime)):
 				continue // replaced, or not expired after all
 			case p.had && p.seq > v.Seq:
