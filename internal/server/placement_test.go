@@ -2,15 +2,20 @@ package server_test
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
 
 	"trustpool/internal/agent/bootsim"
 	"trustpool/internal/evidence"
+	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/nova/placementtest"
 	"trustpool/internal/server"
+	"trustpool/internal/verdict"
 )
 
 // TestPlacementTraitFollowsVerdicts runs the whole chain against Debian's
@@ -55,5 +60,60 @@ func TestPlacementTraitFollowsVerdicts(t *testing.T) {
 	})
 	if got := pl.Candidates(t, "resources=VCPU:1&required=!"+nova.DefaultTrait); !slices.Equal(got, trusted("node1", "node3")) {
 		t.Fatalf("forbidden trait candidates %v, want node1 and node3", got)
+	}
+}
+
+// TestExpiryRemovesTraitAndNotifies: a verdict that expires (nothing
+// attests the host again) is a transition like any other: the trait goes
+// from the real Placement and the webhook
+// receiver has the trusted → unknown notification, with no reconcile
+// (the reconcile interval is an hour).
+func TestExpiryRemovesTraitAndNotifies(t *testing.T) {
+	needSWTPM(t)
+	pl := placementtest.Start(t)
+	rp := pl.CreateProvider(t, "node1")
+	hooks := make(chan notify.Payload, 16)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p notify.Payload
+		if err := json.NewDecoder(r.Body).Decode(&p); err == nil {
+			hooks <- p
+		}
+	}))
+	t.Cleanup(receiver.Close)
+	const validity = 8 * time.Second
+	e := startServerWith(t, func(c *server.Config) {
+		c.Placement = &nova.TraitSyncConfig{Endpoint: pl.URL, Token: pl.Token, Interval: time.Hour} // no reconcile during the test
+		c.Webhooks = &notify.Config{Targets: []string{receiver.URL}}
+		c.Integrity.Validity = validity
+	})
+	startNode(t, e, "node1", bootsim.Profile{Launch: true})
+	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
+		t.Fatalf("golden import: %d %s", code, body)
+	}
+	v := e.attest("node1")
+	query := "resources=VCPU:1&required=" + nova.DefaultTrait
+	waitFor(t, "node1 trusted in Placement", func() bool { return slices.Equal(pl.Candidates(t, query), []string{rp}) })
+	expiry, err := time.Parse(time.RFC3339, v.Expiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node1's trait removed at expiry", func() bool { return len(pl.Candidates(t, query)) == 0 })
+	removed := time.Now()
+	for {
+		select {
+		case p := <-hooks:
+			if p.TrustLvl != verdict.Unknown {
+				continue // the transitions before
+			}
+			if p.Previous != verdict.Trusted || p.Host != "node1" || len(p.Reasons) == 0 || p.Reasons[0].Code != verdict.CodeExpired {
+				t.Fatalf("notification %+v, want node1 trusted → unknown (%s)", p, verdict.CodeExpired)
+			}
+			// Not asserted (timing is for benchmarks): how late the trait
+			// went, to a second (RFC 3339 keeps seconds).
+			t.Logf("trait removed %v after the expiry", removed.Sub(expiry).Round(100*time.Millisecond))
+			return
+		case <-time.After(30 * time.Second):
+			t.Fatal("no webhook for the expiry")
+		}
 	}
 }
