@@ -149,3 +149,23 @@ func TestExpiryIsATransition(t *testing.T) {
 		t.Fatalf("no verdict.change audit entry for the expiry: %+v", es)
 	}
 }
+
+// A verdict that expired while the server was down is recorded as expired
+// when it starts again.
+func TestExpiredWhileDown(t *testing.T) {
+	f := newFixture(t, "node1")
+	f.golden(t, "node1")
+	ctx := context.Background()
+	f.clock.Add(f.svc.cfg.Validity + time.Minute)
+	restarted := f.newService()
+	if err := restarted.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Recorder().ExpireDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vs, _ := f.store.LatestVerdicts(ctx)
+	if len(vs) != 1 || vs[0].Level != verdict.Unknown || vs[0].Reasons[0].Code != verdict.CodeExpired {
+		t.Fatalf("after the restart the store holds %+v, want the expiry recorded", vs)
+	}
+}

@@ -111,9 +111,30 @@ func TestExpiryRemovesTraitAndNotifies(t *testing.T) {
 			// Not asserted (timing is for benchmarks): how late the trait
 			// went, to a second (RFC 3339 keeps seconds).
 			t.Logf("trait removed %v after the expiry", removed.Sub(expiry).Round(100*time.Millisecond))
-			return
 		case <-time.After(30 * time.Second):
 			t.Fatal("no webhook for the expiry")
+		}
+		break
+	}
+	// Deleting a trusted host is a transition too.
+	e.attest("node1")
+	waitFor(t, "node1 trusted again", func() bool { return slices.Equal(pl.Candidates(t, query), []string{rp}) })
+	if code, body := e.call("DELETE", "/v1/hosts/node1", nil); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	waitFor(t, "node1's trait removed at deletion", func() bool { return len(pl.Candidates(t, query)) == 0 })
+	for {
+		select {
+		case p := <-hooks:
+			if p.TrustLvl != verdict.Unknown || len(p.Reasons) == 0 || p.Reasons[0].Code != verdict.CodeDeleted {
+				continue
+			}
+			if p.Previous != verdict.Trusted {
+				t.Fatalf("deletion notification %+v, want trusted → unknown", p)
+			}
+			return
+		case <-time.After(30 * time.Second):
+			t.Fatal("no webhook for the deletion")
 		}
 	}
 }
