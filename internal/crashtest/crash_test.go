@@ -148,6 +148,9 @@ type acked struct {
 	policies map[string]int       // policy → highest version stored
 	audit    []string             // audit subjects of acknowledged changes
 	attests  int                  // acknowledged attestations
+	flips    int                  // level changes the acknowledged policy changes made
+	good     *policy.Policy       // the default policy as golden import made it
+	toggles  int
 }
 
 // TestKillDuringStorm is the crash-safety test (see the package comment).
@@ -175,10 +178,14 @@ func TestKillDuringStorm(t *testing.T) {
 		p := c.pool()
 		return p["node1"].Level == verdict.Trusted && p["node2"].Level == verdict.Trusted
 	})
+	var pols []*policy.Policy
+	c.must("GET", "/v1/policies", nil, &pols)
 
 	// The storm: six more nodes enroll at once while operators attest
-	// every node they can and write references and policies.
-	ack := &acked{verdicts: map[string]time.Time{}, refs: map[string]int{}, policies: map[string]int{}}
+	// every node they can, write references, and require and un-require
+	// a class no reference is approved for, so that every re-evaluation
+	// flips every host's level.
+	ack := &acked{verdicts: map[string]time.Time{}, refs: map[string]int{}, policies: map[string]int{}, good: pols[0]}
 	storm := []string{"node3", "node4", "node5", "node6", "node7", "node8"}
 	for _, n := range storm {
 		c.startAgent(n)
@@ -192,7 +199,7 @@ func TestKillDuringStorm(t *testing.T) {
 	waitFor(t, "a storm worth killing", func() bool {
 		ack.mu.Lock()
 		defer ack.mu.Unlock()
-		return slices.ContainsFunc(storm, c.enrolled) && ack.attests >= 10 && len(ack.refs) >= 2 && ack.policies["default"] > 0
+		return slices.ContainsFunc(storm, c.enrolled) && ack.attests >= 10 && len(ack.refs) >= 2 && ack.policies["default"] > 0 && ack.flips >= 4
 	})
 	c.server.kill()
 	close(stop)
@@ -202,11 +209,11 @@ func TestKillDuringStorm(t *testing.T) {
 			ack.hosts = append(ack.hosts, n)
 		}
 	}
-	t.Logf("killed the server after %d acknowledged attestations and %d known-good changes; %d of %d storm nodes were enrolled",
-		ack.attests, len(ack.audit), len(ack.hosts)-2, len(storm))
+	t.Logf("killed the server after %d acknowledged attestations and %d known-good changes (%d level flips); %d of %d storm nodes were enrolled",
+		ack.attests, len(ack.audit), ack.flips, len(ack.hosts)-2, len(storm))
 
 	// What the dead server left on disk.
-	before := checkStore(t, filepath.Join(c.state, dbFile), ack)
+	before, latest := checkStore(t, filepath.Join(c.state, dbFile), ack)
 
 	// The restarted server serves it, and goes on attesting.
 	c.startServer("server-2.log")
@@ -221,7 +228,11 @@ func TestKillDuringStorm(t *testing.T) {
 	for host, v := range before {
 		e, ok := pool[host]
 		got, err := time.Parse(time.RFC3339, e.VTime)
-		if !ok || err != nil || got.Before(v.VTime.Truncate(time.Second)) || got.Equal(v.VTime.Truncate(time.Second)) && e.Level != v.At(time.Now()) {
+		// The kill may fall between a policy version's commit and the
+		// re-evaluation it causes: at start the server re-evaluates, so a
+		// verdict under an older version may read another level.
+		stale := !strings.HasPrefix(v.Policy, fmt.Sprintf("default@v%d ", latest))
+		if !ok || err != nil || got.Before(v.VTime.Truncate(time.Second)) || got.Equal(v.VTime.Truncate(time.Second)) && e.Level != v.At(time.Now()) && !stale {
 			t.Errorf("after the restart the pool says %s is %s at %s, the store said %s at %s", host, e.Level, e.VTime, v.Level, v.VTime)
 		}
 	}
@@ -232,11 +243,14 @@ func TestKillDuringStorm(t *testing.T) {
 			t.Errorf("after the restart GET /v1/references lacks %s@v%d", name, v)
 		}
 	}
-	var pols []policy.Policy
-	c.must("GET", "/v1/policies", nil, &pols)
-	if !slices.ContainsFunc(pols, func(p policy.Policy) bool { return p.Name == "default" && p.Version >= ack.policies["default"] }) {
-		t.Errorf("after the restart GET /v1/policies lacks default@v%d: %+v", ack.policies["default"], pols)
+	var stored []policy.Policy
+	c.must("GET", "/v1/policies", nil, &stored)
+	if !slices.ContainsFunc(stored, func(p policy.Policy) bool { return p.Name == "default" && p.Version >= ack.policies["default"] }) {
+		t.Errorf("after the restart GET /v1/policies lacks default@v%d: %+v", ack.policies["default"], stored)
 	}
+	// The storm may have died with the class required: put the golden
+	// policy back.
+	c.must("PUT", "/v1/policies/default", ack.good, nil)
 	alive := slices.DeleteFunc(slices.Clone(ack.hosts), func(n string) bool { return c.agents[n].exited() })
 	waitFor(t, fmt.Sprintf("%v trusted after the restart", alive), func() bool {
 		p := c.pool()
@@ -313,17 +327,18 @@ func (c *cluster) knownGoodStorm(ack *acked, stop <-chan struct{}) {
 	}
 }
 
+// rewritePolicy writes a new version of the default policy: in turn the
+// golden one, and one that also requires the host_unique class, which no
+// reference is approved for (every host turns untrusted).
 func (c *cluster) rewritePolicy(ack *acked) {
-	code, body, err := c.do("GET", "/v1/policies", nil)
-	var pols []*policy.Policy
-	if err != nil || code != http.StatusOK || json.Unmarshal(body, &pols) != nil {
-		return
+	ack.mu.Lock()
+	ack.toggles++
+	p := *ack.good
+	if ack.toggles%2 == 1 {
+		p.Require = append(slices.Clone(p.Require), policy.HostUnique)
 	}
-	i := slices.IndexFunc(pols, func(p *policy.Policy) bool { return p.Name == "default" })
-	if i < 0 {
-		return
-	}
-	code, body, err = c.do("PUT", "/v1/policies/default", pols[i])
+	ack.mu.Unlock()
+	code, body, err := c.do("PUT", "/v1/policies/default", &p)
 	var res api.ChangeResult
 	if err != nil || code != http.StatusOK || json.Unmarshal(body, &res) != nil || len(res.Policies) != 1 {
 		return
@@ -331,13 +346,14 @@ func (c *cluster) rewritePolicy(ack *acked) {
 	ack.mu.Lock()
 	ack.policies["default"] = max(ack.policies["default"], res.Policies[0].Version)
 	ack.audit = append(ack.audit, fmt.Sprintf("default@v%d", res.Policies[0].Version))
+	ack.flips += len(res.Changes)
 	ack.mu.Unlock()
 }
 
 // checkStore opens the dead server's store and checks it against what was
 // acknowledged, and every verdict against its evidence. It returns the
-// stored verdicts by host.
-func checkStore(t *testing.T, path string, ack *acked) map[string]verdict.Verdict {
+// stored verdicts by host and the latest version of the default policy.
+func checkStore(t *testing.T, path string, ack *acked) (map[string]verdict.Verdict, int) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, "sqlite:"+path)
@@ -380,6 +396,7 @@ func checkStore(t *testing.T, path string, ack *acked) map[string]verdict.Verdic
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkTransitionsAudited(t, ctx, st, hosts)
 	for _, h := range hosts {
 		rec, err := st.LatestEvidence(ctx, h.Name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -398,7 +415,48 @@ func checkStore(t *testing.T, path string, ack *acked) map[string]verdict.Verdic
 		}
 		checkVerdict(t, ctx, st, v, rec)
 	}
-	return byHost
+	latest := 0
+	pols, err := st.ListPolicies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pols {
+		if p.Name == "default" {
+			latest = max(latest, p.Version)
+		}
+	}
+	return byHost, latest
+}
+
+// checkTransitionsAudited checks that every level change in a host's
+// history has its audit entry: the two are written in one transaction, so
+// a kill cannot leave one without the other. (A first verdict that is
+// unknown starts the history but changes no level.)
+func checkTransitionsAudited(t *testing.T, ctx context.Context, st *store.Store, hosts []store.Host) {
+	t.Helper()
+	entries, err := st.ListAudit(ctx, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := map[string]int{}
+	for _, e := range entries {
+		if e.Action == "verdict.change" {
+			audited[e.Subject]++
+		}
+	}
+	for _, h := range hosts {
+		hist, err := st.History(ctx, h.Name, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		changes := len(hist)
+		if changes > 0 && hist[len(hist)-1].Level == verdict.Unknown {
+			changes--
+		}
+		if audited[h.Name] != changes {
+			t.Errorf("%s: %d level changes in its history, %d verdict.change audit entries", h.Name, changes, audited[h.Name])
+		}
+	}
 }
 
 // checkVerdict checks that v agrees with the host's latest verified
