@@ -268,17 +268,25 @@ func secureBootVars(sb *SecureBootRule) []namedVar {
 // bootRuleReasons checks e's boot-chain rules against the events that
 // replayed into e.PCR, using only their digests in e.Bank: the bank the
 // quote proved this PCR in. An event without a digest there proves nothing.
+// It records its answer in e's memo (see ruleMemo.answer).
 func bootRuleReasons(e Expectation, events []eventlog.Event) []verdict.Reason {
 	if !e.hasBootRules() {
 		return nil
 	}
-	var proven []eventlog.Event
-	for _, ev := range events {
-		if ev.Digest(e.Bank) != nil {
-			proven = append(proven, ev)
+	proven := events // the common case: every event is proven in e.Bank
+	for i, ev := range events {
+		if ev.Digest(e.Bank) == nil {
+			proven = slices.Clip(events[:i:i])
+			for _, ev := range events[i:] {
+				if ev.Digest(e.Bank) != nil {
+					proven = append(proven, ev)
+				}
+			}
+			break
 		}
 	}
 	c := checker{e: e, events: proven}
+	defer func() { e.memo.remember(e.Bank, proven, c.reasons) }()
 	if e.SecureBoot != nil {
 		c.secureBoot(e.SecureBoot)
 	}

@@ -32,8 +32,9 @@ type Result struct {
 // come from verify: only PCRs inside the signed quote and events that replayed.
 func Evaluate(p *Policy, refs map[string]*Reference, m *verify.Measurements) Result {
 	res := Result{Level: verdict.Trusted, Matched: map[Class]string{}}
+	h := &hostView{m: m}
 	for _, class := range p.Require {
-		name, reasons := evaluateClass(p, class, refs, m)
+		name, reasons := evaluateClass(p, class, refs, h)
 		if len(reasons) > 0 {
 			res.Reasons = append(res.Reasons, reasons...)
 			continue
@@ -46,7 +47,7 @@ func Evaluate(p *Policy, refs map[string]*Reference, m *verify.Measurements) Res
 	return res
 }
 
-func evaluateClass(p *Policy, class Class, refs map[string]*Reference, m *verify.Measurements) (string, []verdict.Reason) {
+func evaluateClass(p *Policy, class Class, refs map[string]*Reference, h *hostView) (string, []verdict.Reason) {
 	var approved []*Reference
 	for _, n := range p.Approved[class] {
 		if r := refs[n]; r != nil && r.Class == class {
@@ -58,13 +59,13 @@ func evaluateClass(p *Policy, class Class, refs map[string]*Reference, m *verify
 			Message: fmt.Sprintf("policy %s requires class %s but approves no reference for it", p.Name, class)}}
 	}
 	if class == Launch {
-		if r, ok := noLaunch(m); !ok {
+		if r, ok := noLaunch(h.m); !ok {
 			return "", []verdict.Reason{r}
 		}
 	}
 	var best []verdict.Reason
 	for _, ref := range approved {
-		miss := match(ref, approved, m)
+		miss := match(ref, approved, h)
 		if len(miss) == 0 {
 			return ref.Name, nil
 		}
@@ -95,7 +96,8 @@ func noLaunch(m *verify.Measurements) (verdict.Reason, bool) {
 
 // match returns the reasons ref does not match m (none: it matches). peers are
 // all approved references of the class, to list every allowed value.
-func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict.Reason {
+func match(ref *Reference, peers []*Reference, h *hostView) []verdict.Reason {
+	m := h.m
 	var reasons []verdict.Reason
 	for _, pcr := range pcrsOf(ref) {
 		e, got, ok := strongest(ref, pcr, m)
@@ -109,7 +111,7 @@ func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict
 		why, unproven := unprovenWhy(m, pcr, e.Bank)
 		r := verdict.Reason{}
 		if len(e.Digests) > 0 && !slices.ContainsFunc(e.Digests, func(d Hex) bool { return bytes.Equal(d, got) }) {
-			explain := firstDiff(e, m)
+			explain := firstDiff(e, h.events(pcr))
 			if unproven && explain != "" {
 				explain = "; its events cannot be compared (" + why + ")"
 			}
@@ -118,7 +120,10 @@ func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict
 				pcr, e.Bank, got, ref.Class, allowed(peers, pcr, e.Bank), explain)
 		}
 		var rs []verdict.Reason
-		if unproven && (len(e.Events) > 0 || e.hasBootRules()) {
+		if r.Code == "" && pinned(e, got) {
+			// The value pins the events the rules were checked over
+			// (memo.go): nothing more to read.
+		} else if unproven && (len(e.Events) > 0 || e.hasBootRules()) {
 			// Rules over events the log cannot prove in this bank are
 			// not met, and the reason is why, not the absence of each
 			// event (never a fallback to a bank the reference does
@@ -126,13 +131,18 @@ func match(ref *Reference, peers []*Reference, m *verify.Measurements) []verdict
 			rs = []verdict.Reason{verdict.PCRReason(verdict.CodeUnproven, pcr, string(e.Bank),
 				"%s; reference %s needs its %s events (%s)", why, ref.Name, e.Bank, ruleKinds(e))}
 		} else {
-			if r.Code == "" {
-				if missing, ok := missingEvent(e, m); ok {
+			if r.Code == "" && len(e.Events) > 0 {
+				if missing, ok := missingEvent(e, h.events(pcr)); ok {
 					r = verdict.PCRReason(verdict.CodeEventMissing, pcr, string(e.Bank),
 						"PCR %d (%s): the replayed log lacks the event %s required by %s", pcr, e.Bank, describeRule(missing), ref.Name)
 				}
 			}
-			rs = bootRuleReasons(e, eventsOf(m, pcr))
+			if e.hasBootRules() {
+				var ok bool
+				if rs, ok = e.memo.answer(e.Bank, h.source(pcr), pcr); !ok {
+					rs = bootRuleReasons(e, h.events(pcr))
+				}
+			}
 		}
 		if r.Code != "" {
 			rs = append([]verdict.Reason{r}, rs...)
@@ -222,25 +232,62 @@ func allowed(peers []*Reference, pcr int, bank evidence.Bank) string {
 	return strings.Join(parts, " or ")
 }
 
+// hostView is one evaluation's measurements, with each PCR's events
+// gathered once, when a check first asks for them.
+type hostView struct {
+	m     *verify.Measurements
+	done  [evidence.NumPCRs]bool
+	byPCR [evidence.NumPCRs][]eventlog.Event
+}
+
+// events returns the replayed events of pcr (a PCR in 17-22 from the DRTM
+// log), in log order; callers must not modify them.
+func (h *hostView) events(pcr int) []eventlog.Event {
+	if pcr < 0 || pcr >= evidence.NumPCRs {
+		return nil
+	}
+	if !h.done[pcr] {
+		h.done[pcr] = true
+		h.byPCR[pcr] = eventsOf(h.m, pcr)
+	}
+	return h.byPCR[pcr]
+}
+
+// source is the log whose events may extend pcr.
+func (h *hostView) source(pcr int) []eventlog.Event {
+	if pcr >= firstDRTM && pcr <= lastDRTM {
+		return h.m.DRTMEvents
+	}
+	return h.m.Events
+}
+
 func eventsOf(m *verify.Measurements, pcr int) []eventlog.Event {
 	src := m.Events
 	if pcr >= firstDRTM && pcr <= lastDRTM {
 		src = m.DRTMEvents
 	}
-	var out []eventlog.Event
-	for _, e := range src {
-		if e.PCR == pcr {
-			out = append(out, e)
+	n := 0
+	for i := range src {
+		if src[i].PCR == pcr {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]eventlog.Event, 0, n)
+	for i := range src {
+		if src[i].PCR == pcr {
+			out = append(out, src[i])
 		}
 	}
 	return out
 }
 
-func missingEvent(e Expectation, m *verify.Measurements) (EventRule, bool) {
+func missingEvent(e Expectation, have []eventlog.Event) (EventRule, bool) {
 	if len(e.Events) == 0 {
 		return EventRule{}, false
 	}
-	have := eventsOf(m, e.PCR)
 	for _, rule := range e.Events {
 		if !slices.ContainsFunc(have, func(ev eventlog.Event) bool { return bytes.Equal(ev.Digest(e.Bank), rule.Digest) }) {
 			return rule, true
@@ -251,11 +298,10 @@ func missingEvent(e Expectation, m *verify.Measurements) (EventRule, bool) {
 
 // firstDiff explains a PCR mismatch by the first event of the replayed log
 // that differs from the reference's recorded events, when it has them.
-func firstDiff(e Expectation, m *verify.Measurements) string {
+func firstDiff(e Expectation, have []eventlog.Event) string {
 	if len(e.Log) == 0 {
 		return ""
 	}
-	have := eventsOf(m, e.PCR)
 	for i, rule := range e.Log {
 		if i >= len(have) {
 			return fmt.Sprintf("; the log ends before the expected event %s", describeRule(rule))
@@ -300,15 +346,38 @@ func Description(e eventlog.Event) string {
 	return strings.TrimSpace(b.String())
 }
 
-// NeedsEvents reports whether deciding p's verdict reads replayed events
-// (event rules, Secure Boot and boot-chain rules); otherwise events only
-// explain a mismatch.
+// NeedsEvents reports whether p's verdict can come out trusted only from
+// measurements with their replayed events. It is false when p reads no
+// events (events then only explain a mismatch), and also when every
+// required class has an approved reference whose event-reading checks can
+// all be decided by their PCR's value: event rules and boot_apps and files
+// rules beside the approved digests and the known-good host's Log, as golden
+// import writes them (see pinned). An evaluation of PCR values alone is
+// trusted only where the full one is, so a caller holding stored events may
+// try values first when this is false and decode events only when that
+// evaluation is not trusted.
 func NeedsEvents(p *Policy, refs map[string]*Reference) bool {
+	reads := func(e Expectation) bool { return len(e.Events) > 0 || e.hasBootRules() }
+	any := false
 	for _, names := range p.Approved {
 		for _, n := range names {
-			if r := refs[n]; r != nil && slices.ContainsFunc(r.Expect, func(e Expectation) bool { return len(e.Events) > 0 || e.hasBootRules() }) {
-				return true
+			if r := refs[n]; r != nil && slices.ContainsFunc(r.Expect, reads) {
+				any = true
 			}
+		}
+	}
+	if !any {
+		return false
+	}
+	for _, class := range p.Require {
+		byValue := slices.ContainsFunc(p.Approved[class], func(n string) bool {
+			r := refs[n]
+			return r != nil && r.Class == class && !slices.ContainsFunc(r.Expect, func(e Expectation) bool {
+				return reads(e) && (e.SecureBoot != nil || e.Cmdline != nil || len(e.Log) == 0 || len(e.Digests) == 0)
+			})
+		})
+		if !byValue {
+			return true
 		}
 	}
 	return false

@@ -61,6 +61,7 @@ func Golden(name string, version int, m *verify.Measurements, meta map[string]st
 				}
 			}
 			proposeBootRules(&e, eventsOf(m, pcr))
+			e.newMemo()
 			r.Expect = append(r.Expect, e)
 		}
 		if len(r.Expect) == 0 {

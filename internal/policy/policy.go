@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,23 @@ type Expectation struct {
 	Cmdline    *CmdlineRule    `json:"cmdline,omitempty"`
 	Files      *DigestSetRule  `json:"files,omitempty"`
 	Log        []EventRule     `json:"log,omitempty"`
+
+	memo *ruleMemo // see memo.go
+}
+
+// UnmarshalJSON reads an expectation strictly (unknown fields are refused)
+// and makes its memo.
+func (e *Expectation) UnmarshalJSON(b []byte) error {
+	type plain Expectation
+	var p plain
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	*e = Expectation(p)
+	e.newMemo()
+	return nil
 }
 
 // Reference is a named, versioned set of expectations for one class.
