@@ -248,25 +248,34 @@ func (s *Service) checkEKCert(certDER, ekPublic []byte) error {
 	return nil
 }
 
-// checkBinding refuses an EK bound to another host: a TPM is one host. A
-// name bound to another EK is refused only to the holder of that name's
-// join token; anyone else may wait as pending (and will never be approved
-// under it), so that the answer does not tell who is enrolled.
+// checkBinding refuses, to the holder of host's join token, an EK bound
+// to another host (a TPM is one host) and a name bound to another EK.
+// Anyone else learns nothing here: an EK's binding is checked once the
+// caller proved it holds that EK (Activate), and a name bound to another
+// EK lets a request wait as pending (never to be approved under it).
 func (s *Service) checkBinding(ctx context.Context, host string, ekPublic []byte, token bool) error {
-	switch h, err := s.cfg.Store.HostByEK(ctx, store.EKHash(ekPublic)); {
-	case err == nil && h.Name != host:
-		return problem.New(problem.Conflict, "this endorsement key is bound to another host")
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("look up EK: %w", err)
-	}
 	if !token {
 		return nil
+	}
+	if err := s.checkEKBinding(ctx, host, ekPublic); err != nil {
+		return err
 	}
 	switch h, err := s.cfg.Store.GetHost(ctx, host); {
 	case err == nil && subtle.ConstantTimeCompare(h.EKPublic, ekPublic) != 1:
 		return problem.New(problem.Conflict, "host %s is bound to another endorsement key", host)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("look up host %s: %w", host, err)
+	}
+	return nil
+}
+
+// checkEKBinding refuses an EK bound to a host other than host.
+func (s *Service) checkEKBinding(ctx context.Context, host string, ekPublic []byte) error {
+	switch h, err := s.cfg.Store.HostByEK(ctx, store.EKHash(ekPublic)); {
+	case err == nil && h.Name != host:
+		return problem.New(problem.Conflict, "this endorsement key is bound to another host")
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("look up EK: %w", err)
 	}
 	return nil
 }
@@ -297,6 +306,11 @@ func (s *Service) Activate(ctx context.Context, act *evidence.EnrollActivation) 
 			return nil, err
 		}
 		return &evidence.Admitted{Host: e.Host, State: evidence.EnrollAdmitted, Cert: cert, CA: s.cfg.CA.CertPEM}, nil
+	}
+	// The caller holds this EK now: it may learn that the EK belongs to
+	// another host, which no approval could change.
+	if err := s.checkEKBinding(ctx, e.Host, e.EKPublic); err != nil {
+		return nil, err
 	}
 	poll := NewToken()
 	p := store.Pending{

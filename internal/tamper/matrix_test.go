@@ -519,8 +519,10 @@ func tamperCases() []tamperCase {
 		}},
 		{name: "enroll-with-ek-bound-to-another-host", swtpm: true, run: func(t *testing.T, f *fixture) {
 			node2 := f.nodes["node2"]
-			if code, body := f.beginEnroll(t, node2.tpm, "intruder", ""); code != http.StatusConflict {
-				t.Errorf("node2's EK under the name intruder: %d %s, want 409", code, body)
+			// Refused once the caller proved it holds the EK (activation),
+			// not before: the request alone tells nothing.
+			if code, body := f.enrollWith(t, node2.tpm, "intruder", ""); code != http.StatusConflict {
+				t.Errorf("node2's EK under the name intruder: %d %s, want 409 at activation", code, body)
 			}
 			// A new machine claims node2's name with a join token for it (the
 			// operator's mistake): refused. Without one it would only wait
