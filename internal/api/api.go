@@ -102,6 +102,7 @@ func New(cfg Config) *API {
 	// Operators.
 	m("GET /v1/hosts", reader(a.listHosts))
 	m("GET /v1/hosts/{name}", reader(a.getHost))
+	m("GET /v1/hosts/{name}/evidence", reader(a.getEvidence))
 	m("PATCH /v1/hosts/{name}", admin(a.patchHost))
 	m("DELETE /v1/hosts/{name}", admin(a.deleteHost))
 	m("GET /v1/pending", reader(a.listPending))

@@ -139,6 +139,7 @@ var routes = []route{
 	{"POST", "/v1/hello", "/v1/hello", "agent", true},
 	{"GET", "/v1/hosts", "/v1/hosts", "reader", false},
 	{"GET", "/v1/hosts/{name}", "/v1/hosts/sim1", "reader", false},
+	{"GET", "/v1/hosts/{name}/evidence", "/v1/hosts/sim1/evidence", "reader", false},
 	{"DELETE", "/v1/hosts/{name}", "/v1/hosts/sim1", "admin", false},
 	{"PATCH", "/v1/hosts/{name}", "/v1/hosts/sim1", "admin", true},
 	{"GET", "/v1/pending", "/v1/pending", "reader", false},
