@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"trustpool/internal/api"
@@ -25,6 +26,7 @@ import (
 	"trustpool/internal/ekcert"
 	"trustpool/internal/enroll"
 	"trustpool/internal/integrity"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/pki"
@@ -116,6 +118,28 @@ type Server struct {
 	ln        net.Listener
 	tasks     []func(context.Context) error // run beside the API
 	routes    []string
+	stopping  atomic.Bool // Run is shutting down: not ready
+}
+
+// ready answers /readyz: 200 while the store answers and the server is not
+// shutting down (the verdict cache and the known-good values are loaded
+// before New returns), 503 with the reason otherwise, so that a load
+// balancer sends schedulers elsewhere.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var reason string
+	switch {
+	case s.stopping.Load():
+		reason = "shutting down"
+	case s.store.Ping(ctx) != nil:
+		reason = "the store does not answer"
+	}
+	if reason != "" {
+		http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ok\n"))
 }
 
 // Routes lists every pattern the server serves: "METHOD /path", or a bare
@@ -185,8 +209,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	kg := &knownGood{store: st, integrity: s.integrity, now: now}
-	if err := kg.load(ctx); err != nil {
+	kg := knowngood.New(knowngood.Config{Store: st, Installer: s.integrity, Now: now})
+	if err := kg.Load(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -236,7 +260,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		handle(p, poll) // any method: PollHosts answers 405 itself, as Nova expects
 	}
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
-	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
+	handle("GET /readyz", http.HandlerFunc(s.ready))
 	s.handler = mux
 	return s, nil
 }
@@ -345,6 +369,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	s.stopping.Store(true)
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()

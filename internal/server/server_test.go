@@ -254,3 +254,20 @@ func TestBadInputKeepsServing(t *testing.T) {
 		t.Fatal("server stopped serving")
 	}
 }
+
+// /readyz fails when it should: a store that does not answer makes the
+// server not ready (a load balancer then sends schedulers elsewhere).
+func TestReadyzFailsWithoutStore(t *testing.T) {
+	e := startServer(t)
+	if code, body := e.call("GET", "/readyz", nil); code != http.StatusOK {
+		t.Fatalf("readyz of a healthy server: %d %s", code, body)
+	}
+	e.srv.Store().Close()
+	code, body := e.call("GET", "/readyz", nil)
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "store") {
+		t.Fatalf("readyz with the store closed: %d %s, want 503 naming the store", code, body)
+	}
+	if code, _ := e.call("GET", "/healthz", nil); code != http.StatusOK {
+		t.Fatalf("healthz (the process is alive): %d, want 200", code)
+	}
+}

@@ -119,6 +119,18 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// Ping checks that the database answers a query, on the read and the
+// write pool.
+func (s *Store) Ping(ctx context.Context) error {
+	for _, db := range []*sql.DB{s.rdb, s.wdb} {
+		var one int
+		if err := db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return nil
+}
+
 // inTx runs fn in one write transaction and commits it when fn returns nil.
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.wdb.BeginTx(ctx, nil)
