@@ -231,3 +231,25 @@ func verifytestDigest(b evidence.Bank, s string) Hex {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
 }
+
+// TestEvaluateUnprovenPinned: a PCR whose events the log cannot prove in
+// the expectation's bank is still decided by its value when that value is
+// one the reference approves and pins (its Log replays to it and satisfies
+// the rule): the quote proves the value, and the value the events.
+func TestEvaluateUnprovenPinned(t *testing.T) {
+	shim := d(evidence.SHA256, "shim")
+	v := eventlog.Extend(evidence.SHA256, make([]byte, 32), shim)
+	e := Expectation{PCR: 4, Bank: evidence.SHA256, Digests: []Hex{v},
+		BootApps: &DigestSetRule{Require: []Known{{Digest: shim}}},
+		Log:      []EventRule{{Digest: shim, Type: "EV_EFI_BOOT_SERVICES_APPLICATION"}}}
+	m := &verify.Measurements{PCRs: map[evidence.Bank]map[int][]byte{evidence.SHA256: {4: v}},
+		Unproven: []verdict.Reason{verdict.PCRReason(verdict.CodeUnproven, 4, "sha256", "PCR 4 (sha256) cannot be proven: the event log is in SHA-1 format, which carries sha1 digests only")}}
+	p := &Policy{Name: "p", Version: 1, Require: []Class{VMM}, Approved: map[Class][]string{VMM: {"r"}}}
+	if res := Evaluate(p, map[string]*Reference{"r": ref("r", VMM, e)}, m); res.Level != verdict.Trusted {
+		t.Fatalf("pinned value: %v", res.Reasons)
+	}
+	e.Log = nil // nothing pins the events: the rule needs them
+	if res := Evaluate(p, map[string]*Reference{"r": ref("r", VMM, e)}, m); res.Level != verdict.Untrusted || res.Reasons[0].Code != verdict.CodeUnproven {
+		t.Fatalf("unpinned value: %s %v", res.Level, res.Reasons)
+	}
+}
