@@ -53,7 +53,6 @@ type Store interface {
 	ListPending(ctx context.Context, now time.Time) ([]store.Pending, error)
 	PollPending(ctx context.Context, pollHash []byte, now time.Time) (store.Pending, error)
 	DeleteExpiredEnrollments(ctx context.Context, now time.Time) (int, error)
-	DeleteExpiredPending(ctx context.Context, now time.Time) (int, error)
 }
 
 // EKCertCheck verifies an EK certificate (DER) for the EK public area
@@ -457,9 +456,6 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Sweep(ctx context.Context) {
 	if _, err := s.cfg.Store.DeleteExpiredEnrollments(ctx, s.now()); err != nil && ctx.Err() == nil {
 		s.cfg.Log.Error("delete expired enrollments", "err", err)
-	}
-	if _, err := s.cfg.Store.DeleteExpiredPending(ctx, s.now()); err != nil && ctx.Err() == nil {
-		s.cfg.Log.Error("delete expired pending hosts", "err", err)
 	}
 }
 

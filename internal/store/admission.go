@@ -176,20 +176,6 @@ func (s *Store) CountWaiting(ctx context.Context, now time.Time) (int, error) {
 	return n, nil
 }
 
-// DeleteExpiredPending removes the requests that expired at or before now
-// and returns how many there were.
-func (s *Store) DeleteExpiredPending(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.wdb.ExecContext(ctx, `DELETE FROM pending_hosts WHERE expires_at <= $1`, micros(now))
-	if err != nil {
-		return 0, fmt.Errorf("delete expired pending hosts: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("delete expired pending hosts: %w", err)
-	}
-	return int(n), nil
-}
-
 func scanPending(r scanner) (Pending, error) {
 	var p Pending
 	var created, expires int64

@@ -67,16 +67,21 @@ func (s *Store) TakeEnrollment(ctx context.Context, id string) (Enrollment, erro
 	return e, nil
 }
 
-// DeleteExpiredEnrollments removes the enrollments that expired at or
-// before now and returns how many there were.
+// DeleteExpiredEnrollments removes what waits and expired at or before
+// now, enrollments in flight and pending requests alike, and returns how
+// many there were.
 func (s *Store) DeleteExpiredEnrollments(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.wdb.ExecContext(ctx, `DELETE FROM enrollments WHERE expires_at <= $1`, micros(now))
-	if err != nil {
-		return 0, fmt.Errorf("delete expired enrollments: %w", err)
+	total := 0
+	for _, table := range []string{"enrollments", "pending_hosts"} {
+		res, err := s.wdb.ExecContext(ctx, `DELETE FROM `+table+` WHERE expires_at <= $1`, micros(now))
+		if err != nil {
+			return total, fmt.Errorf("delete expired %s: %w", table, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("delete expired %s: %w", table, err)
+		}
+		total += int(n)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("delete expired enrollments: %w", err)
-	}
-	return int(n), nil
+	return total, nil
 }

@@ -26,6 +26,7 @@ func Run(t *testing.T, open Opener) {
 		tests func() map[string]func(*testing.T, Opener)
 	}{
 		{"Hosts", hostTests},
+		{"Admission", admissionTests},
 		{"Enrollments", enrollmentTests},
 		{"JoinTokens", joinTokenTests},
 		{"Verdicts", verdictTests},
