@@ -52,6 +52,64 @@ func knownGoodTests() map[string]func(*testing.T, Opener) {
 				t.Fatalf("list = %+v\nwant %+v", list, want)
 			}
 		},
+		"ApplyKnownGood": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			entry := func(action string) store.Entry {
+				return store.Entry{Time: epoch(), Actor: "admin", Action: action}
+			}
+			ref := func(name string, retired bool) *store.Reference {
+				return &store.Reference{Name: name, Class: "vmm", Body: []byte(`{"pcr":18}`), CreatedAt: epoch(), CreatedBy: "admin", Retired: retired}
+			}
+			// A change that fails at its second item, inside the
+			// transaction, after the first was written, leaves nothing.
+			for name, bad := range map[string]store.KnownGoodItem{
+				"an audit entry without action": {Reference: ref("b", false), Audit: entry("")},
+				"a body that is not JSON":       {Reference: &store.Reference{Name: "b", Class: "vmm", Body: []byte(`{`)}, Audit: entry("reference.put")},
+				"a policy without name":         {Policy: &store.Policy{Body: []byte(`{}`)}, Audit: entry("policy.put")},
+				"neither reference nor policy":  {Audit: entry("reference.put")},
+			} {
+				t.Run(name, func(t *testing.T) {
+					err := s.ApplyKnownGood(ctx, []store.KnownGoodItem{{Reference: ref("a", false), Audit: entry("reference.put")}, bad})
+					wantErr(t, "apply", err, store.ErrInvalid)
+					refs, err := s.ListReferences(ctx)
+					must(t, "list references", err)
+					pols, err := s.ListPolicies(ctx)
+					must(t, "list policies", err)
+					audit, err := s.ListAudit(ctx, 0, 10)
+					must(t, "list audit", err)
+					if len(refs)+len(pols)+len(audit) != 0 {
+						t.Fatalf("a failed change left %d references, %d policies, %d audit entries", len(refs), len(pols), len(audit))
+					}
+				})
+			}
+			wantErr(t, "apply nothing", s.ApplyKnownGood(ctx, nil), store.ErrInvalid)
+
+			// A change versions each name in order, the same name twice
+			// included, and audits each version in the same transaction.
+			items := []store.KnownGoodItem{
+				{Reference: ref("a", false), Audit: entry("reference.put")},
+				{Reference: ref("a", true), Audit: entry("reference.retire")},
+				{Policy: &store.Policy{Name: "default", Body: []byte(`{}`), CreatedAt: epoch(), CreatedBy: "admin"}, Audit: entry("policy.put")},
+			}
+			must(t, "apply", s.ApplyKnownGood(ctx, items))
+			if v := []int{items[0].Reference.Version, items[1].Reference.Version, items[2].Policy.Version}; !reflect.DeepEqual(v, []int{1, 2, 1}) {
+				t.Fatalf("versions %v, want [1 2 1]", v)
+			}
+			latest, err := s.GetReference(ctx, "a", 0)
+			must(t, "get latest", err)
+			if !reflect.DeepEqual(latest, *items[1].Reference) {
+				t.Fatalf("latest = %+v\nwant %+v", latest, *items[1].Reference)
+			}
+			audit, err := s.ListAudit(ctx, 0, 10)
+			must(t, "list audit", err)
+			var got []string
+			for _, e := range audit {
+				got = append(got, e.Action+" "+e.Subject)
+			}
+			if want := []string{"reference.put a@v1", "reference.retire a@v2", "policy.put default@v1"}; !reflect.DeepEqual(got, want) {
+				t.Fatalf("audit %v, want %v", got, want)
+			}
+		},
 		"ReferenceErrors": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
 			for name, r := range map[string]store.Reference{
