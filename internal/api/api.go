@@ -22,6 +22,7 @@ import (
 	"trustpool/internal/filter"
 	"trustpool/internal/httpjson"
 	"trustpool/internal/integrity"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/policy"
 	"trustpool/internal/problem"
 	"trustpool/internal/store"
@@ -42,12 +43,13 @@ type Store interface {
 	Append(ctx context.Context, e store.Entry) error
 }
 
-// KnownGood persists known-good changes and installs them in the integrity
-// service (package server).
+// KnownGood is the known-good database (package knowngood's DB): the set
+// in force, previews, changes and golden-host import.
 type KnownGood interface {
-	Current() *integrity.KnownGood
-	Preview(ctx context.Context, c *policy.Change) ([]integrity.Change, error)
-	Apply(ctx context.Context, actor string, c *policy.Change) ([]integrity.Change, error)
+	Current() *knowngood.Set
+	Preview(ctx context.Context, c *policy.Change) ([]knowngood.Change, error)
+	Apply(ctx context.Context, actor string, c *policy.Change) ([]knowngood.Change, error)
+	Golden(ctx context.Context, host, name, policy string, meta map[string]string) (*policy.Change, error)
 }
 
 // IdentityVerifier checks that an agent's certificate chain is the one

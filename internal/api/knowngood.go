@@ -1,19 +1,14 @@
 package api
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
 	"trustpool/internal/httpjson"
-	"trustpool/internal/integrity"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/policy"
 	"trustpool/internal/problem"
-	"trustpool/internal/store"
-	"trustpool/internal/verify"
 )
 
 // maxChange bounds a known-good change document (golden references carry
@@ -23,16 +18,16 @@ const maxChange = 4 << 20
 // ChangeResult answers a preview or an apply: the hosts whose level the
 // change moves (would move, for a preview).
 type ChangeResult struct {
-	Changes    []integrity.Change  `json:"changes"`
+	Changes    []knowngood.Change  `json:"changes"`
 	References []*policy.Reference `json:"references,omitempty"`
 	Policies   []*policy.Policy    `json:"policies,omitempty"`
 }
 
-func (a *API) current() *integrity.KnownGood {
+func (a *API) current() *knowngood.Set {
 	if kg := a.cfg.KnownGood.Current(); kg != nil {
 		return kg
 	}
-	return &integrity.KnownGood{}
+	return &knowngood.Set{}
 }
 
 func (a *API) listReferences(w http.ResponseWriter, r *http.Request) {
@@ -64,9 +59,9 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, c *policy.Change) {
 	httpjson.JSON(w, http.StatusOK, ChangeResult{Changes: nonNil(changes), References: c.References, Policies: c.Policies})
 }
 
-func nonNil(c []integrity.Change) []integrity.Change {
+func nonNil(c []knowngood.Change) []knowngood.Change {
 	if c == nil {
-		return []integrity.Change{}
+		return []knowngood.Change{}
 	}
 	return c
 }
@@ -143,21 +138,6 @@ type GoldenRequest struct {
 	Preview bool              `json:"preview,omitempty"` // only show what would change
 }
 
-// GoldenChange builds the change a golden-host import makes: references
-// from the host's latest verified evidence (only evidence that verified is
-// ever stored), approved beside those already in the policy.
-func GoldenChange(rec store.EvidenceRecord, req *GoldenRequest, cur *integrity.KnownGood) (*policy.Change, error) {
-	var m verify.Measurements
-	if err := json.Unmarshal(rec.Measurements, &m); err != nil {
-		return nil, fmt.Errorf("stored measurements of %s: %w", req.Host, err)
-	}
-	refs, err := policy.Golden(req.Name, 0, &m, req.Meta)
-	if err != nil {
-		return nil, problem.Wrap(problem.Invalid, err, "%v", err)
-	}
-	return &policy.Change{References: refs, Policies: []*policy.Policy{policy.Approve(cur.Policies[req.Policy], req.Policy, refs)}}, nil
-}
-
 func (a *API) golden(w http.ResponseWriter, r *http.Request) {
 	var req GoldenRequest
 	if err := httpjson.Decode(w, r, 4<<10, &req); err != nil {
@@ -170,15 +150,7 @@ func (a *API) golden(w http.ResponseWriter, r *http.Request) {
 	if req.Policy == "" {
 		req.Policy = policy.DefaultName
 	}
-	rec, err := a.cfg.Store.LatestEvidence(r.Context(), req.Host)
-	if errors.Is(err, store.ErrNotFound) {
-		err = problem.New(problem.Conflict, "host %q has no verified evidence: only evidence that verified cryptographically can become known-good", req.Host)
-	}
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	c, err := GoldenChange(rec, &req, a.current())
+	c, err := a.cfg.KnownGood.Golden(r.Context(), req.Host, req.Name, req.Policy, req.Meta)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -29,6 +29,7 @@ import (
 	"trustpool/internal/filter"
 	"trustpool/internal/fleetsim"
 	"trustpool/internal/integrity"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/nova"
 	"trustpool/internal/policy"
 	"trustpool/internal/store"
@@ -177,7 +178,7 @@ type fleet struct {
 	st    *store.Store
 	svc   *integrity.Service
 	names []string
-	kg    *integrity.KnownGood
+	kg    *knowngood.Set
 	now   time.Time
 }
 
@@ -206,7 +207,7 @@ func newFleet(ctx context.Context, cfg Config) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.kg = &integrity.KnownGood{Policies: map[string]*policy.Policy{policy.DefaultName: policy.Approve(nil, policy.DefaultName, refs)}, Refs: map[string]*policy.Reference{}}
+	f.kg = &knowngood.Set{Policies: map[string]*policy.Policy{policy.DefaultName: policy.Approve(nil, policy.DefaultName, refs)}, Refs: map[string]*policy.Reference{}}
 	for _, r := range refs {
 		f.kg.Refs[r.Name] = r
 	}
@@ -218,7 +219,7 @@ func newFleet(ctx context.Context, cfg Config) (*fleet, error) {
 			return nil, err
 		}
 		res.Measurements.Events[0].Data = []byte("S-CRTM of " + h) // host-unique stored bytes
-		m, _ := json.Marshal(res.Measurements)
+		m, _ := verify.MarshalMeasurements(&res.Measurements)
 		v := verdict.Verdict{Host: h, Level: verdict.Untrusted, VTime: f.now, Expiry: f.now.Add(time.Hour)}
 		if _, err := st.PutVerdict(ctx, v, &store.EvidenceRecord{Host: h, Evidence: evJSON, Nonce: nonce, Measurements: m, VerifiedAt: f.now}); err != nil {
 			return nil, err

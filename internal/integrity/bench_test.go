@@ -2,7 +2,6 @@ package integrity
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"trustpool/internal/evidence"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/policy"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
@@ -43,7 +43,7 @@ func BenchmarkReevaluate(b *testing.B) {
 				// Each host's stored measurements differ (as host-unique
 				// event data does), so nothing can be shared between hosts.
 				res.Measurements.Events[0].Data = []byte("S-CRTM of " + h)
-				mJSON, _ := json.Marshal(res.Measurements)
+				mJSON, _ := verify.MarshalMeasurements(&res.Measurements)
 				st.PutHost(ctx, store.Host{Name: h, State: store.HostActive, EKPublic: []byte(h), AKPublic: node.AK.Public(), URL: "https://x"})
 				st.PutVerdict(ctx, verdict.Verdict{Host: h, Level: verdict.Untrusted, VTime: now, Expiry: now.Add(time.Hour)},
 					&store.EvidenceRecord{Host: h, Evidence: []byte("{}"), Nonce: nonce, Measurements: mJSON, VerifiedAt: now})
@@ -53,11 +53,11 @@ func BenchmarkReevaluate(b *testing.B) {
 				b.Fatal(err)
 			}
 			refs, _ := policy.Golden("g", 1, &res.Measurements, nil)
-			trusting := &KnownGood{Policies: map[string]*policy.Policy{"default": policy.Approve(nil, "default", refs)}, Refs: map[string]*policy.Reference{}}
+			trusting := &knowngood.Set{Policies: map[string]*policy.Policy{"default": policy.Approve(nil, "default", refs)}, Refs: map[string]*policy.Reference{}}
 			for _, r := range refs {
 				trusting.Refs[r.Name] = r
 			}
-			empty := &KnownGood{}
+			empty := &knowngood.Set{}
 			b.ResetTimer()
 			for i := range b.N {
 				kg := trusting

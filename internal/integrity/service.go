@@ -1,28 +1,27 @@
 // Package integrity is the attestation server's integrity service: it
 // challenges every enrolled node on a schedule and at once when a node says
-// hello after a boot, verifies the evidence (package verify), evaluates it
-// against the known-good database (package policy) and hands the verdict to
-// the recorder (package recorder), which persists it and keeps the verdict
-// cache that relying parties read. Relying parties never cause a quote:
+// hello after a boot, has the evidence appraised (package appraisal: verify,
+// then policy, against the known-good set in force from package knowngood)
+// and hands the verdict to the recorder (package recorder), which persists
+// it and keeps the verdict cache that relying parties read. It owns what
+// appraisal must not: nonces, schedules, backoff and the agent client. Relying parties never cause a quote:
 // they only read the cache.
 package integrity
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"trustpool/internal/appraisal"
 	"trustpool/internal/evidence"
-	"trustpool/internal/policy"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/recorder"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
@@ -82,29 +81,6 @@ type Challenger interface {
 	Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error)
 }
 
-// KnownGood is the policies in force and the references they may approve.
-type KnownGood struct {
-	Policies map[string]*policy.Policy
-	Refs     map[string]*policy.Reference
-}
-
-// PolicyFor is h's policy (policy.For), or nil.
-func (kg *KnownGood) PolicyFor(h store.Host) *policy.Policy {
-	if kg == nil {
-		return nil
-	}
-	return policy.For(kg.Policies, h.Policy, h.Labels)
-}
-
-// Change is a host whose level a known-good change moves.
-type Change struct {
-	Host    string           `json:"host"`
-	From    verdict.Level    `json:"from"`
-	To      verdict.Level    `json:"to"`
-	Policy  string           `json:"policy,omitempty"`
-	Reasons []verdict.Reason `json:"reasons,omitempty"`
-}
-
 // collect is always quoted besides what the policy reads, so that the stored
 // evidence can feed golden-host import and previews of future policies.
 var collect = evidence.Selection{Bank: evidence.SHA256, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 19}}
@@ -116,7 +92,7 @@ type Service struct {
 	agents Challenger
 	rec    *recorder.Recorder
 	nonces *nonces
-	kg     atomic.Pointer[KnownGood]
+	kg     atomic.Pointer[knowngood.Set]
 	// kgMu orders recording verdicts against known-good changes: an
 	// attestation records under the read lock, judged by the values in
 	// force then; a change installs and re-evaluates under the write lock.
@@ -169,7 +145,7 @@ func (s *Service) Load(ctx context.Context) error { return s.rec.Load(ctx) }
 // SetKnownGood installs the known-good values and re-evaluates every host's
 // stored evidence against them at once, without new quotes. It returns the
 // hosts whose level changed.
-func (s *Service) SetKnownGood(ctx context.Context, kg *KnownGood) ([]Change, error) {
+func (s *Service) SetKnownGood(ctx context.Context, kg *knowngood.Set) ([]knowngood.Change, error) {
 	s.kgMu.Lock()
 	defer s.kgMu.Unlock()
 	s.kg.Store(kg)
@@ -177,7 +153,7 @@ func (s *Service) SetKnownGood(ctx context.Context, kg *KnownGood) ([]Change, er
 }
 
 // KnownGood returns the values in force (nil before the first SetKnownGood).
-func (s *Service) KnownGood() *KnownGood { return s.kg.Load() }
+func (s *Service) KnownGood() *knowngood.Set { return s.kg.Load() }
 
 // Hello asks for an immediate attestation of host, as after a reboot.
 func (s *Service) Hello(host string) {
@@ -298,12 +274,10 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 		return s.record(ctx, s.fail(host, seq, verdict.Untrusted, verdict.Reason{Code: verdict.CodeAKNotActivated,
 			Message: fmt.Sprintf("stored attestation key is unusable: %v", err)}), nil)
 	}
-	kg := s.kg.Load()
-	required := required(kg, kg.PolicyFor(h))
 	now := s.now()
 	ch := &evidence.Challenge{
 		Nonce:     s.nonces.issue(host, now.Add(s.cfg.Timeout)),
-		Selection: merge(append(slices.Clone(required), collect)),
+		Selection: appraisal.Selection(s.kg.Load(), hostOf(h), collect),
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	ev, err := s.agents.Challenge(cctx, h, ch)
@@ -326,44 +300,33 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 	return s.record(ctx, v, rec)
 }
 
-// Verify checks evidence answering the challenge with nonce and evaluates it
-// under h's policy in kg. It consumes the nonce: the same challenge never
+// Verify checks evidence answering the challenge with nonce and appraises
+// it under h's policy in kg. It consumes the nonce: the same challenge never
 // verifies twice.
-func (s *Service) Verify(h store.Host, ak *verify.AK, nonce []byte, kg *KnownGood, ev *evidence.Evidence) (verdict.Verdict, *store.EvidenceRecord) {
-	host, pol := h.Name, kg.PolicyFor(h)
+func (s *Service) Verify(h store.Host, ak *verify.AK, nonce []byte, kg *knowngood.Set, ev *evidence.Evidence) (verdict.Verdict, *store.EvidenceRecord) {
 	now := s.now()
-	if !s.nonces.consume(nonce, host, now) {
-		return s.fail(host, 0, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
+	if !s.nonces.consume(nonce, h.Name, now) {
+		return s.fail(h.Name, 0, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
 			Message: "the challenge's nonce was already used, expired or issued to another host"}), nil
 	}
-	res := ak.Verify(verify.Input{Nonce: nonce, Required: required(kg, pol), Evidence: ev})
-	if !res.OK() {
-		return s.fail(host, 0, verdict.Untrusted, res.Reasons...), nil
+	v, rec := appraisal.Appraise(appraisal.Input{
+		Host: hostOf(h), AK: ak, Nonce: nonce, KnownGood: kg, Evidence: ev, Now: now, Validity: s.cfg.Validity,
+	})
+	if rec == nil {
+		return v, nil
 	}
-	evJSON, _ := json.Marshal(ev)
-	mJSON, _ := json.Marshal(res.Measurements)
-	rec := &store.EvidenceRecord{Host: host, Evidence: evJSON, Nonce: nonce, Measurements: mJSON, VerifiedAt: now}
-	return s.evaluate(host, kg, pol, &res.Measurements, now), rec
+	return v, &store.EvidenceRecord{Host: rec.Host, Evidence: rec.Evidence, Nonce: rec.Nonce, Measurements: rec.Measurements, VerifiedAt: rec.VerifiedAt}
 }
 
-// evaluate turns verified measurements into a verdict established at vtime.
-func (s *Service) evaluate(host string, kg *KnownGood, pol *policy.Policy, m *verify.Measurements, vtime time.Time) verdict.Verdict {
-	v := verdict.Verdict{Host: host, VTime: vtime, Expiry: vtime.Add(s.cfg.Validity)}
-	if pol == nil {
-		v.Level = verdict.Untrusted
-		v.Reasons = []verdict.Reason{{Code: verdict.CodeNoPolicy,
-			Message: "no policy applies to this host: import a golden host or add references and a policy"}}
-		return v
-	}
-	r := policy.Evaluate(pol, kg.Refs, m)
-	v.Level, v.Reasons = r.Level, r.Reasons
-	v.Policy = policy.Label(pol, approvedRefs(pol, kg.Refs))
-	return v
+// hostOf is what an appraisal knows of h.
+func hostOf(h store.Host) appraisal.Host {
+	return appraisal.Host{Name: h.Name, Policy: h.Policy, Labels: h.Labels}
 }
 
 func (s *Service) fail(host string, seq int64, level verdict.Level, reasons ...verdict.Reason) verdict.Verdict {
-	now := s.now()
-	return verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(s.cfg.Validity), Reasons: reasons, Seq: seq}
+	v := appraisal.Fail(host, level, s.now(), s.cfg.Validity, reasons...)
+	v.Seq = seq
+	return v
 }
 
 // record hands v (with the evidence that verified, if any) to the
@@ -386,13 +349,13 @@ func (s *Service) record(ctx context.Context, v verdict.Verdict, rec *store.Evid
 
 // Reevaluate applies the known-good values in force to every host's latest
 // verified evidence and returns the hosts whose level changed.
-func (s *Service) Reevaluate(ctx context.Context) ([]Change, error) {
+func (s *Service) Reevaluate(ctx context.Context) ([]knowngood.Change, error) {
 	s.kgMu.Lock()
 	defer s.kgMu.Unlock()
 	return s.reevaluate(ctx)
 }
 
-func (s *Service) reevaluate(ctx context.Context) ([]Change, error) {
+func (s *Service) reevaluate(ctx context.Context) ([]knowngood.Change, error) {
 	vs, changes, err := s.plan(ctx, s.kg.Load())
 	if err != nil {
 		return nil, err
@@ -412,14 +375,14 @@ func (s *Service) reevaluate(ctx context.Context) ([]Change, error) {
 		}
 	}
 	// Hosts attested while the change was computed keep that verdict.
-	changes = slices.DeleteFunc(changes, func(c Change) bool { return !applied[c.Host] })
+	changes = slices.DeleteFunc(changes, func(c knowngood.Change) bool { return !applied[c.Host] })
 	return changes, nil
 }
 
 // Preview evaluates every host's latest verified evidence under kg without
 // installing it, and returns the hosts whose level would change: exactly
 // what SetKnownGood(kg) would then do.
-func (s *Service) Preview(ctx context.Context, kg *KnownGood) ([]Change, error) {
+func (s *Service) Preview(ctx context.Context, kg *knowngood.Set) ([]knowngood.Change, error) {
 	_, changes, err := s.plan(ctx, kg)
 	return changes, err
 }
@@ -427,7 +390,7 @@ func (s *Service) Preview(ctx context.Context, kg *KnownGood) ([]Change, error) 
 // plan computes the verdicts kg gives every host with stored evidence whose
 // latest verdict came from that evidence (a later failed verification
 // stands), and the level changes they make.
-func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, []Change, error) {
+func (s *Service) plan(ctx context.Context, kg *knowngood.Set) ([]verdict.Verdict, []knowngood.Change, error) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("re-evaluate: %w", err)
@@ -438,7 +401,7 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 	}
 	var (
 		vs      = make([]verdict.Verdict, 0, len(hosts))
-		changes []Change
+		changes []knowngood.Change
 		now     = s.now()
 	)
 	err = s.store.AllMeasurements(ctx, func(host string, mb []byte, verifiedAt time.Time, seq int64) error {
@@ -453,15 +416,14 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 		if !verifiedAt.Add(s.cfg.Validity).After(now) {
 			return nil // judged again, it would have expired already
 		}
-		pol := kg.PolicyFor(h)
-		v, err := s.judgeStored(host, kg, pol, mb, verifiedAt)
+		v, err := appraisal.JudgeStored(hostOf(h), kg, mb, verifiedAt, s.cfg.Validity)
 		if err != nil {
-			return err
+			return fmt.Errorf("re-evaluate: %w", err)
 		}
 		v.Seq = seq
 		vs = append(vs, v)
 		if from, to := cur.At(now), v.At(now); from != to {
-			changes = append(changes, Change{Host: host, From: from, To: to, Policy: v.Policy, Reasons: v.Reasons})
+			changes = append(changes, knowngood.Change{Host: host, From: from, To: to, Policy: v.Policy, Reasons: v.Reasons})
 		}
 		return nil
 	})
@@ -469,39 +431,6 @@ func (s *Service) plan(ctx context.Context, kg *KnownGood) ([]verdict.Verdict, [
 		return nil, nil, err
 	}
 	return vs, changes, nil
-}
-
-// storedPCRs reads only the PCR values of stored measurements, which
-// encoding/json writes first: most verdicts are decided by PCR values
-// alone, and scanning fifty events per host would dominate re-evaluating a
-// fleet. ok is false when the document does not start that way.
-func storedPCRs(mb []byte) (pcrs map[evidence.Bank]map[int][]byte, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(mb))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, false
-	}
-	if t, err := dec.Token(); err != nil || t != "pcrs" {
-		return nil, false
-	}
-	if err := dec.Decode(&pcrs); err != nil {
-		return nil, false
-	}
-	return pcrs, true
-}
-
-// judgeStored evaluates stored measurements, decoding their events only when
-// the policy has event rules or the host fails (to explain which event).
-func (s *Service) judgeStored(host string, kg *KnownGood, pol *policy.Policy, mb []byte, vtime time.Time) (verdict.Verdict, error) {
-	if pcrs, ok := storedPCRs(mb); ok && (pol == nil || !policy.NeedsEvents(pol, kg.Refs)) {
-		if v := s.evaluate(host, kg, pol, &verify.Measurements{PCRs: pcrs}, vtime); v.Level == verdict.Trusted || pol == nil {
-			return v, nil
-		}
-	}
-	var m verify.Measurements
-	if err := json.Unmarshal(mb, &m); err != nil {
-		return verdict.Verdict{}, fmt.Errorf("re-evaluate %s: stored measurements: %w", host, err)
-	}
-	return s.evaluate(host, kg, pol, &m, vtime), nil
 }
 
 func (s *Service) akOf(h store.Host) (*verify.AK, error) {
@@ -516,46 +445,6 @@ func (s *Service) akOf(h store.Host) (*verify.AK, error) {
 	}
 	s.aks[h.Name] = &akEntry{public: h.AKPublic, ak: ak}
 	return ak, nil
-}
-
-// required is what pol reads: the selection a quote must cover.
-func required(kg *KnownGood, pol *policy.Policy) []evidence.Selection {
-	if pol == nil {
-		return nil
-	}
-	return policy.Selection(pol, kg.Refs)
-}
-
-func approvedRefs(pol *policy.Policy, refs map[string]*policy.Reference) []*policy.Reference {
-	var out []*policy.Reference
-	for _, c := range pol.Require {
-		for _, n := range pol.Approved[c] {
-			if r := refs[n]; r != nil {
-				out = append(out, r)
-			}
-		}
-	}
-	return out
-}
-
-// merge unions PCR selections per bank.
-func merge(sels []evidence.Selection) []evidence.Selection {
-	want := map[evidence.Bank][]int{}
-	for _, s := range sels {
-		for _, p := range s.PCRs {
-			if !slices.Contains(want[s.Bank], p) {
-				want[s.Bank] = append(want[s.Bank], p)
-			}
-		}
-	}
-	var out []evidence.Selection
-	for _, b := range evidence.Banks {
-		if p := want[b]; len(p) > 0 {
-			slices.Sort(p)
-			out = append(out, evidence.Selection{Bank: b, PCRs: p})
-		}
-	}
-	return out
 }
 
 // Remove deletes host as actor through the recorder (it reads as unknown
@@ -574,25 +463,3 @@ func (s *Service) Remove(ctx context.Context, host, actor string) error {
 	}
 	return nil
 }
-
-// With returns kg with c applied; kg is not modified.
-func (kg *KnownGood) With(c *policy.Change) *KnownGood {
-	next := &KnownGood{Policies: map[string]*policy.Policy{}, Refs: map[string]*policy.Reference{}}
-	if kg != nil {
-		maps.Copy(next.Policies, kg.Policies)
-		maps.Copy(next.Refs, kg.Refs)
-	}
-	for _, r := range c.References {
-		next.Refs[r.Name] = r
-	}
-	for _, p := range c.Policies {
-		next.Policies[p.Name] = p
-	}
-	for _, n := range c.Retire {
-		delete(next.Refs, n)
-	}
-	return next
-}
-
-// InForce says whether a reference of that name is in force.
-func (kg *KnownGood) InForce(name string) bool { return kg != nil && kg.Refs[name] != nil }

@@ -10,7 +10,7 @@ import (
 
 	"trustpool/internal/agent/bootsim"
 	"trustpool/internal/api"
-	"trustpool/internal/integrity"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
@@ -28,7 +28,7 @@ func (e *env) change(path string, body any) api.ChangeResult {
 	return res
 }
 
-func levels(cs []integrity.Change) map[string]verdict.Level {
+func levels(cs []knowngood.Change) map[string]verdict.Level {
 	m := map[string]verdict.Level{}
 	for _, c := range cs {
 		m[c.Host] = c.To

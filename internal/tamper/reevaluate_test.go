@@ -2,7 +2,6 @@ package tamper_test
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"trustpool/internal/eventlog"
 	"trustpool/internal/evidence"
 	"trustpool/internal/integrity"
+	"trustpool/internal/knowngood"
 	"trustpool/internal/policy"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
@@ -91,15 +91,15 @@ func TestReevaluationKeepsNewerEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m verify.Measurements
-	if err := json.Unmarshal(rec.Measurements, &m); err != nil {
+	m, err := verify.UnmarshalMeasurements(rec.Measurements)
+	if err != nil {
 		t.Fatal(err)
 	}
 	refs, err := policy.Golden("golden", 1, &m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kg := &integrity.KnownGood{Policies: map[string]*policy.Policy{}, Refs: map[string]*policy.Reference{}}
+	kg := &knowngood.Set{Policies: map[string]*policy.Policy{}, Refs: map[string]*policy.Reference{}}
 	p := policy.Approve(nil, policy.DefaultName, refs)
 	p.Version = 1
 	kg.Policies[p.Name] = p
