@@ -4,8 +4,8 @@
 // then policy, against the known-good set in force from package knowngood)
 // and hands the verdict to the recorder (package recorder), which persists
 // it and keeps the verdict cache that relying parties read. It owns what
-// appraisal must not: nonces, schedules, backoff and the agent client. Relying parties never cause a quote:
-// they only read the cache.
+// appraisal must not: nonces, schedules, backoff and the agent client.
+// Relying parties never cause a quote: they only read the cache.
 package integrity
 
 import (
