@@ -120,17 +120,18 @@ func match(ref *Reference, peers []*Reference, h *hostView) []verdict.Reason {
 				pcr, e.Bank, got, ref.Class, allowed(peers, pcr, e.Bank), explain)
 		}
 		var rs []verdict.Reason
-		if r.Code == "" && pinned(e, got) {
-			// The value pins the events the rules were checked over
-			// (memo.go): nothing more to read.
-		} else if unproven && (len(e.Events) > 0 || e.hasBootRules()) {
+		switch {
+		case r.Code == "" && pinned(e, got):
+			// The value pins the events its rules hold over (see
+			// pinned): nothing more to read.
+		case unproven && (len(e.Events) > 0 || e.hasBootRules()):
 			// Rules over events the log cannot prove in this bank are
 			// not met, and the reason is why, not the absence of each
 			// event (never a fallback to a bank the reference does
 			// not name).
 			rs = []verdict.Reason{verdict.PCRReason(verdict.CodeUnproven, pcr, string(e.Bank),
 				"%s; reference %s needs its %s events (%s)", why, ref.Name, e.Bank, ruleKinds(e))}
-		} else {
+		default:
 			if r.Code == "" && len(e.Events) > 0 {
 				if missing, ok := missingEvent(e, h.events(pcr)); ok {
 					r = verdict.PCRReason(verdict.CodeEventMissing, pcr, string(e.Bank),
