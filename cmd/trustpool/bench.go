@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"trustpool/internal/bench"
+	"trustpool/internal/fleetsim"
 )
 
 func benchCmd() *cobra.Command {
@@ -27,5 +31,79 @@ func benchCmd() *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 3*time.Second, "time per throughput figure")
 	cmd.Flags().IntVar(&cfg.Hosts, "hosts", 10000, "hosts in the simulated fleet")
+	cmd.AddCommand(benchFleetCmd())
+	return cmd
+}
+
+func benchFleetCmd() *cobra.Command {
+	var (
+		cfg      bench.FleetConfig
+		ak       string
+		asJSON   bool
+		noCache  bool
+		keepLogs bool
+	)
+	cmd := &cobra.Command{
+		Use:   "fleet",
+		Short: "Run a real server against a simulated fleet over loopback mutual TLS and measure it",
+		Long: `Starts a trustpool server process (and, with --db postgres, a throw-away PostgreSQL
+cluster), a simulated fleet in this process (test equipment: software EKs and AKs, each
+node on its own 127.0.0.0/8 address), enrolls every node with join tokens, imports the
+first node as the golden host, says hello from every node, then measures for --duration
+and prints one JSON object. RSA keys come from a cache file (--key-cache) so that large
+fleets start in seconds; only the missing keys are generated.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch ak {
+			case "rsa":
+				cfg.AK = fleetsim.RSA2048
+			case "p256":
+				cfg.AK = fleetsim.P256
+			default:
+				return fmt.Errorf("--ak %q: want rsa or p256", ak)
+			}
+			if noCache {
+				cfg.KeyCache = ""
+			}
+			dir, err := os.MkdirTemp("", "trustpool-bench-fleet-")
+			if err != nil {
+				return err
+			}
+			if keepLogs {
+				fmt.Fprintf(cmd.ErrOrStderr(), "bench fleet: scratch directory %s is kept\n", dir)
+			} else {
+				defer os.RemoveAll(dir)
+			}
+			cfg.Dir = dir
+			res, err := bench.RunFleet(cmd.Context(), cfg)
+			if res != nil {
+				var b []byte
+				if asJSON {
+					b, _ = json.Marshal(res)
+				} else {
+					b, _ = json.MarshalIndent(res, "", "  ")
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
+			}
+			return err
+		},
+	}
+	cache := ""
+	if d, err := os.UserCacheDir(); err == nil {
+		cache = filepath.Join(d, "trustpool-bench", "rsa2048.pem")
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Nodes, "nodes", 1000, "simulated nodes")
+	f.DurationVar(&cfg.Interval, "interval", 60*time.Second, "the server's re-attestation interval")
+	f.DurationVar(&cfg.Validity, "validity", 0, "how long a verdict stands (default 3 × interval, the server's default)")
+	f.DurationVar(&cfg.Duration, "duration", 3*time.Minute, "measured window, after every node is enrolled and attested")
+	f.StringVar(&cfg.DB, "db", "", "store: empty for SQLite, postgres for a throw-away cluster, or a postgres:// URL")
+	f.IntVar(&cfg.Tampered, "tampered", 10, "nodes that reboot into a tampered hypervisor during the window and say hello")
+	f.StringVar(&ak, "ak", "rsa", "the nodes' AK: rsa (RSA-2048, RSASSA) or p256 (ECDSA)")
+	f.StringVar(&cfg.KeyCache, "key-cache", cache, "file of cached RSA-2048 keys for the simulated EKs and AKs")
+	f.BoolVar(&noCache, "no-key-cache", false, "generate every key")
+	f.IntVar(&cfg.Workers, "workers", 16, "concurrent enrollments and hellos")
+	f.BoolVar(&asJSON, "json", false, "print the result on one line")
+	f.BoolVar(&keepLogs, "keep", false, "keep the scratch directory (the server's log and state)")
 	return cmd
 }

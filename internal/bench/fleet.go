@@ -1,0 +1,723 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the pgx database/sql driver, for the size of a PostgreSQL store
+
+	"trustpool/internal/api"
+	"trustpool/internal/fleetsim"
+	simfleet "trustpool/internal/fleetsim/fleet"
+	"trustpool/internal/httpjson"
+	"trustpool/internal/nova"
+	"trustpool/internal/server"
+	"trustpool/internal/verdict"
+)
+
+// FleetConfig configures `trustpool bench fleet`.
+type FleetConfig struct {
+	Nodes    int
+	Interval time.Duration // the server's re-attestation interval
+	Validity time.Duration // how long a verdict stands (default: the server's, 3 × Interval)
+	Duration time.Duration // the measured window, after every node is enrolled and attested
+	// DB is "" (SQLite in the server's state directory), "postgres" (a
+	// throw-away cluster in a temporary directory) or a postgres:// URL.
+	DB       string
+	Tampered int          // nodes that reboot into a tampered state during the window
+	AK       fleetsim.Alg // the nodes' AK kind
+	KeyCache string       // RSA key cache file (fleetsim.RSAKeys); "" generates every key
+	Exe      string       // the trustpool binary (default: this one)
+	Dir      string       // scratch directory
+	Workers  int          // concurrent enrollments and hellos (default 16)
+	Log      *slog.Logger
+}
+
+// Latency is a pair of percentiles in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+	N   int     `json:"n"`
+}
+
+// FleetResult is what `trustpool bench fleet` prints.
+type FleetResult struct {
+	Nodes      int     `json:"nodes"`
+	IntervalS  float64 `json:"interval_s"`
+	ValidityS  float64 `json:"validity_s"`
+	DurationS  float64 `json:"duration_s"` // the measured window
+	Replicas   int     `json:"replicas"`
+	DB         string  `json:"db"`
+	AK         string  `json:"ak"`
+	CPUs       int     `json:"cpus"`
+	Tampered   int     `json:"tampered"`
+	Enrolled   int     `json:"enrolled"`
+	EnrollS    float64 `json:"enroll_s"`     // enrolling every node (join token, enroll, activate)
+	RampS      float64 `json:"ramp_s"`       // from the hellos to every node attested
+	RampHeld   bool    `json:"ramp_settled"` // every node had a verdict before the window started
+	FreshAtEnd int     `json:"fresh_at_end"` // hosts whose verdict is current (trusted or untrusted)
+	// UnknownAtEnd are hosts that read unknown at the end (never attested or
+	// expired).
+	UnknownAtEnd   int `json:"unknown_at_end"`
+	TrustedAtEnd   int `json:"trusted_at_end"`
+	UntrustedAtEnd int `json:"untrusted_at_end"`
+	// WrongAtEnd are hosts whose level is not what they booted: a
+	// tampered node not untrusted, or a clean one not trusted.
+	WrongAtEnd int `json:"wrong_at_end"`
+	// OlderThanInterval are hosts whose verdict at the end is older than
+	// the interval plus the challenge timeout: the server fell behind its
+	// schedule for them even if their verdict has not expired yet.
+	OlderThanInterval int     `json:"older_than_interval_at_end"`
+	MaxVerdictAgeS    float64 `json:"max_verdict_age_s"`
+	// Attestations are challenges the simulator answered in the window.
+	Attestations      int64   `json:"attestations"`
+	AttestationsPerS  float64 `json:"attestations_per_s"`
+	ExpectedPerS      float64 `json:"expected_attestations_per_s"` // nodes / interval
+	ChallengesRefused int64   `json:"challenges_refused"`
+	ServerCPUS        float64 `json:"server_cpu_s"`
+	ServerCPUPerAtt   float64 `json:"server_cpu_s_per_attestation"`
+	DBCPUS            float64 `json:"db_cpu_s,omitempty"` // PostgreSQL's processes, when the bench started them
+	SimCPUS           float64 `json:"sim_cpu_s"`          // this process: the simulated fleet, PollHosts and pool readers
+	ServerRSS         int64   `json:"server_rss_bytes"`
+	ServerRSSPerNode  float64 `json:"server_rss_bytes_per_node"`
+	// AttestLatency is the simulator's answer time (challenge handler
+	// start to evidence written); the server's own round trip is not
+	// visible from outside it.
+	AttestLatency Latency `json:"attest_latency_ms"`
+	// ChallengeGap is the time between two challenges to the same node.
+	ChallengeGap Latency `json:"challenge_gap_s"`
+	// PollHosts1000 is a PollHosts of 1,000 names (all nodes when fewer)
+	// timed at the client over loopback HTTPS, once a second in the window.
+	PollHosts1000 Latency `json:"pollhosts_1000_ms"`
+	PollHostsP99  float64 `json:"pollhosts_1000_p99_ms"`
+	// TamperToUntrusted: a node's hello after a tampered reboot to
+	// PollHosts answering untrusted for it (polled every 10 ms).
+	TamperToUntrusted Latency  `json:"tamper_to_untrusted_ms"`
+	TamperMissed      int      `json:"tamper_not_untrusted_within_60s"`
+	BytesWritten      int64    `json:"bytes_written"` // growth of the store in the window
+	BytesPerAtt       float64  `json:"bytes_written_per_attestation"`
+	IOWritePerAtt     float64  `json:"server_io_write_bytes_per_attestation"` // /proc/PID/io write_bytes (SQLite) or the WAL (PostgreSQL)
+	Notes             []string `json:"notes"`
+}
+
+// RunFleet runs the fleet benchmark: a real server process, a simulated
+// fleet enrolled through its API, a measured window of cfg.Duration.
+func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
+	if cfg.Nodes <= 0 || cfg.Interval <= 0 || cfg.Duration <= 0 {
+		return nil, errors.New("bench fleet: --nodes, --interval and --duration must be positive")
+	}
+	if cfg.Tampered < 0 || cfg.Tampered >= cfg.Nodes {
+		return nil, fmt.Errorf("bench fleet: --tampered %d: want 0 to %d", cfg.Tampered, cfg.Nodes-1)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if cfg.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("bench fleet: find the trustpool binary: %w", err)
+		}
+		cfg.Exe = exe
+	}
+	if err := raiseFileLimit(uint64(4*cfg.Nodes + 4096)); err != nil {
+		return nil, err
+	}
+	res := &FleetResult{Nodes: cfg.Nodes, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: 1,
+		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite"}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The store.
+	dsn := ""
+	var pg *pgCluster
+	switch {
+	case cfg.DB == "postgres":
+		var err error
+		if pg, err = startPostgres(ctx, cfg.Dir); err != nil {
+			return nil, err
+		}
+		defer pg.stop()
+		dsn, res.DB = pg.dsn, "postgres (throw-away cluster)"
+	case strings.HasPrefix(cfg.DB, "postgres://"), strings.HasPrefix(cfg.DB, "postgresql://"):
+		dsn, res.DB = cfg.DB, "postgres (given)"
+	case cfg.DB != "":
+		return nil, fmt.Errorf("bench fleet: --db %q: want postgres or a postgres:// URL", cfg.DB)
+	}
+
+	// The server.
+	srv, err := startServer(ctx, cfg, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	res.ValidityS = srv.validity.Seconds()
+	admin := api.NewClient(srv.url, srv.ca, srv.adminToken)
+
+	// The fleet.
+	fl, err := simfleet.New(simfleet.Config{
+		Server: srv.url, ServerCA: srv.ca, Nodes: cfg.Nodes, AK: cfg.AK, KeyCache: cfg.KeyCache, Workers: cfg.Workers, Log: cfg.Log,
+		JoinToken: func(ctx context.Context, host string) (string, error) {
+			var tok struct {
+				Token string `json:"token"`
+			}
+			err := admin.Do(ctx, http.MethodPost, "/v1/join-tokens", map[string]string{"host": host}, &tok)
+			return tok.Token, err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer fl.Close()
+	nodes := fl.Nodes()
+
+	// Enrollment: every node, then the golden import from the first one.
+	cfg.Log.Info("bench fleet: enrolling", "nodes", cfg.Nodes)
+	start := time.Now()
+	res.Enrolled, err = fl.Enroll(ctx)
+	res.EnrollS = time.Since(start).Seconds()
+	if err != nil {
+		res.Notes = append(res.Notes, "enrollment errors: "+firstLine(err))
+	}
+	if res.Enrolled == 0 {
+		return res, fmt.Errorf("bench fleet: no node enrolled: %w", err)
+	}
+	if err := nodes[0].Hello(ctx); err != nil {
+		return res, fmt.Errorf("bench fleet: hello from the golden host: %w", err)
+	}
+	if err := golden(ctx, admin, nodes[0].Name); err != nil {
+		return res, err
+	}
+	cfg.Log.Info("bench fleet: enrolled; every node says hello", "enrolled", res.Enrolled, "s", res.EnrollS)
+	start = time.Now()
+	if err := fl.Hello(ctx); err != nil {
+		res.Notes = append(res.Notes, "hello errors: "+firstLine(err))
+	}
+	res.RampHeld = waitAttested(ctx, admin, cfg.Nodes, max(2*cfg.Interval, time.Minute))
+	res.RampS = time.Since(start).Seconds()
+	cfg.Log.Info("bench fleet: measuring", "ramp_s", res.RampS, "settled", res.RampHeld, "window", cfg.Duration)
+
+	// The measured window.
+	blob, err := os.ReadFile(filepath.Join(srv.dir, server.NovaBlobFile))
+	if err != nil {
+		return res, fmt.Errorf("bench fleet: %w", err)
+	}
+	size := storeSize(ctx, srv.dir, dsn)
+	ioStart := ioWritten(ctx, srv.cmd.Process.Pid, dsn)
+	cpu0, cpuErr := procCPU(srv.cmd.Process.Pid)
+	dbCPU0 := pg.cpu()
+	sim0 := selfCPU()
+	att0, ref0 := fl.Stats().Answered, fl.Stats().Failed
+	fl.ResetSamples()
+	t0 := time.Now()
+	wctx, wcancel := context.WithDeadline(ctx, t0.Add(cfg.Duration))
+	defer wcancel()
+	poller := newPoller(srv.url, srv.ca, strings.TrimSpace(string(blob)))
+	var names []string
+	for _, nd := range nodes[:min(1000, len(nodes))] {
+		names = append(names, nd.Name)
+	}
+	var wg sync.WaitGroup
+	var pollTimes []time.Duration
+	wg.Go(func() { pollTimes = poller.sample(wctx, names) })
+	var tamperTimes []time.Duration
+	tampered := map[string]bool{}
+	for _, nd := range nodes[len(nodes)-cfg.Tampered:] {
+		tampered[nd.Name] = true
+	}
+	if cfg.Tampered > 0 {
+		wg.Go(func() {
+			select {
+			case <-wctx.Done():
+				return
+			case <-time.After(cfg.Duration / 3):
+			}
+			tamperTimes, res.TamperMissed = tamper(wctx, fl, poller, nodes[len(nodes)-cfg.Tampered:])
+		})
+	}
+	<-wctx.Done()
+	wg.Wait()
+	window := time.Since(t0)
+
+	// The end.
+	st := fl.Stats()
+	res.Attestations = st.Answered - att0
+	res.ChallengesRefused = st.Failed - ref0
+	res.AttestationsPerS = float64(res.Attestations) / window.Seconds()
+	res.ExpectedPerS = float64(cfg.Nodes) / cfg.Interval.Seconds()
+	if cpu1, err := procCPU(srv.cmd.Process.Pid); err == nil && cpuErr == nil {
+		res.ServerCPUS = cpu1 - cpu0
+		if res.Attestations > 0 {
+			res.ServerCPUPerAtt = res.ServerCPUS / float64(res.Attestations)
+		}
+	}
+	if pg != nil {
+		res.DBCPUS = pg.cpu() - dbCPU0
+	}
+	res.SimCPUS = selfCPU() - sim0
+	res.ServerRSS = procRSS(srv.cmd.Process.Pid)
+	res.ServerRSSPerNode = float64(res.ServerRSS) / float64(cfg.Nodes)
+	res.BytesWritten = storeSize(ctx, srv.dir, dsn) - size
+	ioEnd := ioWritten(ctx, srv.cmd.Process.Pid, dsn)
+	if res.Attestations > 0 {
+		res.BytesPerAtt = float64(res.BytesWritten) / float64(res.Attestations)
+		res.IOWritePerAtt = float64(ioEnd-ioStart) / float64(res.Attestations)
+	}
+	res.AttestLatency = ms(st.Answer)
+	res.ChallengeGap = Latency{P50: st.Gap.P50.Seconds(), P99: st.Gap.P99.Seconds(), Max: st.Gap.Max.Seconds(), N: st.Gap.N}
+	res.PollHosts1000 = msOf(pollTimes)
+	res.PollHostsP99 = res.PollHosts1000.P99
+	res.TamperToUntrusted = msOf(tamperTimes)
+
+	var pool api.Pool
+	if err := admin.Do(ctx, http.MethodGet, "/v1/pool", nil, &pool); err != nil {
+		return res, fmt.Errorf("bench fleet: read the pool at the end: %w", err)
+	}
+	now := time.Now()
+	for _, h := range pool.Hosts {
+		switch h.Level {
+		case verdict.Trusted:
+			res.TrustedAtEnd++
+		case verdict.Untrusted:
+			res.UntrustedAtEnd++
+		default:
+			res.UnknownAtEnd++
+		}
+		if h.Level != verdict.Unknown {
+			res.FreshAtEnd++
+		}
+		if want := map[bool]verdict.Level{true: verdict.Untrusted, false: verdict.Trusted}[tampered[h.Host]]; h.Level != want {
+			res.WrongAtEnd++
+		}
+		if vt, err := time.Parse(time.RFC3339, h.VTime); err == nil && h.Level != verdict.Unknown {
+			age := now.Sub(vt)
+			res.MaxVerdictAgeS = max(res.MaxVerdictAgeS, age.Seconds())
+			if age > cfg.Interval+srv.timeout+time.Second {
+				res.OlderThanInterval++
+			}
+		}
+	}
+	res.UnknownAtEnd += cfg.Nodes - len(pool.Hosts) // never enrolled
+	res.WrongAtEnd += cfg.Nodes - len(pool.Hosts)
+	res.Notes = append(res.Notes,
+		"one machine: the server, the simulated fleet and the bench's readers share its CPUs; sim_cpu_s is this process",
+		"attest_latency_ms is the simulator's answer time; the server-side round trip is not visible from outside the server",
+		"pollhosts_1000_ms is timed at the client over loopback HTTPS with a kept-alive connection")
+	if pg != nil {
+		res.Notes = append(res.Notes, "server_cpu_s excludes PostgreSQL's processes (db_cpu_s)")
+	}
+	return res, nil
+}
+
+// firstLine shortens a joined error to its first line and a count.
+func firstLine(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) == 1 {
+		return lines[0]
+	}
+	return fmt.Sprintf("%s (and %d more lines)", lines[0], len(lines)-1)
+}
+
+func ms(p simfleet.Percentiles) Latency {
+	f := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return Latency{P50: f(p.P50), P99: f(p.P99), Max: f(p.Max), N: p.N}
+}
+
+func msOf(s []time.Duration) Latency {
+	if len(s) == 0 {
+		return Latency{}
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return ms(simfleet.Percentiles{N: len(s), P50: s[len(s)/2], P99: s[len(s)*99/100], Max: s[len(s)-1]})
+}
+
+// golden imports the first node's measurements once its evidence is in
+// (at most 60 s of tries).
+func golden(ctx context.Context, admin *httpjson.Client, host string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := admin.Do(ctx, http.MethodPost, "/v1/golden", map[string]any{"host": host, "name": "fleet",
+			"meta": map[string]string{"hypervisor": simfleet.Hypervisor, "source": "bench fleet golden host " + host}}, nil)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("bench fleet: golden-host import from %s: %w", host, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitAttested waits until every one of n hosts has a verdict that is not
+// unknown, reading the pool every 2 s for at most limit.
+func waitAttested(ctx context.Context, admin *httpjson.Client, n int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var pool api.Pool
+		if err := admin.Do(ctx, http.MethodGet, "/v1/pool", nil, &pool); err == nil && len(pool.Hosts) == n {
+			if !slices.ContainsFunc(pool.Hosts, func(h api.PoolEntry) bool { return h.Level == verdict.Unknown }) {
+				return true
+			}
+		}
+		time.Sleep(2 * time.Second)
+	}
+	return false
+}
+
+// tamper reboots nodes into a tampered state, each says hello, and PollHosts
+// is asked every 10 ms (at most 60 s) until it answers untrusted for each.
+func tamper(ctx context.Context, fl *simfleet.Fleet, p *poller, nodes []*simfleet.Node) ([]time.Duration, int) {
+	sent := map[string]time.Time{}
+	var names []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		if err := fl.Reboot(nd, simfleet.Tampered); err != nil {
+			continue
+		}
+		names = append(names, nd.Name)
+		wg.Go(func() {
+			t := time.Now()
+			if nd.Hello(ctx) == nil {
+				mu.Lock()
+				sent[nd.Name] = t
+				mu.Unlock()
+			}
+		})
+	}
+	var times []time.Duration
+	seen := map[string]bool{}
+	deadline := time.Now().Add(time.Minute)
+	for len(seen) < len(names) && time.Now().Before(deadline) && ctx.Err() == nil {
+		levels, err := p.poll(ctx, names)
+		now := time.Now()
+		if err == nil {
+			mu.Lock()
+			for name, lvl := range levels {
+				if t, ok := sent[name]; ok && !seen[name] && lvl == string(verdict.Untrusted) {
+					seen[name] = true
+					times = append(times, now.Sub(t))
+				}
+			}
+			mu.Unlock()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wg.Wait()
+	return times, len(names) - len(seen)
+}
+
+// poller asks PollHosts as Nova does, with the x-auth-blob.
+type poller struct {
+	http *http.Client
+	url  string
+	blob string
+}
+
+func newPoller(base string, ca []byte, blob string) *poller {
+	return &poller{http: api.NewHTTPClient(ca), url: base + nova.PrefixNova + "/PollHosts", blob: blob}
+}
+
+// poll returns each host's trust_lvl.
+func (p *poller) poll(ctx context.Context, hosts []string) (map[string]string, error) {
+	body, _ := json.Marshal(map[string]any{"count": len(hosts), "hosts": hosts})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-auth-blob", p.blob)
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("PollHosts: %s", resp.Status)
+	}
+	var ans struct {
+		Hosts []struct {
+			Name  string `json:"host_name"`
+			Level string `json:"trust_lvl"`
+		} `json:"hosts"`
+	}
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return nil, fmt.Errorf("PollHosts: %w", err)
+	}
+	out := make(map[string]string, len(ans.Hosts))
+	for _, h := range ans.Hosts {
+		out[h.Name] = h.Level
+	}
+	return out, nil
+}
+
+// sample times a PollHosts of hosts once a second until ctx ends.
+func (p *poller) sample(ctx context.Context, hosts []string) []time.Duration {
+	var out []time.Duration
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return out
+		case <-t.C:
+		}
+		start := time.Now()
+		if levels, err := p.poll(ctx, hosts); err == nil && len(levels) == len(hosts) {
+			out = append(out, time.Since(start))
+		}
+	}
+}
+
+// serverProc is a `trustpool server` child process.
+type serverProc struct {
+	cmd        *exec.Cmd
+	dir        string
+	url        string
+	ca         []byte
+	adminToken string
+	validity   time.Duration
+	timeout    time.Duration
+	done       chan struct{}
+	logFile    *os.File
+}
+
+// startServer starts `trustpool server` on a free loopback port and waits
+// (at most 60 s) until it is ready.
+func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc, error) {
+	dir := filepath.Join(cfg.Dir, "server")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	validity := cfg.Validity
+	if validity <= 0 {
+		validity = 3 * cfg.Interval
+	}
+	args := []string{"server", "--state-dir", dir, "--listen", addr, "--interval", cfg.Interval.String(),
+		"--validity", validity.String(), "--enroll-rate", "1000000"}
+	if dsn != "" {
+		args = append(args, "--db", dsn)
+	}
+	logf, err := os.Create(filepath.Join(cfg.Dir, "server.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(cfg.Exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("bench fleet: start the server: %w", err)
+	}
+	s := &serverProc{cmd: cmd, dir: dir, url: "https://" + addr, validity: validity, timeout: 10 * time.Second, done: make(chan struct{}), logFile: logf}
+	go func() { cmd.Wait(); close(s.done) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		select {
+		case <-s.done:
+			s.stop()
+			return nil, fmt.Errorf("bench fleet: the server exited: %s", s.tail())
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("bench fleet: the server was not ready within a minute: %s", s.tail())
+		}
+		ca, err1 := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		tok, err2 := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		c := api.NewHTTPClient(ca)
+		resp, err := c.Get(s.url + "/readyz")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		c.CloseIdleConnections()
+		if resp.StatusCode == http.StatusOK {
+			s.ca, s.adminToken = ca, strings.TrimSpace(string(tok))
+			return s, nil
+		}
+	}
+}
+
+// tail is the end of the server's log.
+func (s *serverProc) tail() string {
+	b, _ := os.ReadFile(s.logFile.Name())
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// stop asks the server to stop (SIGTERM), and kills it after 10 s.
+func (s *serverProc) stop() {
+	select {
+	case <-s.done:
+	default:
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	s.logFile.Close()
+}
+
+// raiseFileLimit makes sure this process (and the server it starts) may
+// open need files: a node holds a listener and a connection.
+func raiseFileLimit(need uint64) error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return err
+	}
+	if l.Cur >= need {
+		return nil
+	}
+	l.Cur = need
+	l.Max = max(l.Max, need)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return fmt.Errorf("bench fleet: %d nodes need %d open files (ulimit -n): %w", need/4, need, err)
+	}
+	return nil
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat's times on Linux.
+const clockTick = 100
+
+// procCPU returns a process's user + system CPU seconds.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("bad /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("bad /proc stat")
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad /proc stat")
+	}
+	return float64(u+s) / clockTick, nil
+}
+
+// procRSS returns a process's resident set (VmRSS) in bytes.
+func procRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// selfCPU returns this process's user + system CPU seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// storeSize is the SQLite store's files in dir, or the PostgreSQL
+// database's size.
+func storeSize(ctx context.Context, dir, dsn string) int64 {
+	if dsn != "" {
+		var n int64
+		withDB(ctx, dsn, func(db *sql.DB) error {
+			return db.QueryRowContext(ctx, "SELECT pg_database_size(current_database())").Scan(&n)
+		})
+		return n
+	}
+	var n int64
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".db") {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+	}
+	return n
+}
+
+// ioWritten is the server's storage writes so far: /proc/PID/io write_bytes
+// with SQLite, PostgreSQL's WAL position with PostgreSQL.
+func ioWritten(ctx context.Context, pid int, dsn string) int64 {
+	if dsn != "" {
+		var n int64
+		withDB(ctx, dsn, func(db *sql.DB) error {
+			return db.QueryRowContext(ctx, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").Scan(&n)
+		})
+		return n
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func withDB(ctx context.Context, dsn string, fn func(*sql.DB) error) error {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return fn(db)
+}

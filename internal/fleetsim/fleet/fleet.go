@@ -1,0 +1,546 @@
+// Package fleet is test equipment: a fleet of simulated compute nodes in
+// one process, for `trustpool bench fleet` and the fleet check. Every node
+// has its own identity, as a real one does: an RSA-2048 EK in the TCG
+// default template and an AK (package fleetsim's software keys, real TPM 2.0
+// public areas), its own loopback address (127.0.0.0/8 is loopback on Linux;
+// each node's listener is bound to its exact address and its client calls
+// leave from it), and its own agent certificate, obtained through the
+// server's real enrollment API with a join token and a credential
+// activation computed in software with the node's EK private key. It then
+// speaks to the server exactly as internal/agent does: mutually
+// authenticated TLS, the server's certificate required to carry the server
+// policy (pki.RequireServer) both when it calls the server and when it is
+// challenged, quotes as real TPMS_ATTEST structures signed by the AK, TCG
+// event logs, and a hello after every (simulated) boot.
+//
+// Nothing here is secure: every key lives in process memory. The server
+// does not know the fleet is simulated; production code other than the
+// bench command must not import this package (internal/deps_test.go).
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"trustpool/internal/evidence"
+	"trustpool/internal/fleetsim"
+	"trustpool/internal/httpjson"
+	"trustpool/internal/pki"
+)
+
+// Model is the hardware model every node of the fleet shares: its firmware
+// and boot chain measure the same, as in a fleet of one server model, so a
+// golden import from one node makes the whole fleet trusted.
+const Model = "fleet model r650"
+
+// Hypervisor is what a node's measured launch loads; Tampered what a
+// tampered reboot loads instead (a different PCR 18 and 19).
+const (
+	Hypervisor = "kvm-6.8.0-41"
+	Tampered   = "kvm-6.8.0-41 with an implant"
+)
+
+// Config configures a fleet.
+type Config struct {
+	Server   string // https://host:port of the attestation server (loopback)
+	ServerCA []byte // PEM of the server's CA
+	Nodes    int
+	// Domain makes the host names node-00001.<Domain>; default fleet.test.
+	Domain string
+	AK     fleetsim.Alg
+	// KeyCache is the RSA key cache file (fleetsim.RSAKeys); "" generates.
+	KeyCache string
+	// FirstIP is the first node's address (default 127.20.0.1); the others
+	// follow, skipping addresses that end in .0 or .255.
+	FirstIP netip.Addr
+	// JoinToken returns a one-time join token for host: the operator's part
+	// of an admission (POST /v1/join-tokens as admin).
+	JoinToken func(ctx context.Context, host string) (string, error)
+	// Workers bounds concurrent enrollments and hellos (default 16).
+	Workers int
+	Log     *slog.Logger
+}
+
+// Fleet is a running fleet.
+type Fleet struct {
+	cfg    Config
+	pool   *x509.CertPool
+	nodes  []*Node
+	byAddr map[netip.Addr]*Node
+	srv    *http.Server
+	port   int
+	served sync.WaitGroup
+
+	answered atomic.Int64 // challenges answered
+	failed   atomic.Int64 // challenges refused or not answered
+	mu       sync.Mutex   // guards answer and gap
+	answer   []time.Duration
+	gap      []time.Duration
+	bootsMu  sync.Mutex // guards boots
+	boots    map[string]*boot
+}
+
+// Node is one simulated compute node.
+type Node struct {
+	Name string
+	Addr netip.Addr
+	URL  string
+
+	ek   *fleetsim.SoftEK
+	ak   *fleetsim.SoftAK
+	boot atomic.Pointer[boot]
+	cert atomic.Pointer[tls.Certificate]
+	api  atomic.Pointer[httpjson.Client] // the server's API, with the node's certificate once enrolled
+	last atomic.Int64                    // unix nanoseconds of the latest challenge
+}
+
+// boot is what a node measured at its latest boot. Nodes that booted the
+// same software share one (read-only): a node's memory is its keys.
+type boot struct {
+	node *fleetsim.Node
+	pcrs map[evidence.Bank][evidence.NumPCRs][]byte
+}
+
+func (f *Fleet) bootOf(hypervisor string) (*boot, error) {
+	f.bootsMu.Lock()
+	defer f.bootsMu.Unlock()
+	if b, ok := f.boots[hypervisor]; ok {
+		return b, nil
+	}
+	n := &fleetsim.Node{EventLog: fleetsim.BootLog(Model).Bytes(), DRTMLog: fleetsim.DRTMLog(hypervisor).Bytes()}
+	b := &boot{node: n, pcrs: map[evidence.Bank][evidence.NumPCRs][]byte{}}
+	for _, bank := range []evidence.Bank{evidence.SHA1, evidence.SHA256} { // the banks the logs carry
+		v, err := n.PCRs(bank)
+		if err != nil {
+			return nil, err
+		}
+		b.pcrs[bank] = v
+	}
+	f.boots[hypervisor] = b
+	return b, nil
+}
+
+// maxSamples bounds the latency samples kept (a 10,000-node run at a 60 s
+// interval answers 500,000 challenges in 50 minutes).
+const maxSamples = 1 << 20
+
+// New makes the fleet's nodes and binds each node's listener; nothing is
+// sent until Enroll.
+func New(cfg Config) (*Fleet, error) {
+	if cfg.Nodes <= 0 {
+		return nil, errors.New("fleet: no nodes")
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "fleet.test"
+	}
+	if !cfg.FirstIP.IsValid() {
+		cfg.FirstIP = netip.AddrFrom4([4]byte{127, 20, 0, 1})
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.JoinToken == nil {
+		return nil, errors.New("fleet: no join token source")
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(cfg.ServerCA) {
+		return nil, errors.New("fleet: no certificate in the server CA")
+	}
+	addrs, err := addresses(cfg.FirstIP, cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	n := cfg.Nodes
+	if cfg.AK != fleetsim.P256 {
+		n *= 2
+	}
+	keys, err := fleetsim.RSAKeys(n, cfg.KeyCache)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{cfg: cfg, pool: pool, byAddr: make(map[netip.Addr]*Node, cfg.Nodes), boots: map[string]*boot{}}
+	for i := range cfg.Nodes {
+		ek, err := fleetsim.NewSoftEKWith(keys[i])
+		if err != nil {
+			return nil, err
+		}
+		var ak *fleetsim.SoftAK
+		if cfg.AK == fleetsim.P256 {
+			ak, err = fleetsim.NewSoftAK(fleetsim.P256)
+		} else {
+			ak, err = fleetsim.NewSoftAKWith(cfg.AK, keys[cfg.Nodes+i])
+		}
+		if err != nil {
+			return nil, err
+		}
+		b, err := f.bootOf(Hypervisor)
+		if err != nil {
+			return nil, err
+		}
+		nd := &Node{Name: fmt.Sprintf("node-%05d.%s", i+1, cfg.Domain), Addr: addrs[i], ek: ek, ak: ak}
+		nd.boot.Store(b)
+		f.nodes = append(f.nodes, nd)
+		f.byAddr[nd.Addr] = nd
+	}
+	if err := f.listen(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// addresses returns n loopback addresses from first on, skipping .0 and
+// .255 (valid on loopback, but easy to mistake for network and broadcast).
+func addresses(first netip.Addr, n int) ([]netip.Addr, error) {
+	if !first.Is4() || !netip.MustParsePrefix("127.0.0.0/8").Contains(first) {
+		return nil, fmt.Errorf("fleet: first address %s is not in 127.0.0.0/8", first)
+	}
+	var out []netip.Addr
+	for a := first; len(out) < n; a = a.Next() {
+		if !netip.MustParsePrefix("127.0.0.0/8").Contains(a) {
+			return nil, fmt.Errorf("fleet: %d nodes do not fit in 127.0.0.0/8 from %s", n, first)
+		}
+		if b := a.As4(); b[3] != 0 && b[3] != 255 {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// listen binds every node's listener to its own address on one port (the
+// first node's, chosen by the kernel), so each node has its own URL, and
+// serves challenges on all of them.
+func (f *Fleet) listen() error {
+	f.srv = &http.Server{
+		Handler:           http.HandlerFunc(f.serveQuote),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(f.cfg.Log.Handler(), slog.LevelDebug),
+	}
+	var lns []net.Listener
+	for i, nd := range f.nodes {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(nd.Addr, uint16(f.port)).String())
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("fleet: listen for %s on %s: %w (raise the open-file limit for large fleets)", nd.Name, nd.Addr, err)
+		}
+		if i == 0 {
+			f.port = ln.Addr().(*net.TCPAddr).Port
+		}
+		nd.URL = "https://" + netip.AddrPortFrom(nd.Addr, uint16(f.port)).String()
+		lns = append(lns, ln)
+	}
+	for i, ln := range lns {
+		nd := f.nodes[i]
+		tc := &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if c := nd.cert.Load(); c != nil {
+					return c, nil
+				}
+				return nil, errors.New("node not enrolled yet")
+			},
+			// Only the attestation server may challenge a node.
+			ClientAuth:       tls.RequireAndVerifyClientCert,
+			ClientCAs:        f.pool,
+			VerifyConnection: pki.RequireServer,
+		}
+		f.served.Go(func() { f.srv.Serve(tls.NewListener(ln, tc)) })
+	}
+	return nil
+}
+
+// Nodes returns the fleet's nodes.
+func (f *Fleet) Nodes() []*Node { return f.nodes }
+
+// Close stops serving challenges.
+func (f *Fleet) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := f.srv.Shutdown(ctx)
+	if err != nil {
+		f.srv.Close()
+	}
+	f.served.Wait()
+	return err
+}
+
+func (f *Fleet) serveQuote(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method != http.MethodPost || r.URL.Path != "/v1/quote" {
+		http.NotFound(w, r)
+		return
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	var nd *Node
+	if ta, ok := local.(*net.TCPAddr); ok {
+		a, _ := netip.AddrFromSlice(ta.IP)
+		nd = f.byAddr[a.Unmap()]
+	}
+	if nd == nil {
+		f.failed.Add(1)
+		http.NotFound(w, r)
+		return
+	}
+	var c evidence.Challenge
+	if err := httpjson.Decode(w, r, 16<<10, &c); err != nil {
+		f.failed.Add(1)
+		httpjson.Error(w, r, f.cfg.Log, err)
+		return
+	}
+	if err := c.Validate(); err != nil {
+		f.failed.Add(1)
+		httpjson.JSON(w, http.StatusBadRequest, httpjson.ErrorBody{Error: "challenge: " + err.Error()})
+		return
+	}
+	ev, err := nd.evidence(&c)
+	if err != nil {
+		f.failed.Add(1)
+		httpjson.JSON(w, http.StatusInternalServerError, httpjson.ErrorBody{Error: err.Error()})
+		return
+	}
+	httpjson.JSON(w, http.StatusOK, ev)
+	f.answered.Add(1)
+	prev := nd.last.Swap(start.UnixNano())
+	f.mu.Lock()
+	if len(f.answer) < maxSamples {
+		f.answer = append(f.answer, time.Since(start))
+		if prev != 0 {
+			f.gap = append(f.gap, start.Sub(time.Unix(0, prev)))
+		}
+	}
+	f.mu.Unlock()
+}
+
+// evidence answers c as the agent does: a quote of c's selection with its
+// nonce, the PCR values it signed, and the event logs of the latest boot.
+func (nd *Node) evidence(c *evidence.Challenge) (*evidence.Evidence, error) {
+	b := nd.boot.Load()
+	var pcrs []evidence.PCR
+	for _, s := range c.Selection {
+		vals, ok := b.pcrs[s.Bank]
+		if !ok {
+			return nil, fmt.Errorf("no PCR bank %s", s.Bank)
+		}
+		for _, p := range s.PCRs {
+			pcrs = append(pcrs, evidence.PCR{Bank: s.Bank, Index: p, Digest: vals[p]})
+		}
+	}
+	quote, sig, err := nd.ak.Quote(c.Nonce, c.Selection, pcrs)
+	if err != nil {
+		return nil, err
+	}
+	return &evidence.Evidence{Quote: quote, Signature: sig, PCRs: pcrs, EventLog: b.node.EventLog, DRTMLog: b.node.DRTMLog}, nil
+}
+
+// client returns a client of the server's API that leaves from the node's
+// own address, requires the server's certificate to carry the server
+// policy, and presents cert when not nil.
+func (f *Fleet) client(nd *Node, cert *tls.Certificate) *httpjson.Client {
+	tc := &tls.Config{RootCAs: f.pool, MinVersion: tls.VersionTLS12, VerifyConnection: pki.RequireServer}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: nd.Addr.AsSlice()}, Timeout: 10 * time.Second}
+	return &httpjson.Client{
+		HTTP:      &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DialContext: d.DialContext, MaxIdleConnsPerHost: 1}},
+		Base:      f.cfg.Server,
+		MaxAnswer: 1 << 20,
+	}
+}
+
+// Enroll admits every node that has no certificate yet, Workers at a time:
+// a join token, POST /v1/enroll, the credential activation with the node's
+// EK, POST /v1/enroll/activate. It returns how many nodes are enrolled, and
+// the errors of those that are not.
+func (f *Fleet) Enroll(ctx context.Context) (int, error) {
+	errs := f.each(ctx, func(ctx context.Context, nd *Node) error {
+		if nd.cert.Load() != nil {
+			return nil
+		}
+		return f.enroll(ctx, nd)
+	})
+	n := 0
+	for _, nd := range f.nodes {
+		if nd.cert.Load() != nil {
+			n++
+		}
+	}
+	return n, errs
+}
+
+func (f *Fleet) enroll(ctx context.Context, nd *Node) error {
+	tok, err := f.cfg.JoinToken(ctx, nd.Name)
+	if err != nil {
+		return fmt.Errorf("join token for %s: %w", nd.Name, err)
+	}
+	key, csr, err := pki.NewKeyAndCSR(nd.Name)
+	if err != nil {
+		return err
+	}
+	c := f.client(nd, nil)
+	defer c.HTTP.CloseIdleConnections()
+	var cred evidence.EnrollCredential
+	req := evidence.EnrollRequest{Host: nd.Name, EKPublic: nd.ek.Public(), AKPublic: nd.ak.Public(), URL: nd.URL, CSR: csr, JoinToken: tok}
+	if err := c.Do(ctx, http.MethodPost, "/v1/enroll", &req, &cred); err != nil {
+		return fmt.Errorf("enroll %s: %w", nd.Name, err)
+	}
+	secret, err := nd.ek.ActivateCredential(nd.ak.Name(), cred.CredentialBlob, cred.EncryptedSecret)
+	if err != nil {
+		return fmt.Errorf("enroll %s: %w", nd.Name, err)
+	}
+	var adm evidence.Admitted
+	if err := c.Do(ctx, http.MethodPost, "/v1/enroll/activate", &evidence.EnrollActivation{ID: cred.ID, Secret: secret}, &adm); err != nil {
+		return fmt.Errorf("enroll %s: %w", nd.Name, err)
+	}
+	if adm.State != evidence.EnrollAdmitted {
+		return fmt.Errorf("enroll %s: state %q after activation with a join token", nd.Name, adm.State)
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	cert, err := tls.X509KeyPair(adm.Cert, keyPEM)
+	if err != nil {
+		return fmt.Errorf("enroll %s: issued certificate: %w", nd.Name, err)
+	}
+	nd.cert.Store(&cert)
+	nd.api.Store(f.client(nd, &cert))
+	return nil
+}
+
+// Hello has every enrolled node say hello (as after its boot), Workers at a
+// time.
+func (f *Fleet) Hello(ctx context.Context) error {
+	return f.each(ctx, func(ctx context.Context, nd *Node) error { return nd.Hello(ctx) })
+}
+
+// Hello tells the server the node (re)booted, with its certificate.
+func (nd *Node) Hello(ctx context.Context) error {
+	c := nd.api.Load()
+	if c == nil {
+		return fmt.Errorf("hello from %s: not enrolled", nd.Name)
+	}
+	defer c.HTTP.CloseIdleConnections()
+	return c.Do(ctx, http.MethodPost, "/v1/hello", &struct {
+		Host string `json:"host"`
+	}{nd.Name}, nil)
+}
+
+// Reboot makes the node boot again with hypervisor in its measured launch:
+// its DRTM event log and PCRs 17-19 change; later quotes report them.
+func (f *Fleet) Reboot(nd *Node, hypervisor string) error {
+	b, err := f.bootOf(hypervisor)
+	if err != nil {
+		return err
+	}
+	nd.boot.Store(b)
+	return nil
+}
+
+// each runs fn for every node, Workers at a time, and joins the errors
+// (the first 10, and a count of the rest).
+func (f *Fleet) each(ctx context.Context, fn func(context.Context, *Node) error) error {
+	work := make(chan *Node)
+	var (
+		mu   sync.Mutex
+		errs []error
+		more int
+		wg   sync.WaitGroup
+	)
+	for range f.cfg.Workers {
+		wg.Go(func() {
+			for nd := range work {
+				if err := fn(ctx, nd); err != nil {
+					mu.Lock()
+					if len(errs) < 10 {
+						errs = append(errs, err)
+					} else {
+						more++
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, nd := range f.nodes {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- nd
+	}
+	close(work)
+	wg.Wait()
+	if more > 0 {
+		errs = append(errs, errors.New("and "+strconv.Itoa(more)+" more errors"))
+	}
+	if ctx.Err() != nil {
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are the fleet's counts and its latency samples.
+type Stats struct {
+	Answered int64 // challenges answered
+	Failed   int64 // challenges refused (unknown address, bad challenge)
+	// Answer is the simulator's time from a challenge's handler start to
+	// its evidence written (quote signing and encoding): what the node
+	// costs, not the server's round trip.
+	Answer Percentiles
+	// Gap is the time between two challenges to the same node: the
+	// effective re-attestation period.
+	Gap Percentiles
+}
+
+// Percentiles of a sample.
+type Percentiles struct {
+	N             int
+	P50, P99, Max time.Duration
+}
+
+// Stats returns the counts and the percentiles of the samples so far.
+func (f *Fleet) Stats() Stats {
+	f.mu.Lock()
+	answer, gap := slices.Clone(f.answer), slices.Clone(f.gap)
+	f.mu.Unlock()
+	return Stats{Answered: f.answered.Load(), Failed: f.failed.Load(), Answer: percentiles(answer), Gap: percentiles(gap)}
+}
+
+// Answered returns how many challenges the fleet has answered.
+func (f *Fleet) Answered() int64 { return f.answered.Load() }
+
+// ResetSamples drops the latency samples (at the start of a measured
+// window).
+func (f *Fleet) ResetSamples() {
+	f.mu.Lock()
+	f.answer, f.gap = nil, nil
+	f.mu.Unlock()
+}
+
+func percentiles(s []time.Duration) Percentiles {
+	if len(s) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(s)
+	return Percentiles{N: len(s), P50: s[len(s)/2], P99: s[len(s)*99/100], Max: s[len(s)-1]}
+}
