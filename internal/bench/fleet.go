@@ -111,12 +111,16 @@ type FleetResult struct {
 	PollHostsP99  float64 `json:"pollhosts_1000_p99_ms"`
 	// TamperToUntrusted: a node's hello after a tampered reboot to
 	// PollHosts answering untrusted for it (polled every 10 ms).
-	TamperToUntrusted Latency  `json:"tamper_to_untrusted_ms"`
-	TamperMissed      int      `json:"tamper_not_untrusted_within_60s"`
-	BytesWritten      int64    `json:"bytes_written"` // growth of the store in the window
-	BytesPerAtt       float64  `json:"bytes_written_per_attestation"`
-	IOWritePerAtt     float64  `json:"server_io_write_bytes_per_attestation"` // /proc/PID/io write_bytes (SQLite) or the WAL (PostgreSQL)
-	Notes             []string `json:"notes"`
+	TamperToUntrusted Latency `json:"tamper_to_untrusted_ms"`
+	TamperMissed      int     `json:"tamper_not_untrusted_within_60s"`
+	BytesWritten      int64   `json:"bytes_written"` // growth of the store in the window
+	BytesPerAtt       float64 `json:"bytes_written_per_attestation"`
+	IOWritePerAtt     float64 `json:"server_io_write_bytes_per_attestation"` // /proc/PID/io write_bytes (SQLite) or the WAL (PostgreSQL)
+	// KeepAlive says whether the nodes kept the server's connections open
+	// between challenges, as the agent does (false when the open-file limit
+	// cannot hold two files per node).
+	KeepAlive bool     `json:"agent_keepalive"`
+	Notes     []string `json:"notes"`
 }
 
 // RunFleet runs the fleet benchmark: a real server process, a simulated
@@ -138,10 +142,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		}
 		cfg.Exe = exe
 	}
-	if err := raiseFileLimit(uint64(4*cfg.Nodes + 4096)); err != nil {
+	keepAlive, err := fileLimit(cfg.Nodes)
+	if err != nil {
 		return nil, err
 	}
-	res := &FleetResult{Nodes: cfg.Nodes, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: 1,
+	res := &FleetResult{KeepAlive: keepAlive, Nodes: cfg.Nodes, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: 1,
 		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite"}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -175,6 +180,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	// The fleet.
 	fl, err := simfleet.New(simfleet.Config{
 		Server: srv.url, ServerCA: srv.ca, Nodes: cfg.Nodes, AK: cfg.AK, KeyCache: cfg.KeyCache, Workers: cfg.Workers, Log: cfg.Log,
+		NoKeepAlive: !keepAlive,
 		JoinToken: func(ctx context.Context, host string) (string, error) {
 			var tok struct {
 				Token string `json:"token"`
@@ -321,6 +327,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		"one machine: the server, the simulated fleet and the bench's readers share its CPUs; sim_cpu_s is this process",
 		"attest_latency_ms is the simulator's answer time; the server-side round trip is not visible from outside the server",
 		"pollhosts_1000_ms is timed at the client over loopback HTTPS with a kept-alive connection")
+	if !keepAlive {
+		res.Notes = append(res.Notes, "the open-file limit holds one file per node: nodes close each challenge's connection, so every attestation pays a TLS handshake (agents keep it alive)")
+	}
 	if pg != nil {
 		res.Notes = append(res.Notes, "server_cpu_s excludes PostgreSQL's processes (db_cpu_s)")
 	}
@@ -598,22 +607,32 @@ func (s *serverProc) stop() {
 	s.logFile.Close()
 }
 
-// raiseFileLimit makes sure this process (and the server it starts) may
-// open need files: a node holds a listener and a connection.
-func raiseFileLimit(need uint64) error {
+// fileLimit makes sure this process may open the files the fleet needs: a
+// node holds its listener and, kept alive, the server's connection. It
+// raises the limit when it may, and reports whether connections can be kept
+// alive (false when only one file per node fits).
+func fileLimit(nodes int) (keepAlive bool, err error) {
+	const spare = 2048 // the bench's own clients, enrollments in flight
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return err
+		return false, err
 	}
-	if l.Cur >= need {
-		return nil
+	want := uint64(2*nodes + spare)
+	if l.Cur < want {
+		r := syscall.Rlimit{Cur: want, Max: max(l.Max, want)}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r) != nil && l.Max > l.Cur {
+			r = syscall.Rlimit{Cur: l.Max, Max: l.Max}
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+		}
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
-	l.Cur = need
-	l.Max = max(l.Max, need)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return fmt.Errorf("bench fleet: %d nodes need %d open files (ulimit -n): %w", need/4, need, err)
+	switch {
+	case l.Cur >= want:
+		return true, nil
+	case l.Cur >= uint64(nodes+spare):
+		return false, nil
 	}
-	return nil
+	return false, fmt.Errorf("bench fleet: %d nodes need at least %d open files, the limit is %d (ulimit -n)", nodes, nodes+spare, l.Cur)
 }
 
 // clockTick is USER_HZ, the unit of /proc/PID/stat's times on Linux.

@@ -70,7 +70,12 @@ type Config struct {
 	JoinToken func(ctx context.Context, host string) (string, error)
 	// Workers bounds concurrent enrollments and hellos (default 16).
 	Workers int
-	Log     *slog.Logger
+	// NoKeepAlive closes each challenge's connection after the answer, as
+	// an agent never does: a node then holds one file (its listener)
+	// instead of two, for fleets larger than half the open-file limit, and
+	// the server pays a TLS handshake per attestation.
+	NoKeepAlive bool
+	Log         *slog.Logger
 }
 
 // Fleet is a running fleet.
@@ -234,6 +239,7 @@ func (f *Fleet) listen() error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(f.cfg.Log.Handler(), slog.LevelDebug),
 	}
+	f.srv.SetKeepAlivesEnabled(!f.cfg.NoKeepAlive)
 	var lns []net.Listener
 	for i, nd := range f.nodes {
 		ln, err := net.Listen("tcp", netip.AddrPortFrom(nd.Addr, uint16(f.port)).String())
