@@ -32,6 +32,7 @@ import (
 	"trustpool/internal/pki"
 	"trustpool/internal/recorder"
 	"trustpool/internal/store"
+	"trustpool/internal/ui"
 	"trustpool/internal/verdict"
 )
 
@@ -261,6 +262,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
 	handle("GET /readyz", http.HandlerFunc(s.ready))
+	handle("GET "+ui.Prefix, ui.Handler())
 	s.handler = mux
 	return s, nil
 }

@@ -165,6 +165,7 @@ var routes = []route{
 	{"", nova.PrefixOAT + "/PollHosts", nova.PrefixOAT + "/PollHosts", "scheduler", true},
 	{"GET", "/healthz", "/healthz", "anyone", false},
 	{"GET", "/readyz", "/readyz", "anyone", false},
+	{"GET", "/ui/", "/ui/", "anyone", false},
 }
 
 // call is the method the tests call r with: PollHosts is mounted for every
