@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -98,21 +97,15 @@ type Service struct {
 	// force then; a change installs and re-evaluates under the write lock.
 	// So no verdict judged by superseded values lands after a change.
 	kgMu  sync.RWMutex
-	hello chan string
+	sched *schedule
 
-	mu      sync.Mutex // guards aks, backoff
-	aks     map[string]*akEntry
-	backoff map[string]backoff
+	mu  sync.Mutex // guards aks
+	aks map[string]*akEntry
 }
 
 type akEntry struct {
 	public []byte
 	ak     *verify.AK
-}
-
-type backoff struct {
-	failures int
-	until    time.Time
 }
 
 // New builds the service. Call Load before serving relying parties.
@@ -124,7 +117,7 @@ func New(cfg Config, s Store, agents Challenger) *Service {
 	}
 	return &Service{
 		cfg: cfg, store: s, agents: agents, rec: rec, nonces: newNonces(),
-		hello: make(chan string, 1024), aks: map[string]*akEntry{}, backoff: map[string]backoff{},
+		sched: newSchedule(cfg.Interval, cfg.Now), aks: map[string]*akEntry{},
 	}
 }
 
@@ -156,60 +149,44 @@ func (s *Service) SetKnownGood(ctx context.Context, kg *knowngood.Set) ([]knowng
 func (s *Service) KnownGood() *knowngood.Set { return s.kg.Load() }
 
 // Hello asks for an immediate attestation of host, as after a reboot.
-func (s *Service) Hello(host string) {
-	select {
-	case s.hello <- host:
-	default: // a full queue means a round is due anyway
-	}
-}
+func (s *Service) Hello(host string) { s.sched.soon(host) }
 
-// Run attests every active host each interval and every host that says
-// hello, until ctx ends.
+// Overdue counts the hosts whose attestation is due for longer than a
+// challenge's timeout without a worker to take it: the server is not
+// keeping up (their verdicts will expire, honestly, to unknown).
+func (s *Service) Overdue() int { return s.sched.overdue(s.cfg.Timeout) }
+
+// Run attests every active host once an interval, each keeping its place
+// in the interval, and at once after a hello, with at most Concurrency
+// challenges in flight and at most one per host, until ctx ends. The host
+// list is read again every interval.
 func (s *Service) Run(ctx context.Context) error {
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	attest := func(host string, delay time.Duration) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if delay > 0 {
-				t := time.NewTimer(delay)
-				defer t.Stop()
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			defer func() { <-sem }()
-			if _, err := s.Attest(ctx, host); err != nil && ctx.Err() == nil {
-				s.cfg.Log.Warn("attestation failed", "host", host, "err", err)
-			}
-		}()
-	}
-	round := func() {
+	refresh := func() {
 		hosts, err := s.store.ListHosts(ctx)
 		if err != nil {
-			s.cfg.Log.Error("list hosts", "err", err)
+			if ctx.Err() == nil {
+				s.cfg.Log.Error("list hosts", "err", err)
+			}
 			return
 		}
-		now := s.now()
-		s.nonces.sweep(now)
+		active := make([]string, 0, len(hosts))
 		for _, h := range hosts {
-			if h.State != store.HostActive || s.backingOff(h.Name, now) {
-				continue
+			if h.State == store.HostActive {
+				active = append(active, h.Name)
 			}
-			// Spread the round over the first half of the interval.
-			attest(h.Name, rand.N(s.cfg.Interval/2+1))
+		}
+		s.sched.keep(active)
+		s.nonces.sweep(s.now())
+		if n := s.Overdue(); n > 0 {
+			s.cfg.Log.Warn("attestation is falling behind", "overdue_hosts", n, "hosts", len(active), "concurrency", s.cfg.Concurrency)
 		}
 	}
-	round()
+	refresh()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range s.cfg.Concurrency {
+		wg.Go(func() { s.work(ctx) })
+	}
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
 	for {
@@ -217,39 +194,40 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			round()
-		case host := <-s.hello:
-			s.clearBackoff(host)
-			attest(host, 0)
+			refresh()
 		}
 	}
 }
 
-func (s *Service) backingOff(host string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return now.Before(s.backoff[host].until)
-}
-
-func (s *Service) clearBackoff(host string) {
-	s.mu.Lock()
-	delete(s.backoff, host)
-	s.mu.Unlock()
-}
-
-// noteReachable records the outcome of contacting host; an unreachable host
-// is retried after 1, 2, 4… intervals (at most 8).
-func (s *Service) noteReachable(host string, ok bool, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ok {
-		delete(s.backoff, host)
-		return
+// work attests what the schedule says is due, until ctx ends.
+func (s *Service) work(ctx context.Context) {
+	for ctx.Err() == nil {
+		host, due, wait := s.sched.take()
+		if host == "" {
+			if wait == 0 {
+				wait = s.cfg.Interval // nothing scheduled: until the next refresh at most
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-s.sched.wake:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		s.sched.signal() // more may be due: another worker looks
+		v, err := s.Attest(ctx, host)
+		if err != nil && ctx.Err() == nil {
+			s.cfg.Log.Warn("attestation failed", "host", host, "err", err)
+		}
+		s.sched.done(host, due, err == nil && !unreachable(v))
 	}
-	b := s.backoff[host]
-	b.failures++
-	b.until = now.Add(s.cfg.Interval * time.Duration(min(1<<(b.failures-1), 8)) / 2)
-	s.backoff[host] = b
+}
+
+// unreachable reports whether v says no evidence could be had.
+func unreachable(v verdict.Verdict) bool {
+	return len(v.Reasons) > 0 && (v.Reasons[0].Code == verdict.CodeUnreachable || v.Reasons[0].Code == verdict.CodeAgentError)
 }
 
 // Attest challenges host once and records the verdict. An error means no
@@ -282,7 +260,6 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	ev, err := s.agents.Challenge(cctx, h, ch)
 	cancel()
-	s.noteReachable(host, err == nil, now)
 	if err != nil {
 		code := verdict.CodeUnreachable
 		if errors.Is(err, ErrAgent) {
@@ -456,8 +433,8 @@ func (s *Service) Remove(ctx context.Context, host, actor string) error {
 	}
 	s.mu.Lock()
 	delete(s.aks, host)
-	delete(s.backoff, host)
 	s.mu.Unlock()
+	s.sched.remove(host)
 	if f, ok := s.agents.(interface{ Forget(host string) }); ok {
 		f.Forget(host) // its connections, made with a certificate now revoked
 	}
