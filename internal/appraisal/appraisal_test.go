@@ -90,7 +90,10 @@ func TestAppraise(t *testing.T) {
 		want verdict.Level
 		code string
 	}{
-		{"another nonce", func(in appraisal.Input) appraisal.Input { in.Nonce = []byte("another-nonce-0000000000000001"); return in },
+		{"another nonce", func(in appraisal.Input) appraisal.Input {
+			in.Nonce = []byte("another-nonce-0000000000000001")
+			return in
+		},
 			verdict.Untrusted, verdict.CodeNonce},
 		{"no known-good values", func(in appraisal.Input) appraisal.Input { in.KnownGood = nil; return in },
 			verdict.Untrusted, verdict.CodeNoPolicy},
