@@ -13,12 +13,19 @@ import (
 )
 
 func hostsCmd(af *apiFlags) *cobra.Command {
+	var (
+		watch bool
+		every time.Duration
+	)
 	cmd := &cobra.Command{
 		Use: "hosts", Short: "Show the pool: every host's trust level and why", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := af.client()
 			if err != nil {
 				return err
+			}
+			if watch {
+				return watchPool(cmd.Context(), c, cmd.OutOrStdout(), every)
 			}
 			var p api.Pool
 			if err := c.Do(cmd.Context(), "GET", "/v1/pool", nil, &p); err != nil {
@@ -58,6 +65,8 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 			},
 		}
 	}
+	cmd.Flags().BoolVar(&watch, "watch", false, "print every host, then every level change, until interrupted")
+	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "with --watch: how often the pool is read")
 	cmd.AddCommand(
 		simple("show", "Show a host with its verdict and history", "GET", "/v1/hosts/%s"),
 		simple("attest", "Attest a host now and show the verdict", "POST", "/v1/hosts/%s/attest"),

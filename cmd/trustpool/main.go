@@ -25,7 +25,7 @@ func main() {
 	root.AddCommand(eventlogCmd(), verifyCmd())
 	// The operator's verbs talk to a server's API.
 	var af apiFlags
-	ops := []*cobra.Command{hostsCmd(&af), referenceCmd(&af), policyCmd(&af), evidenceCmd(&af)}
+	ops := []*cobra.Command{hostsCmd(&af), hostCmd(&af), referenceCmd(&af), policyCmd(&af), evidenceCmd(&af)}
 	ops = append(ops, changeCmds(&af)...)
 	for _, c := range ops {
 		af.register(c)
