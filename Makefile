@@ -4,8 +4,9 @@ GO ?= go
 .PHONY: deps check fmt vet test demo-smoke fuzz build bench
 
 # System packages the tests use: cgo for the TPM simulator, swtpm (a real
-# software TPM) and tpm2-tools, PostgreSQL, and OpenStack Placement.
-DEBS = gcc make libssl-dev swtpm swtpm-tools tpm2-tools postgresql placement-api python3-placement
+# software TPM) and tpm2-tools, PostgreSQL, OpenStack Placement, and Chromium
+# (the dashboard's browser tests).
+DEBS = gcc make libssl-dev swtpm swtpm-tools tpm2-tools postgresql placement-api python3-placement chromium
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make deps installs Debian packages: run it as root"; exit 1; fi
@@ -26,7 +27,7 @@ vet:
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 test:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(CURDIR)/bin/test-artifacts ./...
 
 # The demo's contract, checked: 5 nodes, 1 tampered, 1 without a measured launch.
 # The demo's contracts, checked on real runs (swtpm: TXT launch emulated).

@@ -223,7 +223,7 @@
     const reasons = el('div', { id: 'reasons' });
     const diff = el('div', { id: 'diff' });
     const timeline = el('div', { id: 'timeline' });
-    const dl = el('button', { type: 'button', id: 'evidence' }, 'Download the latest evidence (JSON)');
+    const dl = el('button', { type: 'button', id: 'evidence' }, 'Download the latest evidence bundle (JSON)');
     const dlMsg = el('span', { class: 'muted' });
     dl.addEventListener('click', async () => {
       try {
