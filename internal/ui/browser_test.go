@@ -266,6 +266,11 @@ func TestDashboard(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Security-Policy") != ui.CSP {
 		t.Fatalf("GET /ui/: %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
 	}
+	for k, v := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"} {
+		if got := resp.Header.Get(k); got != v {
+			t.Errorf("GET /ui/: %s %q, want %q", k, got, v)
+		}
+	}
 
 	shots := t.ArtifactDir()
 	downloads := t.TempDir()
@@ -534,6 +539,12 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("untrusted count %q, want 2", s)
 		}
 		shot("pool-live")
+	}
+
+	{ // sign out
+		t.Log("step: sign out")
+		run("sign out", chromedp.Click(css("#signout")))
+		wait("the sign-in form", `!document.getElementById('signin-view').hidden && sessionStorage.length === 0`)
 	}
 
 	mu.Lock()
