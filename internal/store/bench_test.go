@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"trustpool/internal/store"
+	"trustpool/internal/store/pgtest"
 	"trustpool/internal/verdict"
 )
 
@@ -20,9 +21,9 @@ func benchEngines(b *testing.B) map[string]*store.Store {
 	engines := map[string]*store.Store{
 		"sqlite": openSQLiteAt(b, filepath.Join(b.TempDir(), "bench.db")),
 	}
-	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err == nil {
-		c := startPostgres(b)
-		engines["postgres"] = openDSN(b, c.newDatabase(b))
+	if _, err := os.Stat(filepath.Join(pgtest.Bin, "initdb")); err == nil {
+		c := pgtest.Start(b)
+		engines["postgres"] = openDSN(b, c.NewDatabase(b))
 	}
 	return engines
 }

@@ -247,7 +247,7 @@ func (s *Store) ApplyKnownGood(ctx context.Context, items []KnownGoodItem) error
 					return s.eng.classify(err)
 				}
 			}
-			return nil
+			return s.notifyTx(ctx, tx, Change{Kind: ChangeKnownGood})
 		})
 		if !errors.Is(err, ErrConflict) {
 			break

@@ -78,6 +78,29 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string) error {
 	return nil
 }
 
+// LeaseCensus counts the owners holding an unexpired lease at now and the
+// active hosts: how replicas size their fair share.
+func (s *Store) LeaseCensus(ctx context.Context, now time.Time) (owners, active int, err error) {
+	err = s.rdb.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(DISTINCT owner) FROM leases WHERE expires_at > $1),
+		(SELECT COUNT(*) FROM hosts WHERE state = 'active')`, micros(now)).Scan(&owners, &active)
+	if err != nil {
+		return 0, 0, fmt.Errorf("lease census: %w", err)
+	}
+	return owners, active, nil
+}
+
+// ReleaseHosts gives up owner's leases on hosts, for another replica to
+// claim (a replica holding more than its share).
+func (s *Store) ReleaseHosts(ctx context.Context, owner string, hosts []string) error {
+	for _, h := range hosts {
+		if _, err := s.wdb.ExecContext(ctx, `DELETE FROM leases WHERE owner = $1 AND host = $2`, owner, h); err != nil {
+			return fmt.Errorf("release lease of %s on %s: %w", owner, h, err)
+		}
+	}
+	return nil
+}
+
 func leaseArgs(owner string, leaseFor time.Duration, limit int) error {
 	if owner == "" {
 		return invalid("empty owner")

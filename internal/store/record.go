@@ -168,7 +168,16 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 			}
 			prev[v.Host] = stored{level: v.Level, vtime: micros(v.VTime), expiry: micros(v.Expiry), seq: v.Seq, had: true, hostKnown: true}
 		}
-		return nil
+		// Other replicas re-read what changed: one host, or all of them
+		// after a batch (cheaper than a notification a host).
+		c := Change{Kind: ChangeVerdict}
+		if len(recs) == 1 {
+			if !out[0].Written {
+				return nil
+			}
+			c.Host = recs[0].Verdict.Host
+		}
+		return s.notifyTx(ctx, tx, c)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record %d verdicts: %w", len(recs), err)
@@ -273,6 +282,9 @@ func (s *Store) RemoveHost(ctx context.Context, v verdict.Verdict, then Conseque
 			return err
 		}
 		prev = p.at(micros(v.VTime))
+		if err := s.notifyTx(ctx, tx, Change{Kind: ChangeRemoved, Host: v.Host}); err != nil {
+			return err
+		}
 		if then == nil {
 			return nil
 		}

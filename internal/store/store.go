@@ -67,6 +67,7 @@ var (
 // Store is the trustpool database. It is safe for concurrent use.
 type Store struct {
 	eng engine
+	dsn string // for the change feed's own connection (Listen)
 	// rdb serves reads; wdb serves writes. They are the same pool on
 	// PostgreSQL; on SQLite wdb holds a single connection.
 	rdb, wdb *sql.DB
@@ -89,7 +90,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
 	}
-	s := &Store{eng: eng, rdb: rdb, wdb: wdb, stmts: map[string]*sql.Stmt{}}
+	s := &Store{eng: eng, dsn: dsn, rdb: rdb, wdb: wdb, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
