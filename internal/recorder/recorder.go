@@ -30,6 +30,7 @@ type Store interface {
 	RecordVerdicts(ctx context.Context, recs []store.Record, then store.Consequences) ([]store.Recorded, error)
 	RemoveHost(ctx context.Context, v verdict.Verdict, then store.Consequences) (verdict.Level, error)
 	LatestVerdicts(ctx context.Context) ([]verdict.Verdict, error)
+	GetVerdict(ctx context.Context, host string) (verdict.Verdict, error)
 }
 
 // Config configures a Recorder.
@@ -280,3 +281,56 @@ func (r *Recorder) stripe(host string) *sync.Mutex {
 
 // now is the clock at the store's precision.
 func (r *Recorder) now() time.Time { return store.Truncate(r.cfg.Now()) }
+
+// Follow brings the cache up to what another replica committed (the
+// store's change feed): the verdict of one host, or every verdict after a
+// batch or a lost feed; a host removed elsewhere leaves the cache.
+// Consequences were written by the replica that recorded the change.
+func (r *Recorder) Follow(ctx context.Context, c store.Change) error {
+	switch {
+	case c.Kind == store.ChangeRemoved:
+		mu := r.stripe(c.Host)
+		mu.Lock()
+		r.cache.remove(c.Host)
+		r.queue.remove(c.Host)
+		mu.Unlock()
+		return nil
+	case c.Kind == store.ChangeVerdict && c.Host != "":
+		v, err := r.cfg.Store.GetVerdict(ctx, c.Host)
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", c.Host, err)
+		}
+		r.adopt([]verdict.Verdict{v})
+		return nil
+	case c.Kind == store.ChangeVerdict || c.Kind == store.ChangeLost:
+		vs, err := r.cfg.Store.LatestVerdicts(ctx)
+		if err != nil {
+			return fmt.Errorf("follow: %w", err)
+		}
+		r.adopt(vs)
+		if c.Kind == store.ChangeLost { // deletions may have been missed too
+			have := make(map[string]bool, len(vs))
+			for _, v := range vs {
+				have[v.Host] = true
+			}
+			for _, v := range r.cache.Snapshot() {
+				if !have[v.Host] {
+					r.Follow(ctx, store.Change{Kind: store.ChangeRemoved, Host: v.Host})
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// adopt publishes stored verdicts that are not older than the cache's.
+func (r *Recorder) adopt(vs []verdict.Verdict) {
+	for _, v := range vs {
+		mu := r.stripe(v.Host)
+		mu.Lock()
+		if cur, ok := r.cache.Verdict(v.Host); !ok || cur.Seq <= v.Seq {
+			r.publish(v)
+		}
+		mu.Unlock()
+	}
+}
