@@ -542,6 +542,7 @@ func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc,
 	}
 	cmd := exec.Command(cfg.Exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // the server does not outlive the bench
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("bench fleet: start the server: %w", err)
