@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+
+	"trustpool/internal/store"
 )
 
 // Store is what a Keeper needs (package store).
@@ -21,7 +23,7 @@ type Store interface {
 	RenewLeases(ctx context.Context, owner string, now time.Time, leaseFor time.Duration) ([]string, error)
 	ReleaseLeases(ctx context.Context, owner string) error
 	ReleaseHosts(ctx context.Context, owner string, hosts []string) error
-	LeaseCensus(ctx context.Context, now time.Time) (owners, active int, err error)
+	Announce(ctx context.Context, owner string, now time.Time, ttl time.Duration) (store.Census, error)
 }
 
 // Config configures a Keeper.
@@ -84,14 +86,12 @@ func (k *Keeper) Round(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	owners, active, err := s.LeaseCensus(ctx, now)
+	c, err := s.Announce(ctx, k.cfg.Owner, now, k.cfg.For)
 	if err != nil {
 		return nil, err
 	}
-	if len(held) == 0 {
-		owners++ // this replica, about to hold some
-	}
-	share := (active + max(owners, 1) - 1) / max(owners, 1)
+	owners := max(c.Owners, 1)
+	share := (c.Active + owners - 1) / owners
 	switch {
 	case len(held) < share:
 		got, err := s.ClaimHosts(ctx, k.cfg.Owner, now, k.cfg.For, share-len(held))

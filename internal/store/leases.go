@@ -70,24 +70,49 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, now time.Time, le
 }
 
 // ReleaseLeases gives up every lease owner holds (at shutdown), so other
-// replicas can claim the hosts at once.
+// replicas can claim the hosts at once, and withdraws its announcement.
 func (s *Store) ReleaseLeases(ctx context.Context, owner string) error {
-	if _, err := s.wdb.ExecContext(ctx, `DELETE FROM leases WHERE owner = $1`, owner); err != nil {
-		return fmt.Errorf("release leases of %s: %w", owner, err)
+	for _, q := range []string{`DELETE FROM leases WHERE owner = $1`, `DELETE FROM replicas WHERE owner = $1`} {
+		if _, err := s.wdb.ExecContext(ctx, q, owner); err != nil {
+			return fmt.Errorf("release leases of %s: %w", owner, err)
+		}
 	}
 	return nil
 }
 
-// LeaseCensus counts the owners holding an unexpired lease at now and the
-// active hosts: how replicas size their fair share.
-func (s *Store) LeaseCensus(ctx context.Context, now time.Time) (owners, active int, err error) {
-	err = s.rdb.QueryRowContext(ctx, `SELECT
-		(SELECT COUNT(DISTINCT owner) FROM leases WHERE expires_at > $1),
-		(SELECT COUNT(*) FROM hosts WHERE state = 'active')`, micros(now)).Scan(&owners, &active)
-	if err != nil {
-		return 0, 0, fmt.Errorf("lease census: %w", err)
+// Census is how the hosts are divided at one moment.
+type Census struct {
+	Owners int // replicas alive (Announce)
+	Active int // active hosts
+	Held   int // active hosts with an unexpired lease
+}
+
+// Announce records that owner is alive until now+ttl, and returns the
+// census at now: how replicas size their fair share.
+func (s *Store) Announce(ctx context.Context, owner string, now time.Time, ttl time.Duration) (Census, error) {
+	if err := leaseArgs(owner, ttl, 1); err != nil {
+		return Census{}, fmt.Errorf("announce %s: %w", owner, err)
 	}
-	return owners, active, nil
+	if _, err := s.wdb.ExecContext(ctx, `INSERT INTO replicas (owner, expires_at) VALUES ($1, $2)
+		ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at`, owner, micros(now.Add(ttl))); err != nil {
+		return Census{}, fmt.Errorf("announce %s: %w", owner, err)
+	}
+	return s.LeaseCensus(ctx, now)
+}
+
+// LeaseCensus counts, at now, the replicas alive and the active hosts,
+// held or not.
+func (s *Store) LeaseCensus(ctx context.Context, now time.Time) (Census, error) {
+	var c Census
+	err := s.rdb.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM replicas WHERE expires_at > $1),
+		(SELECT COUNT(*) FROM hosts WHERE state = 'active'),
+		(SELECT COUNT(*) FROM leases l JOIN hosts h ON h.name = l.host WHERE h.state = 'active' AND l.expires_at > $1)`,
+		micros(now)).Scan(&c.Owners, &c.Active, &c.Held)
+	if err != nil {
+		return Census{}, fmt.Errorf("lease census: %w", err)
+	}
+	return c, nil
 }
 
 // ReleaseHosts gives up owner's leases on hosts, for another replica to

@@ -12,6 +12,34 @@ import (
 func leaseTests() map[string]func(*testing.T, Opener) {
 	const lease = 30 * time.Second
 	return map[string]func(*testing.T, Opener){
+		"CensusAndRelease": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			now := epoch()
+			putHosts(t, s, "a", "b", "c")
+			c, err := s.Announce(ctx, "r1", now, lease)
+			must(t, "announce r1", err)
+			if c != (store.Census{Owners: 1, Active: 3}) {
+				t.Fatalf("census %+v, want 1 replica, 3 hosts, none held", c)
+			}
+			_, err = s.ClaimHosts(ctx, "r1", now, lease, 2)
+			must(t, "claim", err)
+			c, err = s.Announce(ctx, "r2", now, lease)
+			must(t, "announce r2", err)
+			if c != (store.Census{Owners: 2, Active: 3, Held: 2}) {
+				t.Fatalf("census %+v, want 2 replicas, 3 hosts, 2 held", c)
+			}
+			must(t, "release one", s.ReleaseHosts(ctx, "r1", []string{"a"}))
+			if c, _ := s.LeaseCensus(ctx, now); c.Held != 1 {
+				t.Fatalf("after releasing one host %d are held, want 1", c.Held)
+			}
+			if c, _ := s.LeaseCensus(ctx, now.Add(lease)); c.Owners != 0 || c.Held != 0 {
+				t.Fatalf("after the lease time %+v, want nobody alive and nothing held", c)
+			}
+			must(t, "release r2", s.ReleaseLeases(ctx, "r2"))
+			if c, _ := s.LeaseCensus(ctx, now); c.Owners != 1 {
+				t.Fatalf("after r2 left %d replicas are alive, want 1", c.Owners)
+			}
+		},
 		"ClaimRenewRelease": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
 			now := epoch()
