@@ -91,6 +91,8 @@ func serverCmd() *cobra.Command {
 	f.BoolVar(&cfg.RequireEKCert, "require-ek-cert", false, "admit only TPMs with a valid EK certificate (needs --ek-ca-bundle)")
 	f.BoolVar(&cfg.EKCertAdmits, "admit-by-ek-cert", false, "a valid EK certificate admits a TPM without a join token or approval (needs --ek-ca-bundle)")
 	f.StringArrayVar(&ekCRLs, "ek-crl", nil, "TPM vendor CRL file (DER or PEM), checked at enrollment (repeatable; needs --ek-ca-bundle)")
+	f.StringVar(&cfg.Replica, "replica", "", "this replica's name among those sharing a PostgreSQL database (default host name, PID and a random suffix)")
+	f.DurationVar(&cfg.LeaseTime, "lease-time", 30*time.Second, "replicas on PostgreSQL: how long a replica's leases on hosts last; a dead replica's hosts are taken over within it")
 	f.BoolVar(&cfg.AllowIPNames, "allow-ip-names", false, "let hosts be named by IP address (by default only DNS names)")
 	f.StringVar(&placement.Endpoint, "placement-url", "", "OpenStack Placement endpoint: keep a trait on trusted hosts' resource providers")
 	f.StringVar(&placement.Token, "placement-token", "", "static Placement token (noauth2 deployments)")

@@ -98,6 +98,9 @@ type Service struct {
 	// So no verdict judged by superseded values lands after a change.
 	kgMu  sync.RWMutex
 	sched *schedule
+	// held, when set, are the hosts this replica holds leases on (Hold):
+	// it attests only those. Unset, every active host is this server's.
+	held atomic.Pointer[map[string]bool]
 
 	mu  sync.Mutex // guards aks
 	aks map[string]*akEntry
@@ -170,8 +173,9 @@ func (s *Service) Run(ctx context.Context) error {
 			return
 		}
 		active := make([]string, 0, len(hosts))
+		held := s.held.Load()
 		for _, h := range hosts {
-			if h.State == store.HostActive {
+			if h.State == store.HostActive && (held == nil || (*held)[h.Name]) {
 				active = append(active, h.Name)
 			}
 		}

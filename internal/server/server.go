@@ -27,6 +27,7 @@ import (
 	"trustpool/internal/enroll"
 	"trustpool/internal/integrity"
 	"trustpool/internal/knowngood"
+	"trustpool/internal/lease"
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/pki"
@@ -72,6 +73,12 @@ type Config struct {
 	PendingTTL  time.Duration
 	MaxPending  int
 	EnrollSweep time.Duration
+	// Replica names this server among the replicas sharing a PostgreSQL
+	// database (default host name, process ID and a random suffix);
+	// LeaseTime is how long its leases on hosts last (default 30 s): a
+	// dead replica's hosts are taken over within it.
+	Replica   string
+	LeaseTime time.Duration
 	// Placement, when set, keeps a trait on trusted hosts' resource
 	// providers (current Nova).
 	Placement *nova.TraitSyncConfig
@@ -215,6 +222,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if st.Engine() == "postgres" {
+		s.replicate(cfg, kg)
+	}
 	ecfg := enroll.Config{
 		Store: st, CA: ca, Now: now, Reserved: names, AllowIPNames: cfg.AllowIPNames,
 		RequireEKCert: cfg.RequireEKCert, EKCertAdmits: cfg.EKCertAdmits, Log: cfg.Log,
@@ -312,6 +322,43 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 		s.tasks = append(s.tasks, ts.Run)
 	}
 	return nil
+}
+
+// replicate makes this server one of the replicas sharing its PostgreSQL
+// database: it attests the hosts it holds leases on (package lease), and
+// follows the others' verdicts, deletions and known-good changes through
+// the store's change feed.
+func (s *Server) replicate(cfg Config, kg *knowngood.DB) {
+	owner := cfg.Replica
+	if owner == "" {
+		hn, _ := os.Hostname()
+		owner = fmt.Sprintf("%s-%d-%s", hn, os.Getpid(), randomSuffix())
+	}
+	s.integrity.Hold(nil) // nothing until the first leases are held
+	keeper := lease.New(lease.Config{Store: s.store, Owner: owner, For: cfg.LeaseTime, Now: cfg.Integrity.Now,
+		Held: s.integrity.Hold, Log: cfg.Log})
+	rec := s.integrity.Recorder()
+	follow := func(ctx context.Context) error {
+		return s.store.Listen(ctx, func(c store.Change) {
+			if c.Kind != store.ChangeKnownGood {
+				if err := rec.Follow(ctx, c); err != nil && ctx.Err() == nil {
+					cfg.Log.Error("follow another replica's verdict", "host", c.Host, "err", err)
+				}
+			}
+			if c.Kind == store.ChangeKnownGood || c.Kind == store.ChangeLost {
+				if err := kg.Load(ctx); err != nil && ctx.Err() == nil {
+					cfg.Log.Error("follow another replica's known-good change", "err", err)
+				}
+			}
+		})
+	}
+	s.tasks = append(s.tasks, keeper.Run, follow)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // Addr is the address the server listens on.
