@@ -75,3 +75,35 @@ func TestKeepersShareAndTakeOver(t *testing.T) {
 		t.Fatalf("after c joined a holds %d and c %d, want 6 each", len(ha), len(hc))
 	}
 }
+
+// A keeper that stops gives its leases back at once.
+func TestKeeperReleasesOnStop(t *testing.T) {
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.PutHost(context.Background(), store.Host{Name: "node1", State: store.HostActive, EKPublic: []byte{1}, URL: "https://x"}); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan []string, 1)
+	k := lease.New(lease.Config{Store: st, Owner: "a", For: time.Hour, Held: func(hs []string) {
+		select {
+		case held <- hs:
+		default:
+		}
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- k.Run(ctx) }()
+	if hs := <-held; len(hs) != 1 {
+		t.Fatalf("held %v, want node1", hs)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c, err := st.LeaseCensus(context.Background(), time.Now()); err != nil || c.Held != 0 || c.Owners != 0 {
+		t.Fatalf("after the stop %+v %v, want nothing held and nobody alive", c, err)
+	}
+}
