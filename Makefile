@@ -38,6 +38,8 @@ demo-smoke: build
 	$(GO) run ./scripts/checkdemo -trusted 3 -untrusted 2 -reason node5=18:vmm -reason node4=17 < bin/demo5.json
 	./bin/trustpool demo --tpm simulator --nodes 3 --tampered 1 --once --json > bin/demo-sim.json
 	$(GO) run ./scripts/checkdemo -trusted 2 -untrusted 1 -reason node3=4:vmm < bin/demo-sim.json
+	./bin/trustpool demo --mode push --nodes 3 --tampered 1 --once --json > bin/demo-push.json
+	$(GO) run ./scripts/checkdemo -trusted 2 -untrusted 1 -reason node3=18:vmm < bin/demo-push.json
 
 # Every native fuzz target, FUZZTIME each; a crasher lands in testdata/fuzz.
 fuzz:

@@ -28,6 +28,7 @@ func demoCmd() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "server address")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "server state directory (default: a temporary one, removed at exit)")
 	f.StringVar(&cfg.Backend, "tpm", "", "software TPM: swtpm or simulator (default swtpm when installed)")
+	f.StringVar(&cfg.Mode, "mode", "pull", "agents' mode: pull (the server dials each agent) or push (agents open no port and post their evidence)")
 	f.DurationVar(&cfg.Interval, "interval", 10*time.Second, "re-attestation interval")
 	return cmd
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -54,10 +55,16 @@ const PhysMem = "/dev/mem"
 
 // Config configures an agent.
 type Config struct {
-	Name      string // host name, as the scheduler knows it
-	Server    string // https://host:port of the attestation server
-	ServerCA  []byte // PEM of the CA that signed the server's certificate
-	Listen    string // address to answer challenges on
+	Name     string // host name, as the scheduler knows it
+	Server   string // https://host:port of the attestation server
+	ServerCA []byte // PEM of the CA that signed the server's certificate
+	Listen   string // address to answer challenges on (pull mode)
+	// Mode is "pull" (default: the server dials Listen) or "push" (the
+	// agent opens no port: it fetches challenges and posts its evidence).
+	Mode string
+	// Proxy chooses the proxy for the server's URL; default
+	// http.ProxyFromEnvironment (HTTPS_PROXY, NO_PROXY).
+	Proxy     func(*http.Request) (*url.URL, error)
 	Advertise string // URL the server reaches us at; default https://<listen address>
 	StateDir  string // keeps the agent's TLS key and certificate
 	EventLog  string // SRTM event log file; empty: none
@@ -84,8 +91,17 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("state directory is required"))
 	}
-	if c.Listen == "" {
-		errs = append(errs, errors.New("listen address is required"))
+	switch c.Mode {
+	case "", evidence.ModePull:
+		if c.Listen == "" {
+			errs = append(errs, errors.New("listen address is required"))
+		}
+	case evidence.ModePush:
+		if c.Advertise != "" {
+			errs = append(errs, errors.New("a push agent is not reached at a URL: drop the advertised URL"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("mode %q: want pull or push", c.Mode))
 	}
 	return errors.Join(errs...)
 }
@@ -128,6 +144,9 @@ func newAgent(cfg Config, t TPM, openMem func() (physMem, error)) (*Agent, error
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 10 * time.Second
 	}
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
 	cfg.Name, _ = evidence.CanonicalHostName(cfg.Name, true)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cfg.ServerCA) {
@@ -162,14 +181,21 @@ func readTXTHeap(openMem func() (physMem, error)) ([]byte, error) {
 // serverClient calls the server, presenting cert when not nil: the
 // server's certificate must chain to the server CA, name the server's host
 // and carry the server policy, which no agent's certificate from the same
-// CA has. Answers are decoded strictly, at most 1 MiB.
+// CA has. Answers are decoded strictly, at most 1 MiB. Requests go through
+// the proxy cfg.Proxy names (HTTPS_PROXY): TLS runs end to end through it.
 func (a *Agent) serverClient(cert *tls.Certificate) *httpjson.Client {
+	return a.serverClientTimeout(cert, 30*time.Second)
+}
+
+func (a *Agent) serverClientTimeout(cert *tls.Certificate, timeout time.Duration) *httpjson.Client {
 	tc := &tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12, VerifyConnection: pki.RequireServer}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
 	return &httpjson.Client{
-		HTTP:      &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}},
+		HTTP: &http.Client{Timeout: timeout, Transport: &http.Transport{
+			TLSClientConfig: tc, Proxy: a.cfg.Proxy, TLSHandshakeTimeout: 10 * time.Second,
+		}},
 		Base:      a.cfg.Server,
 		MaxAnswer: 1 << 20,
 	}
@@ -178,6 +204,9 @@ func (a *Agent) serverClient(cert *tls.Certificate) *httpjson.Client {
 // Run enrolls (when not yet enrolled with this TPM's AK), serves challenges
 // and says hello, until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.cfg.Mode == evidence.ModePush {
+		return a.runPush(ctx)
+	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("agent listen: %w", err)
@@ -323,6 +352,9 @@ func (a *Agent) ensureEnrolled(ctx context.Context, advertise string) (tls.Certi
 	}
 	var cred evidence.EnrollCredential
 	req := evidence.EnrollRequest{Host: a.cfg.Name, EKPublic: ekPub, EKCert: ekCert, AKPublic: akPub, URL: advertise, CSR: csr, JoinToken: a.cfg.JoinToken}
+	if a.cfg.Mode == evidence.ModePush {
+		req.URL, req.Mode = "", evidence.ModePush
+	}
 	if err := a.post(ctx, "/v1/enroll", &req, &cred); err != nil {
 		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
 	}

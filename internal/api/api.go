@@ -37,6 +37,7 @@ type Store interface {
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	GetHost(ctx context.Context, name string) (store.Host, error)
 	SetHostPolicy(ctx context.Context, name, policy string, labels map[string]string, now time.Time) error
+	SetHostMode(ctx context.Context, name string, mode store.HostMode, now time.Time) error
 	CreateJoinToken(ctx context.Context, t store.JoinToken) error
 	LatestEvidence(ctx context.Context, host string) (store.EvidenceRecord, error)
 	History(ctx context.Context, host string, limit int) ([]verdict.Verdict, error)
@@ -101,6 +102,11 @@ func New(cfg Config) *API {
 	m("POST /v1/enroll/activate", limited(a.enrollActivate))
 	m("POST /v1/enroll/poll", limited(a.enrollPoll))
 	m("POST /v1/hello", limited(a.hello))
+	// Push agents: their pinned certificate; limited per host, not per
+	// address (a remote site's nodes share one NAT address).
+	m("POST /v1/push/challenge", http.HandlerFunc(a.pushChallenge))
+	m("POST /v1/push/evidence", http.HandlerFunc(a.pushEvidence))
+	m("POST /v1/push/wait", http.HandlerFunc(a.pushWait))
 	// Operators.
 	m("GET /v1/hosts", reader(a.listHosts))
 	m("GET /v1/hosts/{name}", reader(a.getHost))
@@ -258,6 +264,7 @@ type HostView struct {
 	Name    string            `json:"name"`
 	State   store.HostState   `json:"state"`
 	URL     string            `json:"url"`
+	Mode    store.HostMode    `json:"mode"`
 	Labels  map[string]string `json:"labels,omitempty"`
 	Verdict *PoolEntry        `json:"verdict,omitempty"`
 	History []HistoryView     `json:"history,omitempty"`
@@ -271,7 +278,7 @@ type HistoryView struct {
 }
 
 func (a *API) view(h store.Host) HostView {
-	v := HostView{Name: h.Name, State: h.State, URL: h.URL, Labels: h.Labels}
+	v := HostView{Name: h.Name, State: h.State, URL: h.URL, Mode: h.Mode, Labels: h.Labels}
 	if e, ok := a.entry(h.Name); ok {
 		v.Verdict = &e
 	}

@@ -9,6 +9,7 @@ import (
 	"trustpool/internal/knowngood"
 	"trustpool/internal/policy"
 	"trustpool/internal/problem"
+	"trustpool/internal/store"
 )
 
 // maxChange bounds a known-good change document (golden references carry
@@ -177,6 +178,7 @@ func (a *API) patchHost(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Policy *string            `json:"policy,omitempty"`
 		Labels *map[string]string `json:"labels,omitempty"`
+		Mode   *store.HostMode    `json:"mode,omitempty"` // pull or push: how the agent is reached
 	}
 	if err := httpjson.Decode(w, r, 16<<10, &req); err != nil {
 		a.fail(w, r, err)
@@ -192,9 +194,27 @@ func (a *API) patchHost(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Labels = *req.Labels
 	}
+	if req.Mode != nil {
+		if !req.Mode.Valid() {
+			a.fail(w, r, problem.New(problem.Invalid, "mode %q: want pull or push", *req.Mode))
+			return
+		}
+		if *req.Mode == store.ModePull && h.URL == "" {
+			a.fail(w, r, problem.New(problem.Conflict, "host %s enrolled without a URL to dial: its agent must enroll again in pull mode", h.Name))
+			return
+		}
+		h.Mode = *req.Mode
+	}
 	if err := a.cfg.Store.SetHostPolicy(r.Context(), h.Name, h.Policy, h.Labels, a.cfg.Now()); err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if req.Mode != nil {
+		if err := a.cfg.Store.SetHostMode(r.Context(), h.Name, h.Mode, a.cfg.Now()); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		a.cfg.Integrity.SetMode(h.Name, h.Mode)
 	}
 	if err := a.audit(r, "host.update", h.Name, req); err != nil {
 		a.fail(w, r, err)

@@ -45,9 +45,13 @@ type Config struct {
 	// Backend is "swtpm", "simulator" or "" (swtpm when installed).
 	Backend  string
 	Interval time.Duration // re-attestation interval (default 10 s)
-	Exe      string        // trustpool binary for the agents (default: this one)
-	Out      io.Writer
-	Log      *slog.Logger
+	// Mode is the agents' mode: "pull" (default: each listens and the
+	// server dials it) or "push" (no agent listens: they fetch challenges
+	// and post their evidence).
+	Mode string
+	Exe  string // trustpool binary for the agents (default: this one)
+	Out  io.Writer
+	Log  *slog.Logger
 }
 
 // Validate reports every problem at once.
@@ -63,6 +67,11 @@ func (c *Config) Validate() error {
 	case "", "swtpm", "simulator":
 	default:
 		errs = append(errs, fmt.Errorf("backend %q: want swtpm or simulator", c.Backend))
+	}
+	switch c.Mode {
+	case "", "pull", "push":
+	default:
+		errs = append(errs, fmt.Errorf("--mode %q: want pull or push", c.Mode))
 	}
 	if c.Backend == "simulator" && c.NoLaunch > 0 {
 		errs = append(errs, errors.New("--no-launch needs swtpm: the simulator cannot perform a measured launch at all"))
@@ -153,6 +162,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := waitAttested(ctx, srv, nodes); err != nil {
 		return err
 	}
+	if err := checkModes(ctx, srv, cfg.Mode, nodes); err != nil {
+		return err
+	}
 	if err := c.Do(ctx, "POST", "/v1/golden", map[string]any{"host": nodes[0].name, "name": "golden",
 		"meta": map[string]string{"hypervisor": bootsim.DefaultHypervisor, "source": "demo golden host " + nodes[0].name}}, nil); err != nil {
 		return fmt.Errorf("demo: golden-host import from %s: %w", nodes[0].name, err)
@@ -213,7 +225,12 @@ func start(ctx context.Context, cfg Config, srv *server.Server, caFile string, n
 		return err
 	}
 	args := []string{"agent", "--name", n.name, "--server", srv.URL(), "--server-ca", caFile,
-		"--listen", "127.0.0.1:0", "--state-dir", n.dir, "--join-token", token, "--log-level", "warn"}
+		"--state-dir", n.dir, "--join-token", token, "--log-level", "warn"}
+	if cfg.Mode == "push" {
+		args = append(args, "--mode", "push")
+	} else {
+		args = append(args, "--listen", "127.0.0.1:0")
+	}
 	if cfg.Backend == "swtpm" {
 		tpmDir := filepath.Join(n.dir, "tpm")
 		if err := os.MkdirAll(tpmDir, 0o700); err != nil {
@@ -275,6 +292,24 @@ func stopAll(nodes []*node) {
 			n.tpm.Stop()
 		}
 	}
+}
+
+// checkModes fails unless every node enrolled in the demo's mode.
+func checkModes(ctx context.Context, srv *server.Server, mode string, nodes []*node) error {
+	want := store.ModePull
+	if mode == "push" {
+		want = store.ModePush
+	}
+	for _, n := range nodes {
+		h, err := srv.Store().GetHost(ctx, n.name)
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		if h.Mode != want {
+			return fmt.Errorf("demo: %s enrolled in %s mode, want %s", n.name, h.Mode, want)
+		}
+	}
+	return nil
 }
 
 // waitAttested waits until every node has a verdict (its first attestation

@@ -346,7 +346,10 @@ func (s *Service) admit(ctx context.Context, a store.Admission, host string, ekP
 	now := s.now()
 	a.Host = store.Host{
 		Name: host, State: store.HostActive, EKPublic: ekPub, EKCert: ekCert, AKPublic: akPub,
-		AKName: akName, URL: url, AgentCert: cert, CreatedAt: now, UpdatedAt: now,
+		AKName: akName, URL: url, AgentCert: cert, CreatedAt: now, UpdatedAt: now, Mode: store.ModePull,
+	}
+	if url == "" { // only a push agent enrolls without a URL (EnrollRequest.Validate)
+		a.Host.Mode = store.ModePush
 	}
 	switch err := s.cfg.Store.AdmitHost(ctx, a); {
 	case errors.Is(err, store.ErrConflict):

@@ -22,13 +22,20 @@ const (
 	maxURL    = 512
 )
 
+// Agent modes, as EnrollRequest.Mode names them.
+const (
+	ModePull = "pull" // the server dials the agent at its URL
+	ModePush = "push" // the agent dials the server: fetches a challenge, posts evidence
+)
+
 // EnrollRequest is an agent's enrollment request. Every field is untrusted.
 type EnrollRequest struct {
 	Host      string `json:"host"`
 	EKPublic  []byte `json:"ek_public"`         // TPMT_PUBLIC of the EK
 	EKCert    []byte `json:"ek_cert,omitempty"` // DER, when the TPM has one
 	AKPublic  []byte `json:"ak_public"`         // TPMT_PUBLIC of the AK
-	URL       string `json:"url"`               // https URL the agent answers challenges on
+	URL       string `json:"url,omitempty"`     // https URL the agent answers challenges on (pull mode)
+	Mode      string `json:"mode,omitempty"`    // "pull" (default) or "push": the agent dials the server and has no URL
 	CSR       []byte `json:"csr"`               // DER CSR for the agent's TLS key
 	JoinToken string `json:"join_token,omitempty"`
 }
@@ -50,8 +57,17 @@ func (r *EnrollRequest) Validate() error {
 			errs = append(errs, fmt.Errorf("%s is %d bytes, want %d to %d", f.name, len(f.b), f.min, f.limit))
 		}
 	}
-	if err := validateAgentURL(r.URL); err != nil {
-		errs = append(errs, err)
+	switch r.Mode {
+	case "", ModePull:
+		if err := validateAgentURL(r.URL); err != nil {
+			errs = append(errs, err)
+		}
+	case ModePush:
+		if r.URL != "" {
+			errs = append(errs, errors.New("a push agent opens no port: url must be empty"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("mode %q: want pull or push", r.Mode))
 	}
 	return errors.Join(errs...)
 }

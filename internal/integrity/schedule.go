@@ -22,11 +22,30 @@ type schedule struct {
 	q        *deadline.Queue[struct{}]
 	inflight map[string]bool // host → a hello came while in flight: due again at once
 	failures map[string]int  // consecutive unreachable answers
+	push     map[string]bool // hosts in push mode
+	awaiting map[string]time.Time
+	pushDue  func(host string) // called (under mu) when a push host comes due
 }
 
 func newSchedule(interval time.Duration, now func() time.Time) *schedule {
 	return &schedule{interval: interval, now: now, wake: make(chan struct{}, 1),
-		q: deadline.New[struct{}](), inflight: map[string]bool{}, failures: map[string]int{}}
+		q: deadline.New[struct{}](), inflight: map[string]bool{}, failures: map[string]int{},
+		push: map[string]bool{}, awaiting: map[string]time.Time{}, pushDue: func(string) {}}
+}
+
+// setPush records whether host is in push mode.
+func (q *schedule) setPush(host string, push bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if push {
+		q.push[host] = true
+		return
+	}
+	delete(q.push, host)
+	if at, ok := q.awaiting[host]; ok { // a worker dials it from now on
+		delete(q.awaiting, host)
+		q.q.Set(host, at, struct{}{})
+	}
 }
 
 // keep makes the active hosts exactly those: a new host is due at a random
@@ -39,7 +58,8 @@ func (q *schedule) keep(hosts []string) {
 	now := q.now()
 	for _, h := range hosts {
 		want[h] = true
-		if _, busy := q.inflight[h]; !q.q.Has(h) && !busy {
+		_, waiting := q.awaiting[h]
+		if _, busy := q.inflight[h]; !q.q.Has(h) && !busy && !waiting {
 			q.q.Set(h, now.Add(rand.N(q.interval+1)), struct{}{})
 		}
 	}
@@ -49,8 +69,14 @@ func (q *schedule) keep(hosts []string) {
 			gone = append(gone, h)
 		}
 	})
+	for h := range q.awaiting {
+		if !want[h] {
+			gone = append(gone, h)
+		}
+	}
 	for _, h := range gone {
 		q.q.Remove(h)
+		delete(q.awaiting, h)
 	}
 }
 
@@ -62,6 +88,7 @@ func (q *schedule) soon(host string) {
 		q.inflight[host] = true
 	} else {
 		delete(q.failures, host)
+		delete(q.awaiting, host)
 		q.q.Set(host, q.now(), struct{}{})
 	}
 	q.mu.Unlock()
@@ -71,6 +98,8 @@ func (q *schedule) soon(host string) {
 func (q *schedule) remove(host string) {
 	q.mu.Lock()
 	q.q.Remove(host)
+	delete(q.awaiting, host)
+	delete(q.push, host)
 	delete(q.inflight, host)
 	delete(q.failures, host)
 	q.mu.Unlock()
@@ -82,15 +111,40 @@ func (q *schedule) take() (host string, due time.Time, wait time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.now()
-	it, ok := q.q.Pop(now)
-	if !ok {
-		if next, ok := q.q.Next(); ok {
-			return "", time.Time{}, next.At.Sub(now)
+	for {
+		it, ok := q.q.Pop(now)
+		if !ok {
+			if next, ok := q.q.Next(); ok {
+				return "", time.Time{}, next.At.Sub(now)
+			}
+			return "", time.Time{}, 0
 		}
-		return "", time.Time{}, 0
+		if q.push[it.Key] { // its agent comes to us
+			q.awaiting[it.Key] = it.At
+			q.pushDue(it.Key)
+			continue
+		}
+		q.inflight[it.Key] = false
+		return it.Key, it.At, 0
 	}
-	q.inflight[it.Key] = false
-	return it.Key, it.At, 0
+}
+
+// pushed records that host's agent posted evidence now and returns when
+// it is due next: its place in the interval kept when it came due and
+// waited, an interval from now when it came early (a hello, an
+// operator's request).
+func (q *schedule) pushed(host string) time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.now()
+	due, ok := q.awaiting[host]
+	if !ok || due.After(now) {
+		due = now
+	}
+	delete(q.awaiting, host)
+	q.q.Remove(host)
+	q.inflight[host] = false
+	return q.doneLocked(host, due, true)
 }
 
 // done gives host back after an attestation that began when it was due at
@@ -100,10 +154,14 @@ func (q *schedule) take() (host string, due time.Time, wait time.Duration) {
 func (q *schedule) done(host string, due time.Time, reachable bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.doneLocked(host, due, reachable)
+}
+
+func (q *schedule) doneLocked(host string, due time.Time, reachable bool) time.Time {
 	again, ok := q.inflight[host]
 	delete(q.inflight, host)
 	if !ok {
-		return // removed meanwhile
+		return time.Time{} // removed meanwhile
 	}
 	now := q.now()
 	next := due.Add(q.interval)
@@ -120,6 +178,7 @@ func (q *schedule) done(host string, due time.Time, reachable bool) {
 		next = now
 	}
 	q.q.Set(host, next, struct{}{})
+	return next
 }
 
 // overdue counts the hosts due more than grace ago that no worker took.

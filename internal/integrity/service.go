@@ -101,6 +101,7 @@ type Service struct {
 	// held, when set, are the hosts this replica holds leases on (Hold):
 	// it attests only those. Unset, every active host is this server's.
 	held atomic.Pointer[map[string]bool]
+	push *pushHub
 
 	mu  sync.Mutex // guards aks
 	aks map[string]*akEntry
@@ -118,10 +119,13 @@ func New(cfg Config, s Store, agents Challenger) *Service {
 	if rec == nil {
 		rec = recorder.New(recorder.Config{Store: s, Now: cfg.Now, Log: cfg.Log})
 	}
-	return &Service{
+	svc := &Service{
 		cfg: cfg, store: s, agents: agents, rec: rec, nonces: newNonces(),
 		sched: newSchedule(cfg.Interval, cfg.Now), aks: map[string]*akEntry{},
+		push: newPushHub(),
 	}
+	svc.sched.pushDue = svc.push.want
+	return svc
 }
 
 // now is the clock at the store's precision (microseconds), so a verdict in
@@ -177,6 +181,7 @@ func (s *Service) Run(ctx context.Context) error {
 		for _, h := range hosts {
 			if h.State == store.HostActive && (held == nil || (*held)[h.Name]) {
 				active = append(active, h.Name)
+				s.sched.setPush(h.Name, h.Mode == store.ModePush)
 			}
 		}
 		s.sched.keep(active)
@@ -221,12 +226,22 @@ func (s *Service) work(ctx context.Context) {
 			continue
 		}
 		s.sched.signal() // more may be due: another worker looks
-		v, err := s.Attest(ctx, host)
+		v, err := s.attestPull(ctx, host)
 		if err != nil && ctx.Err() == nil {
 			s.cfg.Log.Warn("attestation failed", "host", host, "err", err)
 		}
 		s.sched.done(host, due, err == nil && !unreachable(v))
 	}
+}
+
+// attestPull is a worker's attestation of a host the schedule says is
+// due: dialled, unless it turned push meanwhile (then nothing: it comes).
+func (s *Service) attestPull(ctx context.Context, host string) (verdict.Verdict, error) {
+	h, err := s.activeHost(ctx, host)
+	if err != nil || h.Mode == store.ModePush {
+		return verdict.Verdict{}, err
+	}
+	return s.attest(ctx, h, s.dial)
 }
 
 // unreachable reports whether v says no evidence could be had.
@@ -237,14 +252,66 @@ func unreachable(v verdict.Verdict) bool {
 // Attest challenges host once and records the verdict. An error means no
 // decision could be made at all (the host is unknown to the store, or the
 // store failed); a host that fails attestation gets an untrusted verdict.
+// A pull host is dialled; a push host's agent is asked (through its
+// long-poll) for a fresh quote, and Attest waits a challenge's timeout for
+// the verdict of the evidence it posts.
 func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
+	h, err := s.activeHost(ctx, host)
+	if err != nil {
+		return verdict.Verdict{}, err
+	}
+	if h.Mode == store.ModePush {
+		return s.attestPush(ctx, h)
+	}
+	return s.attest(ctx, h, s.dial)
+}
+
+// answerFunc obtains the evidence answering a challenge of h: the nonce it
+// answers and the evidence (pull: issue a challenge and dial the agent;
+// push: what the agent posted). An error is an agent that could not be
+// had (ErrAgent: it answered, wrongly).
+type answerFunc func(ctx context.Context, h store.Host) (nonce []byte, ev *evidence.Evidence, err error)
+
+func (s *Service) activeHost(ctx context.Context, host string) (store.Host, error) {
 	h, err := s.store.GetHost(ctx, host)
 	if err != nil {
-		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, err)
+		return store.Host{}, fmt.Errorf("attest %s: %w", host, err)
 	}
 	if h.State != store.HostActive {
-		return verdict.Verdict{}, fmt.Errorf("attest %s: host is %s, not active", host, h.State)
+		return store.Host{}, fmt.Errorf("attest %s: host is %s, not active", host, h.State)
 	}
+	return h, nil
+}
+
+// challenge is a fresh challenge for h: a single-use nonce bound to h,
+// expiring after a challenge's timeout, and the PCRs to quote.
+func (s *Service) challenge(h store.Host) *evidence.Challenge {
+	return &evidence.Challenge{
+		Nonce:     s.nonces.issue(h.Name, s.now().Add(s.cfg.Timeout)),
+		Selection: s.challengeSelection(h),
+	}
+}
+
+// challengeSelection is what h is asked to quote: what its policy reads
+// under the values in force, and what is always collected.
+func (s *Service) challengeSelection(h store.Host) []evidence.Selection {
+	return appraisal.Selection(s.kg.Load(), hostOf(h), collect)
+}
+
+// dial is pull mode's answer: the server challenges the agent at h.URL.
+func (s *Service) dial(ctx context.Context, h store.Host) ([]byte, *evidence.Evidence, error) {
+	ch := s.challenge(h)
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	ev, err := s.agents.Challenge(cctx, h, ch)
+	return ch.Nonce, ev, err
+}
+
+// attest is one attestation of h, whichever way its evidence comes: the
+// attestation's number, the answer, verification (the nonce consumed),
+// appraisal and the recorder.
+func (s *Service) attest(ctx context.Context, h store.Host, answer answerFunc) (verdict.Verdict, error) {
+	host := h.Name
 	// The attestation's number orders its verdict against every other of
 	// this host, whatever the clocks do and whichever finishes first.
 	seq, err := s.store.NextSeq(ctx, host)
@@ -256,14 +323,7 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 		return s.record(ctx, s.fail(host, seq, verdict.Untrusted, verdict.Reason{Code: verdict.CodeAKNotActivated,
 			Message: fmt.Sprintf("stored attestation key is unusable: %v", err)}), nil)
 	}
-	now := s.now()
-	ch := &evidence.Challenge{
-		Nonce:     s.nonces.issue(host, now.Add(s.cfg.Timeout)),
-		Selection: appraisal.Selection(s.kg.Load(), hostOf(h), collect),
-	}
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	ev, err := s.agents.Challenge(cctx, h, ch)
-	cancel()
+	nonce, ev, err := answer(ctx, h)
 	if err != nil {
 		code := verdict.CodeUnreachable
 		if errors.Is(err, ErrAgent) {
@@ -276,7 +336,7 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 	// Judge by the values in force now: they may have changed while the
 	// agent answered. A policy that now reads PCRs the challenge did not ask
 	// for fails closed (pcr-not-quoted) until the next round.
-	v, rec := s.Verify(h, ak, ch.Nonce, s.kg.Load(), ev)
+	v, rec := s.Verify(h, ak, nonce, s.kg.Load(), ev)
 	v.Seq = seq
 	return s.record(ctx, v, rec)
 }
@@ -439,6 +499,8 @@ func (s *Service) Remove(ctx context.Context, host, actor string) error {
 	delete(s.aks, host)
 	s.mu.Unlock()
 	s.sched.remove(host)
+	s.push.forget(host)
+	s.nonces.forget(host) // its challenges die with it
 	if f, ok := s.agents.(interface{ Forget(host string) }); ok {
 		f.Forget(host) // its connections, made with a certificate now revoked
 	}

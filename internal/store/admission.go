@@ -47,13 +47,14 @@ func (s *Store) AdmitHost(ctx context.Context, a Admission) error {
 			}
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`, ek_hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT (name) DO UPDATE SET
 				ek_cert = excluded.ek_cert, ak_public = excluded.ak_public, ak_name = excluded.ak_name,
-				url = excluded.url, agent_cert = excluded.agent_cert, updated_at = excluded.updated_at
+				url = excluded.url, agent_cert = excluded.agent_cert, updated_at = excluded.updated_at,
+				mode = excluded.mode
 			WHERE hosts.ek_hash = excluded.ek_hash`,
 			h.Name, string(h.State), h.EKPublic, h.EKCert, h.AKPublic, h.AKName, h.URL, h.AgentCert,
-			labels, h.Policy, micros(h.CreatedAt), micros(h.UpdatedAt), EKHash(h.EKPublic))
+			labels, h.Policy, micros(h.CreatedAt), micros(h.UpdatedAt), string(h.Mode.orPull()), EKHash(h.EKPublic))
 		if err != nil {
 			return fmt.Errorf("admit host %s: %w", h.Name, s.eng.classify(err))
 		}

@@ -38,9 +38,10 @@ type Host struct {
 	EKPublic  []byte
 	EKCert    []byte // DER; empty when the TPM has none
 	AKPublic  []byte
-	AKName    []byte // TPM name of the AK (hash algorithm + digest of AKPublic)
-	URL       string // the agent's https URL
-	AgentCert []byte // PEM of the certificate issued to the agent, pinned
+	AKName    []byte   // TPM name of the AK (hash algorithm + digest of AKPublic)
+	URL       string   // the agent's https URL; empty for a push agent
+	Mode      HostMode // how its agent is reached: pull (dialled at URL) or push
+	AgentCert []byte   // PEM of the certificate issued to the agent, pinned
 	Labels    map[string]string
 	Policy    string // name of the policy the host is held to
 	CreatedAt time.Time
@@ -53,7 +54,7 @@ func EKHash(ekPublic []byte) []byte {
 	return h[:]
 }
 
-const hostColumns = `name, state, ek_public, ek_cert, ak_public, ak_name, url, agent_cert, labels, policy, created_at, updated_at`
+const hostColumns = `name, state, ek_public, ek_cert, ak_public, ak_name, url, agent_cert, labels, policy, created_at, updated_at, mode`
 
 // PutHost inserts h or replaces the host of that name. On replace,
 // CreatedAt keeps its first value. An EK bound to another host is
@@ -74,14 +75,14 @@ func (s *Store) PutHost(ctx context.Context, h Host) error {
 		ekHash = EKHash(h.EKPublic)
 	}
 	_, err = s.wdb.ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`, ek_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (name) DO UPDATE SET
 			state = excluded.state, ek_public = excluded.ek_public, ek_cert = excluded.ek_cert,
 			ak_public = excluded.ak_public, ak_name = excluded.ak_name, url = excluded.url,
 			agent_cert = excluded.agent_cert, labels = excluded.labels, policy = excluded.policy,
-			updated_at = excluded.updated_at, ek_hash = excluded.ek_hash`,
+			updated_at = excluded.updated_at, mode = excluded.mode, ek_hash = excluded.ek_hash`,
 		h.Name, string(h.State), h.EKPublic, h.EKCert, h.AKPublic, h.AKName, h.URL, h.AgentCert,
-		labels, h.Policy, micros(h.CreatedAt), micros(h.UpdatedAt), ekHash)
+		labels, h.Policy, micros(h.CreatedAt), micros(h.UpdatedAt), string(h.Mode.orPull()), ekHash)
 	if err != nil {
 		return fmt.Errorf("put host %s: %w", h.Name, s.eng.classify(err))
 	}
@@ -104,6 +105,45 @@ func (s *Store) SetHostPolicy(ctx context.Context, name, policy string, labels m
 		return fmt.Errorf("set policy of %s: %w", name, err)
 	}
 	return nil
+}
+
+// SetHostMode sets how the named host's agent is reached (an admin's
+// switch) and nothing else. ErrNotFound when there is no such host.
+func (s *Store) SetHostMode(ctx context.Context, name string, mode HostMode, now time.Time) error {
+	if !mode.Valid() {
+		return fmt.Errorf("set mode of %s: %w", name, invalid("mode %q", mode))
+	}
+	res, err := s.wdb.ExecContext(ctx, `UPDATE hosts SET mode = $1, updated_at = $2 WHERE name = $3`, string(mode), micros(now), name)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set mode of %s: %w", name, err)
+	}
+	return nil
+}
+
+// HostMode says who opens the attestation connection.
+type HostMode string
+
+// Host modes.
+const (
+	// ModePull: the server dials the agent at the host's URL.
+	ModePull HostMode = "pull"
+	// ModePush: the agent opens no port; it fetches challenges from the
+	// server and posts its evidence.
+	ModePush HostMode = "push"
+)
+
+// Valid reports whether m is a known mode.
+func (m HostMode) Valid() bool { return m == ModePull || m == ModePush }
+
+// orPull is m, or pull when unset (hosts written before modes existed).
+func (m HostMode) orPull() HostMode {
+	if m == "" {
+		return ModePull
+	}
+	return m
 }
 
 // GetHost returns the named host or ErrNotFound.
@@ -157,19 +197,19 @@ type scanner interface{ Scan(dest ...any) error }
 func scanHost(r scanner) (Host, error) {
 	var (
 		h                Host
-		state            string
+		state, mode      string
 		labels           sql.NullString
 		created, updated int64
 	)
 	err := r.Scan(&h.Name, &state, &h.EKPublic, &h.EKCert, &h.AKPublic, &h.AKName, &h.URL,
-		&h.AgentCert, &labels, &h.Policy, &created, &updated)
+		&h.AgentCert, &labels, &h.Policy, &created, &updated, &mode)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Host{}, ErrNotFound
 	}
 	if err != nil {
 		return Host{}, err
 	}
-	h.State = HostState(state)
+	h.State, h.Mode = HostState(state), HostMode(mode)
 	h.CreatedAt, h.UpdatedAt = fromMicros(created), fromMicros(updated)
 	if labels.Valid {
 		if err := json.Unmarshal([]byte(labels.String), &h.Labels); err != nil {

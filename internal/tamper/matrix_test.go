@@ -84,7 +84,7 @@ func TestTamperMatrix(t *testing.T) {
 		}
 	}
 
-	for _, c := range append(tamperCases(), admissionCases()...) {
+	for _, c := range slices.Concat(tamperCases(), admissionCases(), pushCases()) {
 		t.Run(c.name, func(t *testing.T) {
 			if c.swtpm && !haveSWTPM {
 				needSWTPM(t)

@@ -20,6 +20,7 @@ func testHost(name string, i int) store.Host {
 		AKPublic:  []byte(fmt.Sprintf("ak-public-%d", i)),
 		AKName:    []byte{0x00, 0x0b, byte(i)},
 		URL:       "https://" + name + ":9443",
+		Mode:      store.ModePull,
 		AgentCert: []byte("-----BEGIN CERTIFICATE-----\n"),
 		Labels:    map[string]string{"rack": "r1", "zone": "a"},
 		Policy:    "default",
@@ -45,6 +46,21 @@ func hostTests() map[string]func(*testing.T, Opener) {
 			if got.CreatedAt.Location() != time.UTC {
 				t.Errorf("CreatedAt location %v, want UTC", got.CreatedAt.Location())
 			}
+		},
+		"Mode": func(t *testing.T, open Opener) {
+			s, ctx := open(t), t.Context()
+			h := testHost("node1", 1)
+			h.Mode = ""
+			must(t, "put", s.PutHost(ctx, h))
+			if got, err := s.GetHost(ctx, "node1"); err != nil || got.Mode != store.ModePull {
+				t.Fatalf("a host put without a mode: %q, %v; want pull", got.Mode, err)
+			}
+			must(t, "set mode", s.SetHostMode(ctx, "node1", store.ModePush, epoch().Add(time.Hour)))
+			if got, err := s.GetHost(ctx, "node1"); err != nil || got.Mode != store.ModePush || got.Policy != h.Policy {
+				t.Fatalf("after set mode push: %+v, %v", got, err)
+			}
+			wantErr(t, "set mode of a ghost", s.SetHostMode(ctx, "ghost", store.ModePush, epoch()), store.ErrNotFound)
+			wantErr(t, "set an unknown mode", s.SetHostMode(ctx, "node1", "sideways", epoch()), store.ErrInvalid)
 		},
 		"EmptyOptionalFields": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
