@@ -144,3 +144,35 @@ func TestDemoServesNova(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDemoPushMode runs the demo's contract with push agents (no agent
+// listens; each fetches its challenges and posts its evidence; the
+// operator's attest after golden import reaches them through their
+// long-poll).
+func TestDemoPushMode(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "trustpool")
+	_, file, _, _ := runtime.Caller(0)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/trustpool")
+	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "demo", "--mode", "push", "--tpm", "simulator", "--nodes", "3", "--tampered", "1", "--once", "--json").Output()
+	if err != nil {
+		t.Fatalf("demo --mode push: %v", err)
+	}
+	var pool struct {
+		Hosts []struct {
+			Host  string `json:"host_name"`
+			Level string `json:"trust_lvl"`
+		} `json:"hosts"`
+	}
+	if err := json.Unmarshal(out, &pool); err != nil || len(pool.Hosts) != 3 {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for i, want := range []string{"trusted", "trusted", "untrusted"} {
+		if pool.Hosts[i].Level != want {
+			t.Errorf("%s is %s, want %s", pool.Hosts[i].Host, pool.Hosts[i].Level, want)
+		}
+	}
+}
