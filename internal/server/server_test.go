@@ -104,6 +104,7 @@ func (e *env) call(method, path string, body any) (int, []byte) {
 type node struct {
 	name string
 	tpm  *tpm.TPM
+	dir  string // the agent's state directory
 }
 
 func startNode(t *testing.T, e *env, name string, prof bootsim.Profile) *node {
@@ -134,7 +135,7 @@ func startNode(t *testing.T, e *env, name string, prof bootsim.Profile) *node {
 	go func() { done <- a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	waitFor(t, "first verdict of "+name, func() bool { _, ok := e.srv.Integrity().Cache().Verdict(name); return ok })
-	return &node{name: name, tpm: tp}
+	return &node{name: name, tpm: tp, dir: dir}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
