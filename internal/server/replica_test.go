@@ -122,9 +122,9 @@ func TestReplicasSharePostgreSQL(t *testing.T) {
 		t.Fatalf("enrolled %d of %d: %v", n, nodes, err)
 	}
 	golden := fl.Nodes()[0].Name
-	waitFor(t, "the golden host attested", func() bool {
-		var h api.HostView
-		return a.api.Do(ctx, "GET", "/v1/hosts/"+golden, nil, &h) == nil && h.Verdict != nil
+	waitFor(t, "verified evidence of the golden host", func() bool {
+		var bundle map[string]any
+		return a.api.Do(ctx, "GET", "/v1/hosts/"+golden+"/evidence", nil, &bundle) == nil
 	})
 	if err := a.api.Do(ctx, "POST", "/v1/golden", map[string]string{"host": golden}, nil); err != nil {
 		t.Fatal(err)
