@@ -11,7 +11,8 @@ import (
 
 // TestChallengeNeverAnswered: one agent accepts the TCP connection and never
 // says a word (not even TLS), another completes TLS, reads the challenge and
-// never answers. With one worker and a 300 ms challenge deadline, each
+// never answers. With one worker and a 2 s challenge deadline (short, yet
+// long enough for an honest answer on a loaded machine), each
 // becomes unknown (agent-unreachable) through that deadline, and the worker
 // is freed for the honest node queued behind them.
 //
@@ -20,7 +21,7 @@ import (
 // transport's own limits would say "TLS handshake timeout" (10 s) or
 // "timeout awaiting response headers" (30 s).
 func TestChallengeNeverAnswered(t *testing.T) {
-	f := newFixture(t, integrity.Config{Timeout: 300 * time.Millisecond, Concurrency: 1})
+	f := newFixture(t, integrity.Config{Timeout: 2 * time.Second, Concurrency: 1})
 	f.addSim("answering")
 	f.addSim("wedged-tls").setHang()
 	f.addSim("wedged-tcp")
