@@ -22,7 +22,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serverCmd(), agentCmd(), demoCmd(), benchCmd(), tokenCmd(), auditCmd())
-	root.AddCommand(eventlogCmd(), verifyCmd())
+	root.AddCommand(eventlogCmd(), verifyCmd(), configCmd())
 	// The operator's verbs talk to a server's API.
 	var af apiFlags
 	ops := []*cobra.Command{hostsCmd(&af), hostCmd(&af), referenceCmd(&af), policyCmd(&af), evidenceCmd(&af)}

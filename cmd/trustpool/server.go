@@ -5,108 +5,160 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"trustpool/internal/config"
 	"trustpool/internal/integrity"
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/server"
 )
 
-func serverCmd() *cobra.Command {
+// serverFlagOnly are the server's flags with no key in the config file.
+var serverFlagOnly = []string{"config", "placement-token"}
+
+func serverCmd() *cobra.Command { return serverCommand(runServer) }
+
+// serverCommand returns the server command; run gets the merged
+// configuration and the server's configuration built from it.
+func serverCommand(run func(cmd *cobra.Command, c config.Server, cfg server.Config) error) *cobra.Command {
 	var (
-		cfg       server.Config
-		interval  time.Duration
-		validity  time.Duration
-		timeout   time.Duration
-		ekBundle  string
-		ekCRLs    []string
-		placement nova.TraitSyncConfig
-		keystone  nova.KeystoneAuth
-		ksPassEnv string
-		webhooks  []string
-		whSecret  string
+		fl        = config.DefaultServer()
+		cfgFile   string
+		placToken string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the attestation server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-			cfg.Integrity = integrity.Config{Interval: interval, Validity: validity, Timeout: timeout}
-			var errs []error
-			if ekBundle != "" {
-				b, err := os.ReadFile(ekBundle)
-				errs = append(errs, err)
-				cfg.EKCABundle = b
-			}
-			for _, path := range ekCRLs {
-				b, err := os.ReadFile(path)
-				errs = append(errs, err)
-				cfg.EKCRLs = append(cfg.EKCRLs, b)
-			}
-			if placement.Endpoint != "" || keystone.AuthURL != "" {
-				if keystone.AuthURL != "" {
-					keystone.Password = os.Getenv(ksPassEnv)
-					if keystone.Password == "" {
-						errs = append(errs, fmt.Errorf("--keystone-password-env: $%s is empty", ksPassEnv))
-					}
-					placement.Keystone = &keystone
-				}
-				cfg.Placement = &placement
-			}
-			if len(webhooks) > 0 {
-				wc := &notify.Config{Targets: webhooks}
-				if whSecret != "" {
-					if wc.Secret = []byte(os.Getenv(whSecret)); len(wc.Secret) == 0 {
-						errs = append(errs, fmt.Errorf("--webhook-secret-env: $%s is empty", whSecret))
-					}
-				}
-				cfg.Webhooks = wc
-			}
-			if err := errors.Join(errs...); err != nil {
+			c, err := mergeServer(cmd, cfgFile, &fl)
+			cfg, err2 := serverConfig(c, placToken)
+			if err := errors.Join(err, err2); err != nil {
 				return err
 			}
-			s, err := server.New(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			cfg.Log.Info("attestation server listening", "url", s.URL(), "state", cfg.StateDir)
-			return s.Run(cmd.Context())
+			return run(cmd, c, cfg)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/trustpool", "directory for the CA, certificates, credentials and the SQLite store")
-	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "address to serve HTTPS on")
-	f.StringSliceVar(&cfg.Names, "name", nil, "extra DNS name or IP for the server certificate (repeatable)")
-	f.StringVar(&cfg.DSN, "db", "", "store: sqlite:/path or a postgres:// URL (default SQLite in the state directory)")
-	f.DurationVar(&interval, "interval", 30*time.Second, "re-attestation interval (keep it below Nova's attestation_auth_timeout)")
-	f.DurationVar(&validity, "validity", 0, "how long a verdict stands (default 3 × interval)")
-	f.DurationVar(&timeout, "challenge-timeout", 10*time.Second, "deadline for one challenge round trip")
-	f.Float64Var(&cfg.EnrollPerMinute, "enroll-rate", 60, "enrollment requests allowed per client address per minute")
-	f.StringVar(&ekBundle, "ek-ca-bundle", "", "PEM bundle of TPM vendor CAs: EK certificates agents present must chain to one")
-	f.BoolVar(&cfg.RequireEKCert, "require-ek-cert", false, "admit only TPMs with a valid EK certificate (needs --ek-ca-bundle)")
-	f.BoolVar(&cfg.EKCertAdmits, "admit-by-ek-cert", false, "a valid EK certificate admits a TPM without a join token or approval (needs --ek-ca-bundle)")
-	f.StringArrayVar(&ekCRLs, "ek-crl", nil, "TPM vendor CRL file (DER or PEM), checked at enrollment (repeatable; needs --ek-ca-bundle)")
-	f.StringVar(&cfg.Replica, "replica", "", "this replica's name among those sharing a PostgreSQL database (default host name, PID and a random suffix)")
-	f.DurationVar(&cfg.LeaseTime, "lease-time", 30*time.Second, "replicas on PostgreSQL: how long a replica's leases on hosts last; a dead replica's hosts are taken over within it")
-	f.BoolVar(&cfg.AllowIPNames, "allow-ip-names", false, "let hosts be named by IP address (by default only DNS names)")
-	f.StringVar(&placement.Endpoint, "placement-url", "", "OpenStack Placement endpoint: keep a trait on trusted hosts' resource providers")
-	f.StringVar(&placement.Token, "placement-token", "", "static Placement token (noauth2 deployments)")
-	f.StringVar(&placement.Trait, "placement-trait", nova.DefaultTrait, "the custom trait trusted hosts carry")
-	f.DurationVar(&placement.Interval, "placement-interval", nova.DefaultInterval, "full reconcile interval (drift repair)")
-	f.StringVar(&keystone.AuthURL, "keystone-auth-url", "", "Keystone v3 URL for Placement credentials")
-	f.StringVar(&keystone.Username, "keystone-username", "", "Keystone user allowed to write traits")
-	f.StringVar(&ksPassEnv, "keystone-password-env", "KEYSTONE_PASSWORD", "environment variable holding the Keystone password")
-	f.StringVar(&keystone.Project, "keystone-project", "", "project the Keystone token is scoped to")
-	f.StringVar(&keystone.UserDomain, "keystone-user-domain", "Default", "Keystone user domain")
-	f.StringVar(&keystone.ProjectDomain, "keystone-project-domain", "Default", "Keystone project domain")
-	f.StringVar(&keystone.Region, "keystone-region", "", "service catalog region")
-	f.StringVar(&keystone.Interface, "keystone-interface", "public", "service catalog interface: public, internal or admin")
-	f.StringArrayVar(&webhooks, "webhook", nil, "URL that receives every verdict transition (repeatable)")
-	f.StringVar(&whSecret, "webhook-secret-env", "", "environment variable holding the webhooks' HMAC key")
+	f.StringVar(&cfgFile, "config", "", "TOML configuration file (`trustpool config example server`); flags given win over it")
+	f.StringVar(&fl.StateDir, "state-dir", fl.StateDir, "directory for the CA, certificates, credentials and the SQLite store")
+	f.StringVar(&fl.Listen, "listen", fl.Listen, "address to serve HTTPS on")
+	f.StringSliceVar(&fl.Names, "name", nil, "extra DNS name or IP for the server certificate (repeatable)")
+	f.StringVar(&fl.DB, "db", "", "store: sqlite:/path or a postgres:// URL (default SQLite in the state directory)")
+	f.DurationVar(&fl.Interval, "interval", fl.Interval, "re-attestation interval (keep it below Nova's attestation_auth_timeout)")
+	f.DurationVar(&fl.Validity, "validity", 0, "how long a verdict stands (default 3 × interval)")
+	f.DurationVar(&fl.ChallengeTimeout, "challenge-timeout", fl.ChallengeTimeout, "deadline for one challenge round trip")
+	f.Float64Var(&fl.EnrollRate, "enroll-rate", fl.EnrollRate, "enrollment requests allowed per client address per minute")
+	f.StringVar(&fl.EKCABundle, "ek-ca-bundle", "", "PEM bundle of TPM vendor CAs: EK certificates agents present must chain to one")
+	f.BoolVar(&fl.RequireEKCert, "require-ek-cert", false, "admit only TPMs with a valid EK certificate (needs --ek-ca-bundle)")
+	f.BoolVar(&fl.AdmitByEKCert, "admit-by-ek-cert", false, "a valid EK certificate admits a TPM without a join token or approval (needs --ek-ca-bundle)")
+	f.StringArrayVar(&fl.EKCRLs, "ek-crl", nil, "TPM vendor CRL file (DER or PEM), checked at enrollment (repeatable; needs --ek-ca-bundle)")
+	f.StringVar(&fl.Replica, "replica", "", "this replica's name among those sharing a PostgreSQL database (default host name, PID and a random suffix)")
+	f.DurationVar(&fl.LeaseTime, "lease-time", fl.LeaseTime, "replicas on PostgreSQL: how long a replica's leases on hosts last; a dead replica's hosts are taken over within it")
+	f.BoolVar(&fl.AllowIPNames, "allow-ip-names", false, "let hosts be named by IP address (by default only DNS names)")
+	f.StringVar(&fl.PlacementURL, "placement-url", "", "OpenStack Placement endpoint: keep a trait on trusted hosts' resource providers")
+	f.StringVar(&placToken, "placement-token", "", "static Placement token (noauth2 deployments)")
+	f.StringVar(&fl.PlacementTokenEnv, "placement-token-env", "", "environment variable holding a static Placement token (instead of --placement-token)")
+	f.StringVar(&fl.PlacementTrait, "placement-trait", nova.DefaultTrait, "the custom trait trusted hosts carry")
+	f.DurationVar(&fl.PlacementInterval, "placement-interval", nova.DefaultInterval, "full reconcile interval (drift repair)")
+	f.StringVar(&fl.KeystoneAuthURL, "keystone-auth-url", "", "Keystone v3 URL for Placement credentials")
+	f.StringVar(&fl.KeystoneUsername, "keystone-username", "", "Keystone user allowed to write traits")
+	f.StringVar(&fl.KeystonePasswordEnv, "keystone-password-env", fl.KeystonePasswordEnv, "environment variable holding the Keystone password")
+	f.StringVar(&fl.KeystoneProject, "keystone-project", "", "project the Keystone token is scoped to")
+	f.StringVar(&fl.KeystoneUserDomain, "keystone-user-domain", fl.KeystoneUserDomain, "Keystone user domain")
+	f.StringVar(&fl.KeystoneProjectDomain, "keystone-project-domain", fl.KeystoneProjectDomain, "Keystone project domain")
+	f.StringVar(&fl.KeystoneRegion, "keystone-region", "", "service catalog region")
+	f.StringVar(&fl.KeystoneInterface, "keystone-interface", fl.KeystoneInterface, "service catalog interface: public, internal or admin")
+	f.StringArrayVar(&fl.Webhooks, "webhook", nil, "URL that receives every verdict transition (repeatable)")
+	f.StringVar(&fl.WebhookSecretEnv, "webhook-secret-env", "", "environment variable holding the webhooks' HMAC key")
 	return cmd
+}
+
+// runServer runs the attestation server configured by c.
+func runServer(cmd *cobra.Command, _ config.Server, cfg server.Config) error {
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	s, err := server.New(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cfg.Log.Info("attestation server listening", "url", s.URL(), "state", cfg.StateDir)
+	return s.Run(cmd.Context())
+}
+
+// mergeServer returns the server's configuration: the file's (when
+// cfgFile is set) with every flag the person gave over it, validated.
+// Every problem of the file and the flags is reported at once.
+func mergeServer(cmd *cobra.Command, cfgFile string, fl *config.Server) (config.Server, error) {
+	if cfgFile == "" {
+		return *fl, fl.Validate()
+	}
+	c, err := config.LoadServer(cfgFile)
+	config.Override(&c, fl, cmd.Flags().Changed)
+	return c, errors.Join(err, c.Validate())
+}
+
+// serverConfig builds server.Config from c, reading the files it names and
+// the secrets from the environment variables it names.
+func serverConfig(c config.Server, placementToken string) (server.Config, error) {
+	cfg := server.Config{
+		StateDir:        c.StateDir,
+		Listen:          c.Listen,
+		Names:           c.Names,
+		DSN:             c.DB,
+		Integrity:       integrity.Config{Interval: c.Interval, Validity: c.Validity, Timeout: c.ChallengeTimeout},
+		RequireEKCert:   c.RequireEKCert,
+		EKCertAdmits:    c.AdmitByEKCert,
+		Replica:         c.Replica,
+		LeaseTime:       c.LeaseTime,
+		AllowIPNames:    c.AllowIPNames,
+		EnrollPerMinute: c.EnrollRate,
+	}
+	var errs []error
+	if c.EKCABundle != "" {
+		b, err := os.ReadFile(c.EKCABundle)
+		errs = append(errs, err)
+		cfg.EKCABundle = b
+	}
+	for _, path := range c.EKCRLs {
+		b, err := os.ReadFile(path)
+		errs = append(errs, err)
+		cfg.EKCRLs = append(cfg.EKCRLs, b)
+	}
+	if c.PlacementTokenEnv != "" {
+		if placementToken != "" {
+			errs = append(errs, errors.New("--placement-token and placement-token-env: give one"))
+		}
+		if placementToken = os.Getenv(c.PlacementTokenEnv); placementToken == "" {
+			errs = append(errs, fmt.Errorf("placement-token-env: $%s is empty", c.PlacementTokenEnv))
+		}
+	}
+	if c.PlacementURL != "" || c.KeystoneAuthURL != "" {
+		placement := nova.TraitSyncConfig{Endpoint: c.PlacementURL, Token: placementToken, Trait: c.PlacementTrait, Interval: c.PlacementInterval}
+		if c.KeystoneAuthURL != "" {
+			ks := nova.KeystoneAuth{
+				AuthURL: c.KeystoneAuthURL, Username: c.KeystoneUsername, Project: c.KeystoneProject,
+				UserDomain: c.KeystoneUserDomain, ProjectDomain: c.KeystoneProjectDomain,
+				Region: c.KeystoneRegion, Interface: c.KeystoneInterface,
+				Password: os.Getenv(c.KeystonePasswordEnv),
+			}
+			if ks.Password == "" {
+				errs = append(errs, fmt.Errorf("keystone-password-env: $%s is empty", c.KeystonePasswordEnv))
+			}
+			placement.Keystone = &ks
+		}
+		cfg.Placement = &placement
+	}
+	if len(c.Webhooks) > 0 {
+		wc := &notify.Config{Targets: c.Webhooks}
+		if c.WebhookSecretEnv != "" {
+			if wc.Secret = []byte(os.Getenv(c.WebhookSecretEnv)); len(wc.Secret) == 0 {
+				errs = append(errs, fmt.Errorf("webhook-secret-env: $%s is empty", c.WebhookSecretEnv))
+			}
+		}
+		cfg.Webhooks = wc
+	}
+	return cfg, errors.Join(errs...)
 }
