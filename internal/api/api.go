@@ -97,6 +97,8 @@ func New(cfg Config) *API {
 		limited = func(h http.HandlerFunc) http.Handler { return cfg.EnrollLimit.Middleware(auth.ClientKey)(h) }
 	}
 	m := a.handle
+	// The API's description: public, like the routes it describes.
+	m("GET "+OpenAPIPath, http.HandlerFunc(serveOpenAPI))
 	// Agents: a join token, an approval or the agent's pinned certificate.
 	m("POST /v1/enroll", limited(a.enrollBegin))
 	m("POST /v1/enroll/activate", limited(a.enrollActivate))

@@ -81,7 +81,11 @@ type Config struct {
 	MaxWaiting int
 	// SweepEvery is how often Run deletes what expired (default 1 min).
 	SweepEvery time.Duration
-	Log        *slog.Logger
+	// Outcome, when set, is told of every enrollment step's outcome:
+	// "admitted", "pending" or "approved", or "refused" with the problem's
+	// kind, or "error" (no decision: the store failed).
+	Outcome func(outcome, kind string)
+	Log     *slog.Logger
 }
 
 // Service runs enrollments.
@@ -115,11 +119,49 @@ func New(cfg Config) *Service {
 
 func (s *Service) now() time.Time { return s.cfg.Now() }
 
+// count tells Outcome how a step ended: with err, or with a (nil for a
+// first step that succeeded, which is not an outcome yet).
+func (s *Service) count(a *evidence.Admitted, err error) {
+	switch {
+	case s.cfg.Outcome == nil:
+	case err != nil && problem.KindOf(err) != 0:
+		s.cfg.Outcome("refused", kindName(problem.KindOf(err)))
+	case err != nil:
+		s.cfg.Outcome("error", "")
+	case a != nil && a.State == evidence.EnrollAdmitted:
+		s.cfg.Outcome("admitted", "")
+	case a != nil && a.State == evidence.EnrollPending:
+		s.cfg.Outcome("pending", "")
+	}
+}
+
+// kindName names a problem kind for the outcome's label.
+func kindName(k problem.Kind) string {
+	switch k {
+	case problem.Invalid:
+		return "invalid"
+	case problem.Unauthorized:
+		return "unauthorized"
+	case problem.Forbidden:
+		return "forbidden"
+	case problem.NotFound:
+		return "not_found"
+	case problem.Conflict:
+		return "conflict"
+	case problem.TooLarge:
+		return "too_large"
+	case problem.TooMany:
+		return "too_many"
+	}
+	return "other"
+}
+
 // Begin checks a request from source (the client's address) and returns
 // the credential the agent's TPM must activate. Its errors reveal nothing
 // about which names are enrolled to a caller without that name's join
 // token.
-func (s *Service) Begin(ctx context.Context, req *evidence.EnrollRequest, source string) (*evidence.EnrollCredential, error) {
+func (s *Service) Begin(ctx context.Context, req *evidence.EnrollRequest, source string) (_ *evidence.EnrollCredential, err error) {
+	defer func() { s.count(nil, err) }()
 	name, err := evidence.CanonicalHostName(req.Host, s.cfg.AllowIPNames)
 	if err != nil {
 		return nil, problem.Wrap(problem.Invalid, err, "enrollment request: %v", err)
@@ -284,7 +326,8 @@ func (s *Service) checkEKBinding(ctx context.Context, host string, ekPublic []by
 // earlier admission of the same TPM says so, and the agent gets its
 // certificate; otherwise it waits for an operator's approval, with nothing
 // but a secret to poll with. Each enrollment can be tried once.
-func (s *Service) Activate(ctx context.Context, act *evidence.EnrollActivation) (*evidence.Admitted, error) {
+func (s *Service) Activate(ctx context.Context, act *evidence.EnrollActivation) (a *evidence.Admitted, err error) {
+	defer func() { s.count(a, err) }()
 	e, err := s.cfg.Store.TakeEnrollment(ctx, act.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, problem.New(problem.NotFound, "no enrollment %q in progress (unknown, expired or already tried)", act.ID)
@@ -436,6 +479,9 @@ func (s *Service) Approve(ctx context.Context, host, ekFingerprint string) (stri
 		return "", err
 	}
 	_, err = s.admit(ctx, store.Admission{PendingPoll: p.PollHash, Now: s.now()}, p.Host, p.EKPublic, p.EKCert, p.AKPublic, p.AKName, p.URL, p.CSR)
+	if err == nil && s.cfg.Outcome != nil {
+		s.cfg.Outcome("approved", "")
+	}
 	return name, err
 }
 

@@ -39,6 +39,9 @@ type HTTPAgents struct {
 	// TLS identity check is per host and pinned certificate, and
 	// connections are reused until the pin changes.
 	clients sync.Map
+	// Observe, when set before the first challenge, is told of every
+	// round trip and its result: ok, agent_error or unreachable.
+	Observe func(d time.Duration, result string)
 }
 
 type agentClient struct {
@@ -63,7 +66,17 @@ func NewHTTPAgents(cert tls.Certificate, verify HostVerifier) *HTTPAgents {
 // reached is not.
 func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error) {
 	var ev evidence.Evidence
+	start := time.Now()
 	err := a.client(h).Do(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c, &ev)
+	if a.Observe != nil {
+		result := "ok"
+		if errors.Is(err, httpjson.ErrAnswer) {
+			result = "agent_error"
+		} else if err != nil {
+			result = "unreachable"
+		}
+		a.Observe(time.Since(start), result)
+	}
 	switch {
 	case errors.Is(err, httpjson.ErrAnswer):
 		return nil, fmt.Errorf("challenge %s: %w: %w", h.Name, ErrAgent, err)

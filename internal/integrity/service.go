@@ -41,8 +41,11 @@ type Config struct {
 	Concurrency int
 	// Recorder records the verdicts; default one over the service's store.
 	Recorder *recorder.Recorder
-	Now      func() time.Time
-	Log      *slog.Logger
+	// Appraised, when set, is told how long each verification and
+	// appraisal of evidence took (package metrics).
+	Appraised func(time.Duration)
+	Now       func() time.Time
+	Log       *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -350,9 +353,13 @@ func (s *Service) Verify(h store.Host, ak *verify.AK, nonce []byte, kg *knowngoo
 		return s.fail(h.Name, 0, verdict.Untrusted, verdict.Reason{Code: verdict.CodeNonceReused,
 			Message: "the challenge's nonce was already used, expired or issued to another host"}), nil
 	}
+	start := time.Now()
 	v, rec := appraisal.Appraise(appraisal.Input{
 		Host: hostOf(h), AK: ak, Nonce: nonce, KnownGood: kg, Evidence: ev, Now: now, Validity: s.cfg.Validity,
 	})
+	if s.cfg.Appraised != nil {
+		s.cfg.Appraised(time.Since(start))
+	}
 	if rec == nil {
 		return v, nil
 	}

@@ -61,6 +61,7 @@ func (n *Notifier) reset() {
 		t.queue = nil
 	}
 	clear(n.inflight)
+	n.queued.Store(0)
 }
 
 // dispatch claims due notifications and queues each to its target's worker.
@@ -93,6 +94,7 @@ func (n *Notifier) dispatch(ctx context.Context) {
 			}
 			t.queue = append(t.queue, nt)
 			n.inflight[nt.ID] = struct{}{}
+			n.queued.Store(int64(len(n.inflight)))
 			select {
 			case t.ready <- struct{}{}:
 			default: // a wake-up is already pending
@@ -162,6 +164,7 @@ func (n *Notifier) finish(ctx context.Context, id int64, record func(context.Con
 		}
 	}
 	delete(n.inflight, id)
+	n.queued.Store(int64(len(n.inflight)))
 }
 
 // attempt makes one delivery attempt of nt, unless an earlier failure holds
@@ -179,6 +182,9 @@ func (n *Notifier) attempt(ctx context.Context, t *target, nt store.Notification
 		return func(ctx context.Context) error { return n.store.MarkFailed(ctx, nt.ID, next, truncate(msg)) }
 	}
 	err := n.post(ctx, nt)
+	if n.cfg.Attempted != nil && (err == nil || ctx.Err() == nil) {
+		n.cfg.Attempted(err == nil)
+	}
 	if err == nil {
 		if nt.ID == t.failing {
 			t.failing = 0

@@ -70,6 +70,9 @@ type Config struct {
 	Now func() time.Time
 	// Log receives delivery failures and lost notifications (default: discard).
 	Log *slog.Logger
+	// Attempted, when set, is told of every delivery attempt: delivered
+	// (a 2xx answer) or not (package metrics).
+	Attempted func(delivered bool)
 }
 
 // Validate reports every problem with c at once.
@@ -178,7 +181,14 @@ type Notifier struct {
 	// interleave (see finish).
 	mu       sync.Mutex
 	inflight map[int64]struct{}
+	// queued is len(inflight), kept beside it for InFlight, which must
+	// not wait for mu (held across store calls).
+	queued atomic.Int64
 }
+
+// InFlight is the number of notifications claimed from the outbox and not
+// yet delivered or failed (at most 4096; the rest wait in the outbox).
+func (n *Notifier) InFlight() int { return int(n.queued.Load()) }
 
 // target is one webhook URL and its delivery queue.
 type target struct {

@@ -85,6 +85,9 @@ type TraitSyncConfig struct {
 	HTTPClient *http.Client
 	// Logger receives what the sync did and what failed; default: discarded.
 	Logger *slog.Logger
+	// Failed, when set, is told of every failed pass: "reconcile" (every
+	// provider) or "changes" (the hosts Changed named).
+	Failed func(pass string)
 }
 
 // Validate reports every problem with the configuration at once.
@@ -201,9 +204,9 @@ func (s *TraitSync) Run(ctx context.Context) error {
 		if fullDue {
 			err := s.Reconcile(ctx)
 			fullDue = err != nil
-			failed = s.logFailure(ctx, "placement reconcile failed", err)
+			failed = s.logFailure(ctx, "reconcile", err)
 		}
-		if s.logFailure(ctx, "placement trait sync failed", s.syncPending(ctx)) {
+		if s.logFailure(ctx, "changes", s.syncPending(ctx)) {
 			failed = true
 		}
 		if ctx.Err() != nil {
@@ -235,13 +238,20 @@ func (s *TraitSync) Run(ctx context.Context) error {
 	}
 }
 
-// logFailure logs err unless it is nil or ctx has ended (a shutdown is not a
-// failure), and reports whether it was a failure.
-func (s *TraitSync) logFailure(ctx context.Context, msg string, err error) bool {
+// logFailure logs and counts err of a pass unless it is nil or ctx has
+// ended (a shutdown is not a failure), and reports whether it was a failure.
+func (s *TraitSync) logFailure(ctx context.Context, pass string, err error) bool {
 	if err == nil || ctx.Err() != nil {
 		return false
 	}
+	msg := "placement trait sync failed"
+	if pass == "reconcile" {
+		msg = "placement reconcile failed"
+	}
 	s.log.Error(msg, "err", err)
+	if s.cfg.Failed != nil {
+		s.cfg.Failed(pass)
+	}
 	return true
 }
 

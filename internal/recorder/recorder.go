@@ -42,7 +42,19 @@ type Config struct {
 	Notifications func(v verdict.Verdict, prev verdict.Level) []store.Notification
 	// Tick is how often expiries are looked for (default 200 ms).
 	Tick time.Duration
-	Log  *slog.Logger
+	// Metrics, when set, is told of every verdict written and of the
+	// store's time (package metrics).
+	Metrics Metrics
+	Log     *slog.Logger
+}
+
+// Metrics receives what the recorder counts and times.
+type Metrics interface {
+	// Recorded is called for every verdict written; expired marks an
+	// expiry.
+	Recorded(v verdict.Verdict, expired bool)
+	// StoreOp is the duration of one store operation.
+	StoreOp(op string, d time.Duration, err error)
 }
 
 // Recorder records verdicts. It is safe for concurrent use.
@@ -127,11 +139,18 @@ func (r *Recorder) RecordAll(ctx context.Context, recs []store.Record) ([]Result
 // batch), publishes what was written, then wakes the listeners.
 func (r *Recorder) record(ctx context.Context, recs []store.Record) ([]Result, error) {
 	unlock := r.lock(recs)
+	start := time.Now()
 	out, err := r.cfg.Store.RecordVerdicts(ctx, recs, r.consequences)
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.StoreOp("record_verdicts", time.Since(start), err)
+	}
 	if err == nil {
 		for i, rec := range recs {
 			if out[i].Written {
 				r.publish(rec.Verdict)
+				if r.cfg.Metrics != nil {
+					r.cfg.Metrics.Recorded(rec.Verdict, rec.Expire)
+				}
 			}
 		}
 	}
@@ -153,11 +172,15 @@ func (r *Recorder) Remove(ctx context.Context, host, actor string) error {
 		Reasons: []verdict.Reason{{Code: verdict.CodeDeleted, Message: "the host was deleted by " + actor}}}
 	mu := r.stripe(host)
 	mu.Lock()
+	start := time.Now()
 	prev, err := r.cfg.Store.RemoveHost(ctx, gone, func(v verdict.Verdict, prev verdict.Level) store.Transition {
 		t := r.consequences(v, prev)
 		t.Audit = &store.Entry{Time: now, Actor: actor, Action: "host.delete", Subject: host}
 		return t
 	})
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.StoreOp("remove_host", time.Since(start), err)
+	}
 	if err == nil {
 		r.cache.remove(host)
 		r.queue.remove(host)

@@ -28,6 +28,7 @@ import (
 	"trustpool/internal/integrity"
 	"trustpool/internal/knowngood"
 	"trustpool/internal/lease"
+	"trustpool/internal/metrics"
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/pki"
@@ -122,6 +123,7 @@ type Server struct {
 	ca        *pki.CA
 	cert      tls.Certificate
 	integrity *integrity.Service
+	metrics   *metrics.Metrics
 	handler   http.Handler
 	ln        net.Listener
 	tasks     []func(context.Context) error // run beside the API
@@ -212,7 +214,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln}
+	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln, metrics: metrics.New()}
 	if err := s.wire(ctx, cfg); err != nil {
 		s.Close()
 		return nil, err
@@ -229,6 +231,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Store: st, CA: ca, Now: now, Reserved: names, AllowIPNames: cfg.AllowIPNames,
 		RequireEKCert: cfg.RequireEKCert, EKCertAdmits: cfg.EKCertAdmits, Log: cfg.Log,
 		PendingTTL: cfg.PendingTTL, MaxWaiting: cfg.MaxPending, SweepEvery: cfg.EnrollSweep,
+		Outcome: s.metrics.Enrollment,
 	}
 	if len(cfg.EKCABundle) > 0 {
 		v, err := ekcert.NewVerifier(cfg.EKCABundle)
@@ -273,6 +276,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
 	handle("GET /readyz", http.HandlerFunc(s.ready))
 	handle("GET "+ui.Prefix, ui.Handler())
+	// Metrics reveal the pool's state and the hosts' levels, not their
+	// names: readers (and admins) may scrape them.
+	handle("GET /metrics", authn.Require(auth.RoleReader)(s.metrics.Handler()))
 	s.handler = mux
 	return s, nil
 }
@@ -281,7 +287,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // to the recorder, which writes each with its audit entry and webhook rows
 // and then wakes the Placement trait sync and the webhook deliverer.
 func (s *Server) wire(ctx context.Context, cfg Config) error {
-	rcfg := recorder.Config{Store: s.store, Now: cfg.Integrity.Now, Log: cfg.Log}
+	m := s.metrics
+	rcfg := recorder.Config{Store: s.store, Now: cfg.Integrity.Now, Log: cfg.Log, Metrics: m}
 	var n *notify.Notifier
 	if cfg.Webhooks != nil {
 		wc := *cfg.Webhooks
@@ -291,6 +298,7 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 		if wc.Now == nil {
 			wc.Now = cfg.Integrity.Now
 		}
+		wc.Attempted = m.WebhookDelivery
 		var err error
 		if n, err = notify.New(wc, s.store); err != nil {
 			return fmt.Errorf("webhooks: %w", err)
@@ -300,10 +308,28 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 	rec := recorder.New(rcfg)
 	icfg := cfg.Integrity
 	icfg.Recorder = rec
-	s.integrity = integrity.New(icfg, s.store, integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent))
+	icfg.Appraised = m.Appraisal
+	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent)
+	agents.Observe = m.Challenge
+	s.integrity = integrity.New(icfg, s.store, agents)
 	if err := s.integrity.Load(ctx); err != nil {
 		return err
 	}
+	gauges := metrics.Gauges{
+		Hosts: func() map[verdict.Level]int {
+			now, out := cfg.Integrity.Now(), map[verdict.Level]int{}
+			for _, v := range rec.Cache().Snapshot() {
+				out[v.At(now)]++
+			}
+			return out
+		},
+		CacheSize: func() int { return len(rec.Cache().Snapshot()) },
+		Overdue:   s.integrity.Overdue,
+	}
+	if n != nil {
+		gauges.WebhookInFlight = n.InFlight
+	}
+	m.Watch(gauges)
 	s.tasks = append(s.tasks, rec.Run)
 	if n != nil {
 		rec.OnChange(func(verdict.Verdict, verdict.Level) { n.Wake() })
@@ -314,6 +340,7 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 		if pc.Logger == nil {
 			pc.Logger = cfg.Log
 		}
+		pc.Failed = m.PlacementFailure
 		ts, err := nova.NewTraitSync(pc, rec.Cache())
 		if err != nil {
 			return fmt.Errorf("placement: %w", err)

@@ -169,6 +169,8 @@ var routes = []route{
 	{"GET", "/healthz", "/healthz", "anyone", false},
 	{"GET", "/readyz", "/readyz", "anyone", false},
 	{"GET", "/ui/", "/ui/", "anyone", false},
+	{"GET", "/metrics", "/metrics", "reader", false},
+	{"GET", "/v1/openapi.yaml", "/v1/openapi.yaml", "anyone", false},
 }
 
 // call is the method the tests call r with: PollHosts is mounted for every

@@ -1,0 +1,187 @@
+// Package metrics owns the server's Prometheus registry and the definitions
+// of every trustpool_* family (docs/metrics.md lists them). Components do
+// not see prometheus types: the server hands them the small methods here
+// (or funcs built from them), and gauges read their values at scrape time
+// through funcs given to Watch.
+//
+// Label values come from fixed sets (trust levels, reason codes, outcome
+// names), never from hosts or clients, so the number of series is bounded.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"trustpool/internal/verdict"
+)
+
+const ns = "trustpool"
+
+// Levels are the trust levels, in the order the hosts gauge reports them.
+var Levels = []verdict.Level{verdict.Trusted, verdict.Untrusted, verdict.Unknown}
+
+// Metrics is the registry and the families the components update. It is
+// safe for concurrent use.
+type Metrics struct {
+	reg           *prometheus.Registry
+	attestations  *prometheus.CounterVec
+	challenge     *prometheus.HistogramVec
+	appraisal     prometheus.Histogram
+	enrollments   *prometheus.CounterVec
+	storeOps      *prometheus.HistogramVec
+	placement     *prometheus.CounterVec
+	webhooks      *prometheus.CounterVec
+	gaugesWatched bool
+}
+
+// New builds a registry (not the global default one) with the Go runtime
+// and process collectors and every trustpool family except the gauges,
+// which Watch adds.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.attestations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "attestations_total",
+		Help: "Verdicts the recorder wrote, by level (\"expired\" for an expiry) and first reason code (\"none\" without reasons)."},
+		[]string{"level", "reason"})
+	m.challenge = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "challenge_duration_seconds",
+		Help:    "Round trips of pull-mode challenges to agents, by result (ok, agent_error, unreachable).",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"result"})
+	m.appraisal = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "appraisal_duration_seconds",
+		Help:    "Verification and appraisal of one piece of evidence (quote, event log replay, policy).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}})
+	m.enrollments = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "enrollments_total",
+		Help: "Enrollment steps by outcome (admitted, pending, approved, refused) and, for refusals, kind."},
+		[]string{"outcome", "kind"})
+	m.storeOps = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "store_operation_duration_seconds",
+		Help:    "Store operations by name (record_verdicts, remove_host) and result (ok, error).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"op", "result"})
+	m.placement = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "placement_sync_failures_total",
+		Help: "Failed Placement trait sync passes, by pass (reconcile, changes)."}, []string{"pass"})
+	m.webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "webhook_deliveries_total",
+		Help: "Webhook delivery attempts by result (delivered, failed)."}, []string{"result"})
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.attestations, m.challenge, m.appraisal, m.enrollments, m.storeOps, m.placement, m.webhooks)
+	// Series that exist from the start, so that rate() and alerts see zeros.
+	for _, r := range []string{"delivered", "failed"} {
+		m.webhooks.WithLabelValues(r)
+	}
+	for _, p := range []string{"reconcile", "changes"} {
+		m.placement.WithLabelValues(p)
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format (or what the
+// scraper negotiates).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry is the registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Recorded counts one verdict the recorder wrote; expired marks the
+// expiry of an earlier verdict.
+func (m *Metrics) Recorded(v verdict.Verdict, expired bool) {
+	level, reason := string(v.Level), "none"
+	if expired {
+		level = "expired"
+	}
+	if len(v.Reasons) > 0 {
+		reason = v.Reasons[0].Code
+	}
+	m.attestations.WithLabelValues(level, reason).Inc()
+}
+
+// StoreOp records the duration of one store operation.
+func (m *Metrics) StoreOp(op string, d time.Duration, err error) {
+	m.storeOps.WithLabelValues(op, result(err)).Observe(d.Seconds())
+}
+
+// Challenge records one challenge round trip; result is ok, agent_error
+// or unreachable.
+func (m *Metrics) Challenge(d time.Duration, result string) {
+	m.challenge.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// Appraisal records one verification and appraisal.
+func (m *Metrics) Appraisal(d time.Duration) { m.appraisal.Observe(d.Seconds()) }
+
+// Enrollment counts one enrollment outcome; kind names a refusal's
+// problem kind and is empty otherwise.
+func (m *Metrics) Enrollment(outcome, kind string) {
+	m.enrollments.WithLabelValues(outcome, kind).Inc()
+}
+
+// PlacementFailure counts one failed Placement sync pass.
+func (m *Metrics) PlacementFailure(pass string) { m.placement.WithLabelValues(pass).Inc() }
+
+// WebhookDelivery counts one webhook delivery attempt.
+func (m *Metrics) WebhookDelivery(delivered bool) {
+	r := "failed"
+	if delivered {
+		r = "delivered"
+	}
+	m.webhooks.WithLabelValues(r).Inc()
+}
+
+// Gauges are the values read at scrape time. A nil func leaves its family
+// out.
+type Gauges struct {
+	// Hosts is every cached verdict's level now (fail closed: expired
+	// reads unknown).
+	Hosts func() map[verdict.Level]int
+	// CacheSize is the number of verdicts in the cache.
+	CacheSize func() int
+	// Overdue is the number of hosts whose attestation is overdue.
+	Overdue func() int
+	// WebhookInFlight is the number of notifications claimed from the
+	// outbox and not finished.
+	WebhookInFlight func() int
+}
+
+// Watch registers the scrape-time gauges; call it once.
+func (m *Metrics) Watch(g Gauges) {
+	if m.gaugesWatched {
+		panic("metrics: Watch called twice")
+	}
+	m.gaugesWatched = true
+	gauge := func(name, help string, f func() int) {
+		if f != nil {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help},
+				func() float64 { return float64(f()) }))
+		}
+	}
+	gauge("verdict_cache_size", "Verdicts in the verdict cache.", g.CacheSize)
+	gauge("hosts_overdue", "Hosts whose attestation is due for longer than a challenge's timeout without a worker to take it.", g.Overdue)
+	gauge("webhook_inflight", "Webhook notifications claimed from the outbox and not yet delivered or failed.", g.WebhookInFlight)
+	if g.Hosts != nil {
+		m.reg.MustRegister(&hostsCollector{count: g.Hosts, desc: prometheus.NewDesc(ns+"_hosts",
+			"Hosts in the verdict cache by their level now (an expired verdict reads unknown).", []string{"level"}, nil)})
+	}
+}
+
+// hostsCollector reports hosts by level, every level always present.
+type hostsCollector struct {
+	count func() map[verdict.Level]int
+	desc  *prometheus.Desc
+}
+
+func (c *hostsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *hostsCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.count()
+	for _, l := range Levels {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n[l]), string(l))
+	}
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
