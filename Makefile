@@ -1,12 +1,13 @@
 # `make check` is what CI runs (.ci/run installs the system packages first).
 GO ?= go
 
-.PHONY: deps check fmt vet test demo-smoke fuzz build bench
+.PHONY: deps check fmt vet test demo-smoke fuzz build bench deb
 
 # System packages the tests use: cgo for the TPM simulator, swtpm (a real
 # software TPM) and tpm2-tools, PostgreSQL, OpenStack Placement, and Chromium
-# (the dashboard's browser tests).
-DEBS = gcc make libssl-dev swtpm swtpm-tools tpm2-tools postgresql placement-api python3-placement chromium
+# (the dashboard's browser tests), and systemd (systemd-analyze verify of the
+# package's units).
+DEBS = gcc make libssl-dev swtpm swtpm-tools tpm2-tools postgresql placement-api python3-placement chromium systemd
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make deps installs Debian packages: run it as root"; exit 1; fi
@@ -44,6 +45,16 @@ demo-smoke: build
 # Every native fuzz target, FUZZTIME each; a crasher lands in testdata/fuzz.
 fuzz:
 	FUZZTIME=$${FUZZTIME:-10s} scripts/fuzz.sh
+
+# The Debian package (packaging/nfpm.yaml): a static binary (no cgo, so no
+# in-process TPM simulator), the systemd units and the example configs.
+# packaging's Go test builds it, installs it and starts the server as its
+# unit would.
+VERSION ?= 0.0~git$(shell git log -1 --format=%cd.%h --date=format:%Y%m%d%H%M%S 2>/dev/null || echo 0)
+ARCH ?= $(shell $(GO) env GOARCH)
+deb:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/deb/trustpool ./cmd/trustpool
+	VERSION='$(VERSION)' ARCH='$(ARCH)' $(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target bin/trustpool.deb
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
