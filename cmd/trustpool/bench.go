@@ -46,12 +46,15 @@ func benchFleetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fleet",
 		Short: "Run a real server against a simulated fleet over loopback mutual TLS and measure it",
-		Long: `Starts a trustpool server process (and, with --db postgres, a throw-away PostgreSQL
-cluster), a simulated fleet in this process (test equipment: software EKs and AKs, each
-node on its own 127.0.0.0/8 address), enrolls every node with join tokens, imports the
-first node as the golden host, says hello from every node, then measures for --duration
-and prints one JSON object. RSA keys come from a cache file (--key-cache) so that large
-fleets start in seconds; only the missing keys are generated.`,
+		Long: `Starts a trustpool server process, or --replicas N of them sharing the database and
+the CA (and, with --db postgres, a throw-away PostgreSQL cluster), a simulated fleet in
+this process (test equipment: software EKs and AKs, each node on its own 127.0.0.0/8
+address), enrolls every node with join tokens, imports the first node as the golden host,
+says hello from every node, then measures for --duration and prints one JSON object.
+With replicas the fleet talks to replica 1 and the readers to the last replica alive;
+--kill-replica-after kills replica 2 with SIGKILL and reports how long its hosts took to
+be held again and whether any verdict was lost. RSA keys come from a cache file
+(--key-cache) so that large fleets start in seconds; only the missing keys are generated.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch ak {
@@ -103,6 +106,9 @@ fleets start in seconds; only the missing keys are generated.`,
 	f.StringVar(&cfg.KeyCache, "key-cache", cache, "file of cached RSA-2048 keys for the simulated EKs and AKs")
 	f.BoolVar(&noCache, "no-key-cache", false, "generate every key")
 	f.IntVar(&cfg.Workers, "workers", 16, "concurrent enrollments and hellos")
+	f.IntVar(&cfg.Replicas, "replicas", 1, "server processes sharing the PostgreSQL database and the CA (more than 1 needs --db)")
+	f.DurationVar(&cfg.KillReplicaAfter, "kill-replica-after", 0, "with replicas: SIGKILL replica 2 this long into the window and measure the takeover")
+	f.DurationVar(&cfg.LeaseTime, "lease-time", 0, "with replicas: the servers' --lease-time (default the server's, 30s)")
 	f.BoolVar(&asJSON, "json", false, "print the result on one line")
 	f.BoolVar(&keepLogs, "keep", false, "keep the scratch directory (the server's log and state)")
 	return cmd

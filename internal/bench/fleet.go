@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +30,9 @@ import (
 	simfleet "trustpool/internal/fleetsim/fleet"
 	"trustpool/internal/httpjson"
 	"trustpool/internal/nova"
+	"trustpool/internal/policy"
 	"trustpool/internal/server"
+	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
 
@@ -48,7 +51,14 @@ type FleetConfig struct {
 	Exe      string       // the trustpool binary (default: this one)
 	Dir      string       // scratch directory
 	Workers  int          // concurrent enrollments and hellos (default 16)
-	Log      *slog.Logger
+	// Replicas is the number of server processes sharing the PostgreSQL
+	// database and the CA (default 1; more need DB).
+	Replicas int
+	// KillReplicaAfter, when positive, SIGKILLs replica 2 that long into
+	// the window (needs Replicas > 1).
+	KillReplicaAfter time.Duration
+	LeaseTime        time.Duration // the replicas' --lease-time (default: the server's, 30 s)
+	Log              *slog.Logger
 }
 
 // Latency is a pair of percentiles in milliseconds.
@@ -119,8 +129,29 @@ type FleetResult struct {
 	// KeepAlive says whether the nodes kept the server's connections open
 	// between challenges, as the agent does (false when the open-file limit
 	// cannot hold two files per node).
-	KeepAlive bool     `json:"agent_keepalive"`
-	Notes     []string `json:"notes"`
+	KeepAlive bool `json:"agent_keepalive"`
+	// With replicas: LeaseTimeS is their lease time; ReplicaKilled the one
+	// killed with SIGKILL; ReclaimedWithinS the time from the kill until the
+	// store's lease census shows every active host held by the survivors
+	// (absent when it did not within the window); HeldAfterKill whether it
+	// did; LostVerdicts the hosts whose verdict read unknown, or older than
+	// two intervals, on a surviving replica at any sample after the kill;
+	// KnownGoodPropagationMs the time from a new reference PUT on replica 1
+	// to GET /v1/references listing it on the last replica (absent when it
+	// did not within 30 s).
+	LeaseTimeS       float64  `json:"lease_time_s,omitempty"`
+	ReplicaKilled    string   `json:"replica_killed,omitempty"`
+	ReclaimedWithinS *float64 `json:"reclaimed_within_s,omitempty"`
+	HeldAfterKill    *bool    `json:"held_after_kill,omitempty"`
+	LostVerdicts     *int     `json:"lost_verdicts,omitempty"`
+	LostSamples      int      `json:"lost_verdict_samples,omitempty"` // reads of /v1/hosts after the kill
+	// UnknownAfterKill are the hosts among LostVerdicts whose verdict read
+	// unknown (or none): lost outright, not only old; MaxAgeAfterKillS is
+	// the oldest verdict read after the kill.
+	UnknownAfterKill       *int     `json:"unknown_after_kill,omitempty"`
+	MaxAgeAfterKillS       float64  `json:"max_verdict_age_after_kill_s,omitempty"`
+	KnownGoodPropagationMs *float64 `json:"knowngood_propagation_ms,omitempty"`
+	Notes                  []string `json:"notes"`
 }
 
 // RunFleet runs the fleet benchmark: a real server process, a simulated
@@ -131,6 +162,21 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	}
 	if cfg.Tampered < 0 || cfg.Tampered >= cfg.Nodes {
 		return nil, fmt.Errorf("bench fleet: --tampered %d: want 0 to %d", cfg.Tampered, cfg.Nodes-1)
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas > 1 && cfg.DB == "" {
+		return nil, fmt.Errorf("bench fleet: --replicas %d needs --db postgres or a postgres:// URL: replicas share one PostgreSQL database", cfg.Replicas)
+	}
+	if cfg.KillReplicaAfter > 0 && cfg.Replicas < 2 {
+		return nil, errors.New("bench fleet: --kill-replica-after needs --replicas 2 or more")
+	}
+	if cfg.KillReplicaAfter < 0 || cfg.KillReplicaAfter >= cfg.Duration {
+		return nil, fmt.Errorf("bench fleet: --kill-replica-after %v: want within the window (--duration %v)", cfg.KillReplicaAfter, cfg.Duration)
+	}
+	if cfg.LeaseTime < 0 {
+		return nil, errors.New("bench fleet: --lease-time must not be negative")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -146,7 +192,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &FleetResult{KeepAlive: keepAlive, Nodes: cfg.Nodes, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: 1,
+	res := &FleetResult{KeepAlive: keepAlive, Nodes: cfg.Nodes, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: cfg.Replicas,
 		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite"}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -168,14 +214,44 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		return nil, fmt.Errorf("bench fleet: --db %q: want postgres or a postgres:// URL", cfg.DB)
 	}
 
-	// The server.
-	srv, err := startServer(ctx, cfg, dsn)
+	// The servers: replica 1 creates the CA and the bootstrap credentials,
+	// the others start from copies of them (docs/replicas.md).
+	srvs, err := startReplicas(ctx, cfg, dsn)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.stop()
+	defer func() {
+		for _, s := range srvs {
+			s.stop()
+		}
+	}()
+	srv := srvs[0]
 	res.ValidityS = srv.validity.Seconds()
 	admin := api.NewClient(srv.url, srv.ca, srv.adminToken)
+	// The fleet talks to replica 1; replica 2 is the one killed; the
+	// reader (PollHosts, the verdict samples after the kill, the
+	// known-good propagation) is the last replica still alive.
+	killIdx := -1
+	if cfg.KillReplicaAfter > 0 {
+		killIdx = 1
+	}
+	reader := srvs[len(srvs)-1]
+	if len(srvs)-1 == killIdx {
+		reader = srvs[0]
+	}
+	readerAPI := api.NewClient(reader.url, reader.ca, reader.adminToken)
+	leaseFor := cfg.LeaseTime
+	if leaseFor == 0 {
+		leaseFor = 30 * time.Second // the server's default
+	}
+	var leases *store.Store
+	if cfg.Replicas > 1 {
+		res.LeaseTimeS = leaseFor.Seconds()
+		if leases, err = store.Open(ctx, dsn); err != nil {
+			return nil, fmt.Errorf("bench fleet: open the store for the lease census: %w", err)
+		}
+		defer leases.Close()
+	}
 
 	// The fleet.
 	fl, err := simfleet.New(simfleet.Config{
@@ -228,7 +304,14 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	}
 	size := storeSize(ctx, srv.dir, dsn)
 	ioStart := ioWritten(ctx, srv.cmd.Process.Pid, dsn)
-	cpu0, cpuErr := procCPU(srv.cmd.Process.Pid)
+	cpus0 := make([]float64, len(srvs))
+	var cpuErr error
+	for i, s := range srvs {
+		var err error
+		if cpus0[i], err = procCPU(s.cmd.Process.Pid); err != nil {
+			cpuErr = err
+		}
+	}
 	dbCPU0 := pg.cpu()
 	sim0 := selfCPU()
 	att0, ref0 := fl.Stats().Answered, fl.Stats().Failed
@@ -236,7 +319,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	t0 := time.Now()
 	wctx, wcancel := context.WithDeadline(ctx, t0.Add(cfg.Duration))
 	defer wcancel()
-	poller := newPoller(srv.url, srv.ca, strings.TrimSpace(string(blob)))
+	poller := newPoller(reader.url, reader.ca, strings.TrimSpace(string(blob)))
 	var names []string
 	for _, nd := range nodes[:min(1000, len(nodes))] {
 		names = append(names, nd.Name)
@@ -259,6 +342,63 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 			tamperTimes, res.TamperMissed = tamper(wctx, fl, poller, nodes[len(nodes)-cfg.Tampered:])
 		})
 	}
+	var notesMu sync.Mutex
+	note := func(n string) {
+		notesMu.Lock()
+		res.Notes = append(res.Notes, n)
+		notesMu.Unlock()
+	}
+	killCPU, killed := 0.0, false
+	if killIdx >= 0 {
+		wg.Go(func() {
+			select {
+			case <-wctx.Done():
+				return
+			case <-time.After(cfg.KillReplicaAfter):
+			}
+			victim := srvs[killIdx]
+			killCPU, _ = procCPU(victim.cmd.Process.Pid)
+			if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				note("SIGKILL " + victim.name + ": " + err.Error())
+				return
+			}
+			at := time.Now()
+			killed, res.ReplicaKilled = true, victim.name
+			cfg.Log.Info("bench fleet: killed a replica", "replica", victim.name)
+			var lost, unknown map[string]bool
+			var kw sync.WaitGroup
+			kw.Go(func() {
+				lost, unknown, res.MaxAgeAfterKillS, res.LostSamples = sampleVerdicts(wctx, readerAPI, cfg.Interval)
+			})
+			d, ok := reclaimed(wctx, leases, at, leaseFor, cfg.Replicas-1)
+			kw.Wait()
+			res.HeldAfterKill = &ok
+			if ok {
+				s := d.Seconds()
+				res.ReclaimedWithinS = &s
+			}
+			n, u := len(lost), len(unknown)
+			res.LostVerdicts, res.UnknownAfterKill = &n, &u
+			if n > 0 {
+				note(fmt.Sprintf("lost verdicts after the kill, e.g. %s", slices.Sorted(maps.Keys(lost))[0]))
+			}
+		})
+	}
+	if cfg.Replicas > 1 {
+		wg.Go(func() {
+			select {
+			case <-wctx.Done():
+				return
+			case <-time.After(cfg.Duration * 2 / 3):
+			}
+			if d, err := knownGoodPropagation(wctx, admin, readerAPI); err == nil {
+				ms := float64(d.Microseconds()) / 1000
+				res.KnownGoodPropagationMs = &ms
+			} else {
+				note("known-good propagation: " + err.Error())
+			}
+		})
+	}
 	<-wctx.Done()
 	wg.Wait()
 	window := time.Since(t0)
@@ -269,17 +409,31 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	res.ChallengesRefused = st.Failed - ref0
 	res.AttestationsPerS = float64(res.Attestations) / window.Seconds()
 	res.ExpectedPerS = float64(cfg.Nodes) / cfg.Interval.Seconds()
-	if cpu1, err := procCPU(srv.cmd.Process.Pid); err == nil && cpuErr == nil {
-		res.ServerCPUS = cpu1 - cpu0
-		if res.Attestations > 0 {
-			res.ServerCPUPerAtt = res.ServerCPUS / float64(res.Attestations)
+	for i, s := range srvs {
+		if i == killIdx && killed {
+			res.ServerCPUS += killCPU - cpus0[i]
+			continue
 		}
+		cpu1, err := procCPU(s.cmd.Process.Pid)
+		if err != nil {
+			cpuErr = err
+		}
+		res.ServerCPUS += cpu1 - cpus0[i]
+	}
+	if cpuErr != nil {
+		res.ServerCPUS = 0
+	} else if res.Attestations > 0 {
+		res.ServerCPUPerAtt = res.ServerCPUS / float64(res.Attestations)
 	}
 	if pg != nil {
 		res.DBCPUS = pg.cpu() - dbCPU0
 	}
 	res.SimCPUS = selfCPU() - sim0
-	res.ServerRSS = procRSS(srv.cmd.Process.Pid)
+	for i, s := range srvs {
+		if i != killIdx || !killed {
+			res.ServerRSS += procRSS(s.cmd.Process.Pid)
+		}
+	}
 	res.ServerRSSPerNode = float64(res.ServerRSS) / float64(cfg.Nodes)
 	res.BytesWritten = storeSize(ctx, srv.dir, dsn) - size
 	ioEnd := ioWritten(ctx, srv.cmd.Process.Pid, dsn)
@@ -294,7 +448,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	res.TamperToUntrusted = msOf(tamperTimes)
 
 	var pool api.Pool
-	if err := admin.Do(ctx, http.MethodGet, "/v1/pool", nil, &pool); err != nil {
+	if err := readerAPI.Do(ctx, http.MethodGet, "/v1/pool", nil, &pool); err != nil {
 		return res, fmt.Errorf("bench fleet: read the pool at the end: %w", err)
 	}
 	now := time.Now()
@@ -332,6 +486,19 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	}
 	if pg != nil {
 		res.Notes = append(res.Notes, "server_cpu_s excludes PostgreSQL's processes (db_cpu_s)")
+	}
+	if cfg.Replicas > 1 {
+		res.Notes = append(res.Notes,
+			fmt.Sprintf("%d replicas on one PostgreSQL database sharing one CA; the fleet enrolls and says hello through replica-1; PollHosts, tamper_to_untrusted_ms and the end's pool are read from %s", cfg.Replicas, reader.name),
+			"server_cpu_s is the sum over the replicas (a killed replica's up to its kill); server_rss_bytes is the sum over the replicas alive at the end")
+	}
+	if killIdx >= 0 {
+		res.Notes = append(res.Notes,
+			fmt.Sprintf("replica-2 is killed with SIGKILL %v into the window; reclaimed_within_s: from the kill until the lease census shows the survivors alone alive and every active host held, read every 200 ms after the killed replica's leases ran out (one lease time at least)", cfg.KillReplicaAfter),
+			fmt.Sprintf("lost_verdicts: hosts whose verdict on %s read unknown or older than two intervals (plus the verdict time's 1 s resolution) in any read of /v1/hosts about once a second from the kill to the end; unknown_after_kill: those that read unknown", reader.name))
+	}
+	if cfg.Replicas > 1 {
+		res.Notes = append(res.Notes, fmt.Sprintf("knowngood_propagation_ms: from a new reference's PUT acknowledged by replica-1 to GET /v1/references on %s listing it, read every 10 ms", reader.name))
 	}
 	return res, nil
 }
@@ -503,6 +670,7 @@ func (p *poller) sample(ctx context.Context, hosts []string) []time.Duration {
 
 // serverProc is a `trustpool server` child process.
 type serverProc struct {
+	name       string // replica-N with replicas, server alone
 	cmd        *exec.Cmd
 	dir        string
 	url        string
@@ -514,12 +682,50 @@ type serverProc struct {
 	logFile    *os.File
 }
 
+// startReplicas starts cfg.Replicas servers one after the other: the first
+// creates the CA, the admin token and the Nova blob in its state directory,
+// and the others start from copies of those four files (docs/replicas.md).
+func startReplicas(ctx context.Context, cfg FleetConfig, dsn string) ([]*serverProc, error) {
+	var srvs []*serverProc
+	for i := range cfg.Replicas {
+		seed := ""
+		if i > 0 {
+			seed = srvs[0].dir
+		}
+		s, err := startServer(ctx, cfg, dsn, i+1, seed)
+		if err != nil {
+			for _, s := range srvs {
+				s.stop()
+			}
+			return nil, err
+		}
+		srvs = append(srvs, s)
+	}
+	return srvs, nil
+}
+
 // startServer starts `trustpool server` on a free loopback port and waits
-// (at most 60 s) until it is ready.
-func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc, error) {
-	dir := filepath.Join(cfg.Dir, "server")
+// (at most 60 s) until it is ready: with replicas, replica n, its state
+// directory seeded with the CA and bootstrap credentials from seed.
+func startServer(ctx context.Context, cfg FleetConfig, dsn string, n int, seed string) (*serverProc, error) {
+	name := "server"
+	if cfg.Replicas > 1 {
+		name = fmt.Sprintf("replica-%d", n)
+	}
+	dir := filepath.Join(cfg.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
+	}
+	if seed != "" {
+		for _, f := range []string{"ca.pem", "ca-key.pem", server.AdminTokenFile, server.NovaBlobFile} {
+			b, err := os.ReadFile(filepath.Join(seed, f))
+			if err != nil {
+				return nil, fmt.Errorf("bench fleet: seed %s: %w", name, err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+				return nil, err
+			}
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -536,7 +742,13 @@ func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc,
 	if dsn != "" {
 		args = append(args, "--db", dsn)
 	}
-	logf, err := os.Create(filepath.Join(cfg.Dir, "server.log"))
+	if cfg.Replicas > 1 {
+		args = append(args, "--replica", name)
+		if cfg.LeaseTime > 0 {
+			args = append(args, "--lease-time", cfg.LeaseTime.String())
+		}
+	}
+	logf, err := os.Create(filepath.Join(cfg.Dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
@@ -545,16 +757,16 @@ func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc,
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // the server does not outlive the bench
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("bench fleet: start the server: %w", err)
+		return nil, fmt.Errorf("bench fleet: start %s: %w", name, err)
 	}
-	s := &serverProc{cmd: cmd, dir: dir, url: "https://" + addr, validity: validity, timeout: 10 * time.Second, done: make(chan struct{}), logFile: logf}
+	s := &serverProc{name: name, cmd: cmd, dir: dir, url: "https://" + addr, validity: validity, timeout: 10 * time.Second, done: make(chan struct{}), logFile: logf}
 	go func() { cmd.Wait(); close(s.done) }()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		select {
 		case <-s.done:
 			s.stop()
-			return nil, fmt.Errorf("bench fleet: the server exited: %s", s.tail())
+			return nil, fmt.Errorf("bench fleet: %s exited: %s", name, s.tail())
 		case <-ctx.Done():
 			s.stop()
 			return nil, ctx.Err()
@@ -562,7 +774,7 @@ func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc,
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("bench fleet: the server was not ready within a minute: %s", s.tail())
+			return nil, fmt.Errorf("bench fleet: %s was not ready within a minute: %s", name, s.tail())
 		}
 		ca, err1 := os.ReadFile(filepath.Join(dir, "ca.pem"))
 		tok, err2 := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
@@ -581,6 +793,93 @@ func startServer(ctx context.Context, cfg FleetConfig, dsn string) (*serverProc,
 			return s, nil
 		}
 	}
+}
+
+// reclaimed waits until the store's lease census shows every active host
+// held with only the survivors alive, reading it every 200 ms once the
+// killed replica's leases (renewed at the latest at the kill) have run out;
+// it returns the time since the kill, or false when ctx ends first.
+func reclaimed(ctx context.Context, st *store.Store, killed time.Time, lease time.Duration, survivors int) (time.Duration, bool) {
+	select {
+	case <-ctx.Done():
+		return 0, false
+	case <-time.After(time.Until(killed.Add(lease))):
+	}
+	for {
+		now := time.Now()
+		if c, err := st.LeaseCensus(ctx, now); err == nil && c.Owners == survivors && c.Active > 0 && c.Held == c.Active {
+			return now.Sub(killed), true
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// sampleVerdicts reads /v1/hosts about once a second until ctx ends and
+// returns the active hosts whose verdict was unknown, missing or older than
+// two intervals in any read (the verdict time has a resolution of a second,
+// which is allowed for), those of them that read unknown or missing, the
+// oldest verdict read, and the number of reads.
+func sampleVerdicts(ctx context.Context, c *httpjson.Client, interval time.Duration) (lost, unknown map[string]bool, maxAge float64, n int) {
+	lost, unknown = map[string]bool{}, map[string]bool{}
+	for ctx.Err() == nil {
+		var hs []api.HostView
+		if err := c.Do(ctx, http.MethodGet, "/v1/hosts", nil, &hs); err == nil {
+			n++
+			now := time.Now()
+			for _, h := range hs {
+				if h.State != store.HostActive {
+					continue
+				}
+				if h.Verdict == nil || h.Verdict.Level == verdict.Unknown {
+					lost[h.Name], unknown[h.Name] = true, true
+					continue
+				}
+				vt, err := time.Parse(time.RFC3339, h.Verdict.VTime)
+				if err != nil {
+					lost[h.Name] = true
+					continue
+				}
+				age := now.Sub(vt)
+				maxAge = max(maxAge, age.Seconds())
+				if age > 2*interval+time.Second {
+					lost[h.Name] = true
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return lost, unknown, maxAge, n
+}
+
+// knownGoodPropagation PUTs a new reference (class host_unique on PCR 23,
+// which no policy approves, so no verdict changes) on from, and returns the
+// time from its acknowledgement until to's GET /v1/references lists it
+// (read every 10 ms, at most 30 s).
+func knownGoodPropagation(ctx context.Context, from, to *httpjson.Client) (time.Duration, error) {
+	const name = "bench-fleet-propagation"
+	ref := policy.Reference{Name: name, Class: policy.HostUnique, Meta: map[string]string{"source": "bench fleet"},
+		Expect: []policy.Expectation{{PCR: 23, Bank: "sha256", Digests: []policy.Hex{bytes.Repeat([]byte{0xb3}, 32)}}}}
+	if err := from.Do(ctx, http.MethodPut, "/v1/references/"+name, ref, nil); err != nil {
+		return 0, fmt.Errorf("PUT /v1/references/%s: %w", name, err)
+	}
+	t := time.Now()
+	deadline := t.Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var refs []policy.Reference
+		if err := to.Do(ctx, http.MethodGet, "/v1/references", nil, &refs); err == nil &&
+			slices.ContainsFunc(refs, func(r policy.Reference) bool { return r.Name == name }) {
+			return time.Since(t), nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, errors.New("the new reference was not listed on the other replica within 30 s")
 }
 
 // tail is the end of the server's log.

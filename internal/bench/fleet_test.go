@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -50,5 +51,68 @@ func TestFleet(t *testing.T) {
 	}
 	if res.Attestations < 200 || res.ChallengesRefused != 0 {
 		t.Errorf("the fleet answered %d challenges and refused %d, want at least one per node and none refused", res.Attestations, res.ChallengesRefused)
+	}
+}
+
+// TestFleetReplicas is the replica check: three server processes on a
+// throw-away PostgreSQL sharing one CA, 400 simulated nodes at an interval
+// of 5 s with leases of 3 s, replica 2 killed with SIGKILL in the window.
+// It asserts correctness only, never timings: every node enrolled and
+// fresh at the end, every host held again after the kill, no verdict gone
+// unknown after it, a known-good change on replica 1 listed on replica 3.
+// lost_verdicts (a verdict older than two intervals) is logged, not
+// asserted: a replica schedules the hosts it takes over spread over its
+// coming interval, so a taken-over host's verdict may age to about two
+// intervals and a lease before it is renewed (valid for three intervals).
+func TestFleetReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL, three server processes and 400 simulated nodes")
+	}
+	ci := os.Getenv("CI") == "true"
+	exe := filepath.Join(t.TempDir(), "trustpool")
+	if out, err := exec.Command("go", "build", "-o", exe, "trustpool/cmd/trustpool").CombinedOutput(); err != nil {
+		if ci {
+			t.Fatalf("build the trustpool binary: %v\n%s", err, out)
+		}
+		t.Skipf("cannot build the trustpool binary: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err != nil {
+		if ci {
+			t.Fatalf("CI needs PostgreSQL 15 for the replica check: %v", err)
+		}
+		t.Skipf("no PostgreSQL 15: %v", err)
+	}
+	const nodes = 400
+	res, err := RunFleet(t.Context(), FleetConfig{
+		Nodes: nodes, Interval: 5 * time.Second, Duration: 20 * time.Second, Tampered: 2, DB: "postgres",
+		Replicas: 3, KillReplicaAfter: 5 * time.Second, LeaseTime: 3 * time.Second,
+		AK: fleetsim.P256, Exe: exe, Dir: t.TempDir(), Workers: 8,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(res)
+	t.Logf("%s", b)
+	if res.Enrolled != nodes {
+		t.Errorf("enrolled %d of %d nodes (%v)", res.Enrolled, nodes, res.Notes)
+	}
+	if res.UnknownAtEnd != 0 || res.FreshAtEnd != nodes || res.WrongAtEnd != 0 {
+		t.Errorf("at the end %d hosts are unknown, %d fresh and %d not at the level they booted, want 0, %d and 0", res.UnknownAtEnd, res.FreshAtEnd, res.WrongAtEnd, nodes)
+	}
+	if res.ReplicaKilled != "replica-2" {
+		t.Errorf("replica killed: %q, want replica-2 (%v)", res.ReplicaKilled, res.Notes)
+	}
+	if res.HeldAfterKill == nil || !*res.HeldAfterKill || res.ReclaimedWithinS == nil {
+		t.Errorf("after the kill the lease census never showed every host held by the survivors (%v)", res.Notes)
+	}
+	if res.LostSamples == 0 || res.UnknownAfterKill == nil || *res.UnknownAfterKill != 0 {
+		t.Errorf("after the kill %v hosts read unknown on a survivor in %d reads, want 0 in at least one", res.UnknownAfterKill, res.LostSamples)
+	}
+	if res.KnownGoodPropagationMs == nil {
+		t.Errorf("the known-good change on replica 1 was not listed on replica 3 (%v)", res.Notes)
+	}
+	if res.TamperToUntrusted.N != 2 || res.TamperMissed != 0 || res.ChallengesRefused != 0 {
+		t.Errorf("PollHosts said untrusted for %d of the 2 tampered nodes; %d challenges refused", res.TamperToUntrusted.N, res.ChallengesRefused)
 	}
 }
