@@ -75,7 +75,12 @@ func Appraise(in Input) (verdict.Verdict, *Record) {
 	if !res.OK() {
 		return Fail(in.Host.Name, verdict.Untrusted, in.Now, in.Validity, res.Reasons...), nil
 	}
-	evJSON, err := json.Marshal(in.Evidence)
+	// Stored as received; evidence built in process (no document) is
+	// encoded.
+	evJSON, err := in.Evidence.Received, error(nil)
+	if evJSON == nil {
+		evJSON, err = json.Marshal(in.Evidence)
+	}
 	if err == nil {
 		var mb []byte
 		if mb, err = verify.MarshalMeasurements(&res.Measurements); err == nil {

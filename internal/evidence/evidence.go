@@ -6,6 +6,8 @@
 package evidence
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -152,6 +154,26 @@ type Evidence struct {
 	EventLog []byte `json:"event_log,omitempty"`
 	// DRTMLog is the event log of a dynamic (Intel TXT) launch: PCRs 17-22.
 	DRTMLog []byte `json:"drtm_log,omitempty"`
+	// Received is the document exactly as the agent sent it, when the
+	// evidence was decoded from one (UnmarshalJSON): what the server
+	// stores. It is not part of the document.
+	Received []byte `json:"-"`
+}
+
+// UnmarshalJSON decodes an evidence document strictly (no unknown field,
+// wherever the document stands in a larger one) and keeps its bytes in
+// Received.
+func (e *Evidence) UnmarshalJSON(b []byte) error {
+	type document Evidence // without this method
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var d document
+	if err := dec.Decode(&d); err != nil {
+		return err
+	}
+	*e = Evidence(d)
+	e.Received = bytes.Clone(b)
+	return nil
 }
 
 // Validate bounds the evidence's sizes and checks the PCR list's shape: known

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -65,9 +66,9 @@ func NewHTTPAgents(cert tls.Certificate, verify HostVerifier) *HTTPAgents {
 // with an error or with bad evidence is ErrAgent; one that could not be
 // reached is not.
 func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error) {
-	var ev evidence.Evidence
+	var received json.RawMessage
 	start := time.Now()
-	err := a.client(h).Do(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c, &ev)
+	err := a.client(h).Do(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c, &received)
 	if a.Observe != nil {
 		result := "ok"
 		if errors.Is(err, httpjson.ErrAnswer) {
@@ -83,13 +84,15 @@ func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Ch
 	case err != nil:
 		return nil, fmt.Errorf("challenge %s: %w", h.Name, err)
 	}
-	if err := ev.Validate(); err != nil {
-		return nil, fmt.Errorf("challenge %s: %w: invalid evidence: %v", h.Name, ErrAgent, err)
+	ev, err := DecodeEvidence(received)
+	if err != nil {
+		return nil, fmt.Errorf("challenge %s: %w: %v", h.Name, ErrAgent, err)
 	}
-	return &ev, nil
+	return ev, nil
 }
 
-// DecodeEvidence parses an agent's evidence document strictly and validates it.
+// DecodeEvidence parses an agent's evidence document strictly and
+// validates it; the evidence keeps the document (evidence.Received).
 func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
 	var ev evidence.Evidence
 	if err := httpjson.DecodeStrict(b, &ev); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -56,10 +57,11 @@ const (
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
 	insertHistory = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	upsertEvidence = `INSERT INTO evidence (host, evidence, nonce, measurements, verified_at, seq)
-		VALUES ($1, $2, $3, $4, $5, $6)
+	upsertEvidence = `INSERT INTO evidence (host, evidence, nonce, measurements, verified_at, seq, content_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (host) DO UPDATE SET evidence = excluded.evidence, nonce = excluded.nonce,
-			measurements = excluded.measurements, verified_at = excluded.verified_at, seq = excluded.seq`
+			measurements = excluded.measurements, verified_at = excluded.verified_at, seq = excluded.seq,
+			content_hash = excluded.content_hash`
 	nextSeq   = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
 	lockHosts = `SELECT name FROM hosts h ORDER BY name`
 )
@@ -156,8 +158,9 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 				}
 			}
 			if ev := r.Evidence; ev != nil {
+				sum := sha256.Sum256(ev.Evidence)
 				if _, err := s.txExec(ctx, tx, upsertEvidence,
-					ev.Host, ev.Evidence, ev.Nonce, ev.Measurements, micros(ev.VerifiedAt), v.Seq); err != nil {
+					ev.Host, ev.Evidence, ev.Nonce, ev.Measurements, micros(ev.VerifiedAt), v.Seq, sum[:]); err != nil {
 					return fmt.Errorf("write evidence of %s: %w", v.Host, err)
 				}
 			}

@@ -20,7 +20,8 @@ type EvidenceRecord struct {
 	Nonce        []byte // the challenge's nonce the quote answered
 	Measurements []byte // the measurements the verifier derived (JSON)
 	VerifiedAt   time.Time
-	Seq          int64 // the attestation's number (verdict.Verdict.Seq)
+	Seq          int64  // the attestation's number (verdict.Verdict.Seq)
+	ContentHash  []byte // SHA-256 of Evidence, set by the store
 }
 
 const verdictColumns = `host, level, vtime, expiry, policy, reasons, seq`
@@ -100,8 +101,8 @@ func (s *Store) queryVerdicts(ctx context.Context, sizeHint int, query string, a
 func (s *Store) LatestEvidence(ctx context.Context, host string) (EvidenceRecord, error) {
 	e := EvidenceRecord{Host: host}
 	var at int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT evidence, nonce, measurements, verified_at, seq FROM evidence WHERE host = $1`, host).
-		Scan(&e.Evidence, &e.Nonce, &e.Measurements, &at, &e.Seq)
+	err := s.rdb.QueryRowContext(ctx, `SELECT evidence, nonce, measurements, verified_at, seq, content_hash FROM evidence WHERE host = $1`, host).
+		Scan(&e.Evidence, &e.Nonce, &e.Measurements, &at, &e.Seq, &e.ContentHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}

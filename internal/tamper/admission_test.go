@@ -1,6 +1,8 @@
 package tamper_test
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -278,6 +280,31 @@ func admissionCases() []tamperCase {
 				if code, body := f.beginEnroll(t, tp, "node7", "", func(r *evidence.EnrollRequest) { r.EKCert = cert }); code != http.StatusBadRequest {
 					t.Errorf("%s EK certificate: %d %s, want 400", name, code, body)
 				}
+			}
+		}},
+		// The stored evidence is the agent's document byte for byte (here
+		// indented, which no re-encoding would give back), with its
+		// SHA-256: what was verified is what is kept.
+		{name: "evidence-stored-as-received", victims: sim2, verifies: true, run: func(t *testing.T, f *fixture) {
+			var sent []byte
+			f.sims["sim2"].set(func(n *verifytest.Node, c *evidence.Challenge) ([]byte, error) {
+				ev, err := n.EvidenceFor(c.Nonce, c.Selection)
+				if err != nil {
+					return nil, err
+				}
+				sent, err = json.MarshalIndent(ev, "", "  ")
+				return sent, err
+			})
+			if e := f.attest("sim2"); e.Level != verdict.Trusted {
+				t.Fatalf("sim2 with indented evidence: %s %v, want trusted", e.Level, reasonCodes(e.Reasons))
+			}
+			rec, err := f.srv.Store().LatestEvidence(f.ctx, "sim2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(sent)
+			if !bytes.Equal(rec.Evidence, sent) || !bytes.Equal(rec.ContentHash, sum[:]) {
+				t.Fatalf("stored evidence (%d bytes, hash %x) is not the %d bytes sent (hash %x)", len(rec.Evidence), rec.ContentHash, len(sent), sum)
 			}
 		}},
 		{name: "server-name-or-ip-as-host-name", swtpm: true, run: func(t *testing.T, f *fixture) {

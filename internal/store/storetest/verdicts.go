@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"reflect"
 	"slices"
@@ -27,10 +28,15 @@ func testVerdict(host string, level verdict.Level, minutes int) verdict.Verdict 
 	return v
 }
 
+// testEvidence is a record as the store returns it: ContentHash is the
+// SHA-256 of Evidence, which the store computes.
 func testEvidence(host, tag string, minutes int) *store.EvidenceRecord {
+	ev := []byte(`{"quote":"` + tag + `"}`)
+	sum := sha256.Sum256(ev)
 	return &store.EvidenceRecord{
 		Host:         host,
-		Evidence:     []byte(`{"quote":"` + tag + `"}`),
+		ContentHash:  sum[:],
+		Evidence:     ev,
 		Nonce:        []byte("nonce-" + tag),
 		Measurements: []byte(`{"pcrs":"` + tag + `"}`),
 		VerifiedAt:   store.Truncate(epoch().Add(time.Duration(minutes) * time.Minute)),
