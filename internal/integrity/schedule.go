@@ -25,6 +25,11 @@ type schedule struct {
 	push     map[string]bool // hosts in push mode
 	awaiting map[string]time.Time
 	pushDue  func(host string) // called (under mu) when a push host comes due
+	// last is when host's current verdict was established, if it has one:
+	// a host new to the schedule (after a restart, or taken over from a
+	// replica that died) is due an interval after it, not at a random
+	// point of the coming interval.
+	last func(host string) (time.Time, bool)
 }
 
 func newSchedule(interval time.Duration, now func() time.Time) *schedule {
@@ -48,9 +53,11 @@ func (q *schedule) setPush(host string, push bool) {
 	}
 }
 
-// keep makes the active hosts exactly those: a new host is due at a random
-// point of the coming interval (so a fleet does not come due at once), a
-// host no longer active is dropped.
+// keep makes the active hosts exactly those. A new host is due an
+// interval after its last verdict (at once, spread over a tenth of an
+// interval, if that is past); one never attested, at a random point of
+// the coming interval, so that a fleet does not come due at once. A host
+// no longer active is dropped.
 func (q *schedule) keep(hosts []string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -60,7 +67,7 @@ func (q *schedule) keep(hosts []string) {
 		want[h] = true
 		_, waiting := q.awaiting[h]
 		if _, busy := q.inflight[h]; !q.q.Has(h) && !busy && !waiting {
-			q.q.Set(h, now.Add(rand.N(q.interval+1)), struct{}{})
+			q.q.Set(h, q.placeNew(h, now), struct{}{})
 		}
 	}
 	var gone []string
@@ -78,6 +85,18 @@ func (q *schedule) keep(hosts []string) {
 		q.q.Remove(h)
 		delete(q.awaiting, h)
 	}
+}
+
+func (q *schedule) placeNew(host string, now time.Time) time.Time {
+	if q.last != nil {
+		if at, ok := q.last(host); ok {
+			if due := at.Add(q.interval); due.After(now) {
+				return due
+			}
+			return now.Add(rand.N(q.interval/10 + 1))
+		}
+	}
+	return now.Add(rand.N(q.interval + 1))
 }
 
 // soon makes host due now (a hello after a boot), or once its attestation

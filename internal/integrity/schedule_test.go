@@ -138,3 +138,22 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// A host new to the schedule with a verdict (a restart, a takeover from a
+// dead replica) keeps its place: due an interval after that verdict, or at
+// once when that is past, never a whole random interval later.
+func TestScheduleNewHostsKeepTheirPlace(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	const interval = time.Minute
+	q := newSchedule(interval, clk.Now)
+	verdicts := map[string]time.Time{"recent": clk.Now().Add(-20 * time.Second), "stale": clk.Now().Add(-5 * time.Minute)}
+	q.last = func(h string) (time.Time, bool) { at, ok := verdicts[h]; return at, ok }
+	q.keep([]string{"recent", "stale"})
+	clk.Add(interval / 10)
+	if h, _, _ := q.take(); h != "stale" {
+		t.Fatalf("first due %q, want the stale host within a tenth of an interval", h)
+	}
+	if h, _, wait := q.take(); h != "" || wait != 40*time.Second-interval/10 {
+		t.Fatalf("the recent host is due in %v (%q), want an interval after its verdict", wait, h)
+	}
+}

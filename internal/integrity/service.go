@@ -128,6 +128,10 @@ func New(cfg Config, s Store, agents Challenger) *Service {
 		push: newPushHub(),
 	}
 	svc.sched.pushDue = svc.push.want
+	svc.sched.last = func(host string) (time.Time, bool) {
+		v, ok := rec.Cache().Verdict(host)
+		return v.VTime, ok && !v.VTime.IsZero()
+	}
 	return svc
 }
 

@@ -130,6 +130,7 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 		if err != nil {
 			return err
 		}
+		var audits []Entry // the transitions' entries, appended at once
 		for i, r := range recs {
 			v := r.Verdict
 			p := prev[v.Host]
@@ -165,11 +166,18 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 				}
 			}
 			if out[i].Changed && then != nil {
-				if err := s.writeTransition(ctx, tx, then(v, from)); err != nil {
+				t := then(v, from)
+				if t.Audit != nil {
+					audits = append(audits, *t.Audit)
+				}
+				if err := s.enqueueAll(ctx, tx, t.Notifications); err != nil {
 					return fmt.Errorf("transition of %s: %w", v.Host, err)
 				}
 			}
 			prev[v.Host] = stored{level: v.Level, vtime: micros(v.VTime), expiry: micros(v.Expiry), seq: v.Seq, had: true, hostKnown: true}
+		}
+		if err := s.appendAllTx(ctx, tx, audits); err != nil {
+			return fmt.Errorf("audit transitions: %w", err)
 		}
 		// Other replicas re-read what changed: one host, or all of them
 		// after a batch (cheaper than a notification a host).
@@ -254,7 +262,11 @@ func (s *Store) writeTransition(ctx context.Context, tx *sql.Tx, t Transition) e
 			return fmt.Errorf("audit: %w", err)
 		}
 	}
-	for _, n := range t.Notifications {
+	return s.enqueueAll(ctx, tx, t.Notifications)
+}
+
+func (s *Store) enqueueAll(ctx context.Context, tx *sql.Tx, ns []Notification) error {
+	for _, n := range ns {
 		if _, err := enqueue(ctx, tx, n); err != nil {
 			return err
 		}
