@@ -56,7 +56,7 @@ func TestFleet(t *testing.T) {
 
 // TestFleetReplicas is the replica check: three server processes on a
 // throw-away PostgreSQL sharing one CA, 400 simulated nodes at an interval
-// of 5 s with leases of 3 s, replica 2 killed with SIGKILL in the window.
+// of 10 s with leases of 3 s, replica 2 killed with SIGKILL in the window.
 // It asserts correctness only, never timings: every node enrolled and
 // fresh at the end, every host held again after the kill, no verdict gone
 // unknown after it and none older than two intervals (lost_verdicts: a
@@ -82,8 +82,10 @@ func TestFleetReplicas(t *testing.T) {
 	}
 	const nodes = 400
 	res, err := RunFleet(t.Context(), FleetConfig{
-		Nodes: nodes, Interval: 5 * time.Second, Duration: 20 * time.Second, Tampered: 2, DB: "postgres",
-		Replicas: 3, KillReplicaAfter: 5 * time.Second, LeaseTime: 3 * time.Second,
+		// An interval of 10 s leaves a lease (3 s), a claim round and an
+		// attestation room inside two intervals on a loaded machine.
+		Nodes: nodes, Interval: 10 * time.Second, Duration: 30 * time.Second, Tampered: 2, DB: "postgres",
+		Replicas: 3, KillReplicaAfter: 8 * time.Second, LeaseTime: 3 * time.Second,
 		AK: fleetsim.P256, Exe: exe, Dir: t.TempDir(), Workers: 8,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
