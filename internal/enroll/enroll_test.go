@@ -2,16 +2,22 @@ package enroll_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-tpm/tpm2"
 
 	"trustpool/internal/agent/tpm"
 	"trustpool/internal/enroll"
@@ -299,4 +305,58 @@ func TestWaitingCapAndSweep(t *testing.T) {
 	if n, err := f.store.CountWaiting(ctx, time.Time{}); err != nil || n != 0 {
 		t.Fatalf("after the sweep %d rows wait (%v), want 0", n, err)
 	}
+}
+
+// With EKCertAdmits, an EK certificate that the vendor check accepts admits
+// the TPM without a token; one it refuses is refused (403), and without the
+// option a valid certificate alone only makes the TPM wait.
+func TestEKCertificateAdmits(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](f.ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parms, _ := pub.Parameters.RSADetail()
+	n, _ := pub.Unique.RSA()
+	ekKey, err := tpm2.RSAPub(parms, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: f.now.Add(-time.Hour), NotAfter: f.now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageKeyEncipherment}
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, ekKey, vendor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept := true
+	cfg := f.cfg
+	cfg.EKCheck = func(cert, ek []byte, _ time.Time) error {
+		if !accept {
+			return errors.New("not from a vendor in the bundle")
+		}
+		return nil
+	}
+	withCert := func() *evidence.EnrollRequest {
+		r := f.request(t, "node1", "")
+		r.EKCert = certDER
+		return r
+	}
+	f.svc = enroll.New(cfg) // checks EK certificates, does not admit by them
+	if adm, err := f.run(t, withCert()); err != nil || adm.State != evidence.EnrollPending {
+		t.Fatalf("a valid EK certificate without EKCertAdmits: %+v %v, want pending", adm, err)
+	}
+	cfg.EKCertAdmits = true
+	f.svc = enroll.New(cfg)
+	adm, err := f.run(t, withCert())
+	if err != nil || adm.State != evidence.EnrollAdmitted || len(adm.Cert) == 0 {
+		t.Fatalf("a valid EK certificate with EKCertAdmits: %+v %v, want admitted", adm, err)
+	}
+	if h, err := f.store.GetHost(ctx, "node1"); err != nil || h.State != store.HostActive {
+		t.Fatalf("host after admission by EK certificate: %+v %v", h, err)
+	}
+	accept = false
+	_, err = f.svc.Begin(ctx, withCert(), "")
+	wantKind(t, err, problem.Forbidden)
 }
