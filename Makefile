@@ -27,7 +27,9 @@ vet:
 	$(GO) tool staticcheck ./...
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
+# Test artefacts (the dashboard's screenshots) land in bin/test-artifacts.
 test:
+	mkdir -p bin/test-artifacts
 	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(CURDIR)/bin/test-artifacts ./...
 
 # The demo's contract, checked: 5 nodes, 1 tampered, 1 without a measured launch.
