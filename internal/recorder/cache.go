@@ -25,13 +25,19 @@ func NewCache(now func() time.Time) *Cache {
 
 // Verdict returns host's latest verdict as stored (callers apply At). Host
 // names are canonical in lower case; a scheduler's other spelling of one
-// finds it (ToLower does not allocate for a name already in lower case).
+// finds it (looked up again in lower case only when the name as given is
+// not found: the scheduler's path stays one map read).
 func (c *Cache) Verdict(host string) (verdict.Verdict, bool) {
-	host = strings.ToLower(host)
 	c.mu.RLock()
 	v, ok := c.m[host]
 	c.mu.RUnlock()
-	return v, ok
+	if ok {
+		return v, true
+	}
+	if lower := strings.ToLower(host); lower != host {
+		return c.Verdict(lower)
+	}
+	return v, false
 }
 
 // Level is host's level now: unknown when missing or expired.
