@@ -353,17 +353,13 @@ func (a *API) approveHost(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	name, err := a.cfg.Enroll.Approve(r.Context(), r.PathValue("name"), req.EKFingerprint)
+	name, err := a.cfg.Enroll.Approve(r.Context(), r.PathValue("name"), req.EKFingerprint, actor(r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	h, err := a.cfg.Store.GetHost(r.Context(), name)
 	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if err := a.audit(r, "host.approve", h.Name, map[string]string{"ek_fingerprint": strings.ToLower(req.EKFingerprint)}); err != nil {
 		a.fail(w, r, err)
 		return
 	}

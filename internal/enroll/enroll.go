@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -461,8 +462,9 @@ func (s *Service) Pending(ctx context.Context) ([]PendingView, error) {
 // Approve admits the TPM waiting under host whose EK has the fingerprint
 // ekFingerprint (hex SHA-256 of its public area): an operator's approval
 // names what it approves, so another TPM under that name is not admitted
-// by it. It returns the host's canonical name.
-func (s *Service) Approve(ctx context.Context, host, ekFingerprint string) (string, error) {
+// by it. The admission and its audit entry (by actor) are one
+// transaction. It returns the host's canonical name.
+func (s *Service) Approve(ctx context.Context, host, ekFingerprint, actor string) (string, error) {
 	fp, err := hex.DecodeString(ekFingerprint)
 	if err != nil || len(fp) != sha256.Size {
 		return "", problem.New(problem.Invalid, "ek_fingerprint %q: want the 64 hex digits of the EK's SHA-256 (trustpool hosts pending)", ekFingerprint)
@@ -478,7 +480,9 @@ func (s *Service) Approve(ctx context.Context, host, ekFingerprint string) (stri
 	if err != nil {
 		return "", err
 	}
-	_, err = s.admit(ctx, store.Admission{PendingPoll: p.PollHash, Now: s.now()}, p.Host, p.EKPublic, p.EKCert, p.AKPublic, p.AKName, p.URL, p.CSR)
+	detail, _ := json.Marshal(map[string]string{"ek_fingerprint": hex.EncodeToString(fp)})
+	audit := &store.Entry{Time: s.now(), Actor: actor, Action: "host.approve", Subject: p.Host, Detail: detail}
+	_, err = s.admit(ctx, store.Admission{PendingPoll: p.PollHash, Audit: audit, Now: s.now()}, p.Host, p.EKPublic, p.EKCert, p.AKPublic, p.AKName, p.URL, p.CSR)
 	if err == nil && s.cfg.Outcome != nil {
 		s.cfg.Outcome("approved", "")
 	}

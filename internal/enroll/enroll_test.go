@@ -224,11 +224,16 @@ func TestPendingUntilApproved(t *testing.T) {
 		t.Fatalf("pending view %+v does not say which TPM waits", p)
 	}
 	other := strings.Repeat("ab", 32)
-	if _, err := f.svc.Approve(ctx, "node1", other); problem.KindOf(err) != problem.NotFound {
+	if _, err := f.svc.Approve(ctx, "node1", other, "admin"); problem.KindOf(err) != problem.NotFound {
 		t.Fatalf("approving another EK under node1: %v, want not found", err)
 	}
-	if _, err := f.svc.Approve(ctx, "NODE1", p.EKFingerprint); err != nil {
+	if _, err := f.svc.Approve(ctx, "NODE1", p.EKFingerprint, "admin"); err != nil {
 		t.Fatal(err)
+	}
+	// The approval is audited in the admission's own transaction.
+	es, err := f.store.ListAudit(ctx, 0, 10)
+	if err != nil || len(es) != 1 || es[0].Action != "host.approve" || es[0].Actor != "admin" || !strings.Contains(string(es[0].Detail), p.EKFingerprint) {
+		t.Fatalf("audit after the approval: %+v %v, want one host.approve by admin naming the EK", es, err)
 	}
 	got, err := f.svc.Poll(ctx, &evidence.EnrollPoll{Poll: adm.Poll})
 	if err != nil || got.State != evidence.EnrollAdmitted || len(got.Cert) == 0 {

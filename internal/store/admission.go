@@ -19,7 +19,9 @@ type Admission struct {
 	// PendingPoll, when set, is the poll hash of the pending request an
 	// operator approved.
 	PendingPoll []byte
-	Now         time.Time
+	// Audit, when set, is the admission's audit entry (an approval).
+	Audit *Entry
+	Now   time.Time
 }
 
 // AdmitHost admits a.Host. A new name is inserted; an existing host is
@@ -62,6 +64,11 @@ func (s *Store) AdmitHost(ctx context.Context, a Admission) error {
 			return fmt.Errorf("admit host %s: %w", h.Name, err)
 		} else if n != 1 {
 			return fmt.Errorf("admit host %s: bound to another EK: %w", h.Name, ErrConflict)
+		}
+		if a.Audit != nil {
+			if err := s.appendTx(ctx, tx, *a.Audit); err != nil {
+				return fmt.Errorf("admit host %s: audit: %w", h.Name, err)
+			}
 		}
 		if a.PendingPoll == nil {
 			return nil
