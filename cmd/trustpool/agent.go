@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,12 +59,13 @@ func agentCommand(run func(cmd *cobra.Command, c config.Agent, cfg agent.Config,
 	f.StringVar(&fl.JoinTokenFile, "join-token-file", "", "file holding the one-time join token (instead of --join-token)")
 	f.StringVar(&simulate, "simulate-boot", "", "demo/test only: perform a simulated measured boot (clean or tampered) on a software TPM first")
 	f.TextVar(&fl.LogLevel, "log-level", fl.LogLevel, "log level: debug, info, warn or error")
+	f.StringVar(&fl.LogFormat, "log-format", fl.LogFormat, "log lines: text, or json (one object a line)")
 	return cmd
 }
 
 // runAgent runs the trust agent configured by c.
 func runAgent(cmd *cobra.Command, c config.Agent, cfg agent.Config, simulate string) error {
-	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel})).With("host", cfg.Name)
+	cfg.Log = newLogger(os.Stderr, c.LogFormat, c.LogLevel).With("host", cfg.Name)
 	t, err := tpm.Open(c.TPM)
 	if err != nil {
 		return err

@@ -73,12 +73,13 @@ func serverCommand(run func(cmd *cobra.Command, c config.Server, cfg server.Conf
 	f.StringVar(&fl.KeystoneInterface, "keystone-interface", fl.KeystoneInterface, "service catalog interface: public, internal or admin")
 	f.StringArrayVar(&fl.Webhooks, "webhook", nil, "URL that receives every verdict transition (repeatable)")
 	f.StringVar(&fl.WebhookSecretEnv, "webhook-secret-env", "", "environment variable holding the webhooks' HMAC key")
+	f.StringVar(&fl.LogFormat, "log-format", fl.LogFormat, "log lines: text, or json (one object a line)")
 	return cmd
 }
 
 // runServer runs the attestation server configured by c.
-func runServer(cmd *cobra.Command, _ config.Server, cfg server.Config) error {
-	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+func runServer(cmd *cobra.Command, c config.Server, cfg server.Config) error {
+	cfg.Log = newLogger(os.Stderr, c.LogFormat, slog.LevelInfo)
 	s, err := server.New(cmd.Context(), cfg)
 	if err != nil {
 		return err

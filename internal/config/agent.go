@@ -23,6 +23,7 @@ type Agent struct {
 	DRTMLog       string     `toml:"drtm_log"`
 	JoinTokenFile string     `toml:"join_token_file"`
 	LogLevel      slog.Level `toml:"log_level"`
+	LogFormat     string     `toml:"log_format"`
 }
 
 // DefaultAgent returns the defaults, the same as the flags': the name is
@@ -35,13 +36,17 @@ func DefaultAgent() Agent {
 		Listen:   ":9443",
 		StateDir: "/var/lib/trustpool-agent",
 		TPM:      "/dev/tpmrm0",
-		LogLevel: slog.LevelInfo,
+		LogLevel:  slog.LevelInfo,
+		LogFormat: "text",
 	}
 }
 
 // Validate reports every problem at once.
 func (c *Agent) Validate() error {
 	var errs []error
+	if err := checkLogFormat(c.LogFormat); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Name == "" {
 		errs = append(errs, errors.New("name is required"))
 	}
@@ -67,4 +72,13 @@ func (c *Agent) Validate() error {
 		errs = append(errs, errors.New("tpm is required"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkLogFormat accepts the log formats: text (logfmt-like) and json (one
+// object a line, for log collectors).
+func checkLogFormat(f string) error {
+	if f != "text" && f != "json" {
+		return fmt.Errorf("log_format %q: want text or json", f)
+	}
+	return nil
 }

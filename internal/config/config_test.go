@@ -154,3 +154,19 @@ func TestOverride(t *testing.T) {
 		t.Errorf("after override: %+v", file)
 	}
 }
+
+func TestLogFormat(t *testing.T) {
+	for _, f := range []string{"text", "json"} {
+		a, err := DecodeAgent("a.toml", []byte("server = \"https://attest.example\"\nserver_ca = \"ca.pem\"\nlog_format = \""+f+"\"\n"))
+		if err != nil || a.LogFormat != f {
+			t.Errorf("log_format %s: %+v %v", f, a.LogFormat, err)
+		}
+	}
+	a, err := DecodeAgent("a.toml", []byte("server = \"https://attest.example\"\nserver_ca = \"ca.pem\"\nlog_format = \"xml\"\n"))
+	if err == nil {
+		err = a.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "log_format") {
+		t.Errorf("log_format xml: %v, want an error naming log_format", err)
+	}
+}

@@ -44,6 +44,8 @@ type Server struct {
 
 	Webhooks         []string `toml:"webhooks" flag:"webhook"`
 	WebhookSecretEnv string   `toml:"webhook_secret_env"`
+
+	LogFormat string `toml:"log_format"`
 }
 
 // DefaultServer returns the defaults, the same as the flags'.
@@ -51,6 +53,7 @@ func DefaultServer() Server {
 	return Server{
 		StateDir:              "/var/lib/trustpool",
 		Listen:                "127.0.0.1:8443",
+		LogFormat:             "text",
 		Interval:              30 * time.Second,
 		ChallengeTimeout:      10 * time.Second,
 		EnrollRate:            60,
@@ -67,6 +70,9 @@ func DefaultServer() Server {
 // Validate reports every problem at once.
 func (c *Server) Validate() error {
 	var errs []error
+	if err := checkLogFormat(c.LogFormat); err != nil {
+		errs = append(errs, err)
+	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("state_dir is required"))
 	}
