@@ -31,11 +31,11 @@ type Agent struct {
 func DefaultAgent() Agent {
 	host, _ := os.Hostname()
 	return Agent{
-		Name:     host,
-		Mode:     "pull",
-		Listen:   ":9443",
-		StateDir: "/var/lib/trustpool-agent",
-		TPM:      "/dev/tpmrm0",
+		Name:      host,
+		Mode:      "pull",
+		Listen:    ":9443",
+		StateDir:  "/var/lib/trustpool-agent",
+		TPM:       "/dev/tpmrm0",
 		LogLevel:  slog.LevelInfo,
 		LogFormat: "text",
 	}
