@@ -53,7 +53,9 @@ address), enrolls every node with join tokens, imports the first node as the gol
 says hello from every node, then measures for --duration and prints one JSON object.
 With replicas the fleet talks to replica 1 and the readers to the last replica alive;
 --kill-replica-after kills replica 2 with SIGKILL and reports how long its hosts took to
-be held again and whether any verdict was lost. RSA keys come from a cache file
+be held again and whether any verdict was lost. With --mode push the nodes open no port:
+each enrolls in push mode and runs the agent's push loop (challenge, evidence, long-poll).
+RSA keys come from a cache file
 (--key-cache) so that large fleets start in seconds; only the missing keys are generated.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -109,6 +111,7 @@ be held again and whether any verdict was lost. RSA keys come from a cache file
 	f.IntVar(&cfg.Replicas, "replicas", 1, "server processes sharing the PostgreSQL database and the CA (more than 1 needs --db)")
 	f.DurationVar(&cfg.KillReplicaAfter, "kill-replica-after", 0, "with replicas: SIGKILL replica 2 this long into the window and measure the takeover")
 	f.DurationVar(&cfg.LeaseTime, "lease-time", 0, "with replicas: the servers' --lease-time (default the server's, 30s)")
+	f.StringVar(&cfg.Mode, "mode", "pull", "the nodes' agent mode: pull (the server challenges each node) or push (each node pushes its evidence)")
 	f.BoolVar(&asJSON, "json", false, "print the result on one line")
 	f.BoolVar(&keepLogs, "keep", false, "keep the scratch directory (the server's log and state)")
 	return cmd

@@ -58,7 +58,10 @@ type FleetConfig struct {
 	// the window (needs Replicas > 1).
 	KillReplicaAfter time.Duration
 	LeaseTime        time.Duration // the replicas' --lease-time (default: the server's, 30 s)
-	Log              *slog.Logger
+	// Mode is the nodes' agent mode: "pull" (the default) or "push"
+	// (docs/push.md: the nodes open no port and push their evidence).
+	Mode string
+	Log  *slog.Logger
 }
 
 // Latency is a pair of percentiles in milliseconds.
@@ -72,6 +75,7 @@ type Latency struct {
 // FleetResult is what `trustpool bench fleet` prints.
 type FleetResult struct {
 	Nodes      int     `json:"nodes"`
+	Mode       string  `json:"mode"` // the nodes' agent mode, pull or push
 	IntervalS  float64 `json:"interval_s"`
 	ValidityS  float64 `json:"validity_s"`
 	DurationS  float64 `json:"duration_s"` // the measured window
@@ -115,6 +119,9 @@ type FleetResult struct {
 	AttestLatency Latency `json:"attest_latency_ms"`
 	// ChallengeGap is the time between two challenges to the same node.
 	ChallengeGap Latency `json:"challenge_gap_s"`
+	// PushRoundTrip, in push mode, is a push timed at the node: its
+	// challenge requested to the verdict of its evidence read.
+	PushRoundTrip *Latency `json:"push_round_trip_ms,omitempty"`
 	// PollHosts1000 is a PollHosts of 1,000 names (all nodes when fewer)
 	// timed at the client over loopback HTTPS, once a second in the window.
 	PollHosts1000 Latency `json:"pollhosts_1000_ms"`
@@ -178,6 +185,13 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	if cfg.LeaseTime < 0 {
 		return nil, errors.New("bench fleet: --lease-time must not be negative")
 	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = "pull"
+	case "pull", "push":
+	default:
+		return nil, fmt.Errorf("bench fleet: --mode %q: want pull or push", cfg.Mode)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -188,11 +202,17 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		}
 		cfg.Exe = exe
 	}
-	keepAlive, err := fileLimit(cfg.Nodes)
+	// A pull node holds its listener and the server's connection; a push
+	// node its one connection to the server.
+	files := cfg.Nodes
+	if cfg.Mode == "push" {
+		files = (cfg.Nodes + 1) / 2
+	}
+	keepAlive, err := fileLimit(files)
 	if err != nil {
 		return nil, err
 	}
-	res := &FleetResult{KeepAlive: keepAlive, Nodes: cfg.Nodes, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: cfg.Replicas,
+	res := &FleetResult{KeepAlive: keepAlive, Nodes: cfg.Nodes, Mode: cfg.Mode, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: cfg.Replicas,
 		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite"}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -256,7 +276,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	// The fleet.
 	fl, err := simfleet.New(simfleet.Config{
 		Server: srv.url, ServerCA: srv.ca, Nodes: cfg.Nodes, AK: cfg.AK, KeyCache: cfg.KeyCache, Workers: cfg.Workers, Log: cfg.Log,
-		NoKeepAlive: !keepAlive,
+		NoKeepAlive: !keepAlive, Mode: cfg.Mode,
 		JoinToken: func(ctx context.Context, host string) (string, error) {
 			var tok struct {
 				Token string `json:"token"`
@@ -443,6 +463,10 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	}
 	res.AttestLatency = ms(st.Answer)
 	res.ChallengeGap = Latency{P50: st.Gap.P50.Seconds(), P99: st.Gap.P99.Seconds(), Max: st.Gap.Max.Seconds(), N: st.Gap.N}
+	if cfg.Mode == "push" {
+		rt := ms(st.RoundTrip)
+		res.PushRoundTrip = &rt
+	}
 	res.PollHosts1000 = msOf(pollTimes)
 	res.PollHostsP99 = res.PollHosts1000.P99
 	res.TamperToUntrusted = msOf(tamperTimes)
@@ -478,10 +502,17 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	res.UnknownAtEnd += cfg.Nodes - len(pool.Hosts) // never enrolled
 	res.WrongAtEnd += cfg.Nodes - len(pool.Hosts)
 	res.Notes = append(res.Notes,
-		"one machine: the server, the simulated fleet and the bench's readers share its CPUs; sim_cpu_s is this process",
-		"attest_latency_ms is the simulator's answer time; the server-side round trip is not visible from outside the server",
-		"pollhosts_1000_ms is timed at the client over loopback HTTPS with a kept-alive connection")
-	if !keepAlive {
+		"one machine: the server, the simulated fleet and the bench's readers share its CPUs; sim_cpu_s is this process")
+	if cfg.Mode == "push" {
+		res.Notes = append(res.Notes,
+			"push mode: every node runs the agent's push loop (challenge, evidence, long-poll until next_in) in a goroutine; its hellos (the first, and after the tampered reboot) are immediate pushes",
+			"push mode: attestations are pushes answered with a verdict; challenges_refused are pushes that failed; attest_latency_ms is the node's time from its challenge received to its evidence built; push_round_trip_ms is from the challenge requested to the verdict read, the server's part included; challenge_gap_s is between two challenges fetched by one node",
+			"push mode: tamper_to_untrusted_ms is from the tampered node's push begun to PollHosts answering untrusted")
+	} else {
+		res.Notes = append(res.Notes, "attest_latency_ms is the simulator's answer time; the server-side round trip is not visible from outside the server")
+	}
+	res.Notes = append(res.Notes, "pollhosts_1000_ms is timed at the client over loopback HTTPS with a kept-alive connection")
+	if !keepAlive && cfg.Mode == "pull" {
 		res.Notes = append(res.Notes, "the open-file limit holds one file per node: nodes close each challenge's connection, so every attestation pays a TLS handshake (agents keep it alive)")
 	}
 	if pg != nil {

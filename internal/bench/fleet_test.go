@@ -17,7 +17,15 @@ import (
 // nodes for about two intervals of 5 s, two of them rebooting into a
 // tampered hypervisor. It asserts correctness only (every node enrolled
 // and fresh, each at the level it booted), never timings.
-func TestFleet(t *testing.T) {
+func TestFleet(t *testing.T) { fleetCheck(t, "pull") }
+
+// TestFleetPush is the fleet check in push mode: the 200 nodes open no
+// port, enroll in push mode and push their evidence (challenge, evidence,
+// long-poll until next_in); the tampered ones push at once after their
+// reboot.
+func TestFleetPush(t *testing.T) { fleetCheck(t, "push") }
+
+func fleetCheck(t *testing.T, mode string) {
 	if testing.Short() {
 		t.Skip("starts a server process and 200 simulated nodes")
 	}
@@ -29,7 +37,7 @@ func TestFleet(t *testing.T) {
 		t.Skipf("cannot build the trustpool binary: %v\n%s", err, out)
 	}
 	res, err := RunFleet(t.Context(), FleetConfig{
-		Nodes: 200, Interval: 5 * time.Second, Duration: 12 * time.Second, Tampered: 2,
+		Nodes: 200, Interval: 5 * time.Second, Duration: 12 * time.Second, Tampered: 2, Mode: mode,
 		AK: fleetsim.P256, Exe: exe, Dir: t.TempDir(), Workers: 8,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -37,6 +45,9 @@ func TestFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", *res)
+	if res.Mode != mode {
+		t.Errorf("mode %q, want %q", res.Mode, mode)
+	}
 	if res.Enrolled != 200 {
 		t.Errorf("enrolled %d of 200 nodes (%v)", res.Enrolled, res.Notes)
 	}

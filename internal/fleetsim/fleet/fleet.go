@@ -11,7 +11,9 @@
 // authenticated TLS, the server's certificate required to carry the server
 // policy (pki.RequireServer) both when it calls the server and when it is
 // challenged, quotes as real TPMS_ATTEST structures signed by the AK, TCG
-// event logs, and a hello after every (simulated) boot.
+// event logs, and a hello after every (simulated) boot. In push mode
+// (Config.Mode, push.go) a node opens no port and pushes its evidence
+// instead, as `trustpool agent --mode push` does.
 //
 // Nothing here is secure: every key lives in process memory. The server
 // does not know the fleet is simulated; production code other than the
@@ -75,7 +77,12 @@ type Config struct {
 	// instead of two, for fleets larger than half the open-file limit, and
 	// the server pays a TLS handshake per attestation.
 	NoKeepAlive bool
-	Log         *slog.Logger
+	// Mode is the nodes' agent mode: "pull" (the default: each node listens
+	// and the server challenges it) or "push" (push.go: a node opens no
+	// port, enrolls without a URL and pushes its evidence, as `trustpool
+	// agent --mode push` does).
+	Mode string
+	Log  *slog.Logger
 }
 
 // Fleet is a running fleet.
@@ -95,6 +102,16 @@ type Fleet struct {
 	gap      []time.Duration
 	bootsMu  sync.Mutex // guards boots
 	boots    map[string]*boot
+	// trip is push mode's round trip: a challenge requested to the verdict
+	// of its evidence read (guarded by mu).
+	trip []time.Duration
+
+	// Push mode's loops (push.go): ctx ends them at Close.
+	ctx     context.Context
+	stop    context.CancelFunc
+	loopsMu sync.Mutex // guards closed, and loops.Go against loops.Wait
+	closed  bool
+	loops   sync.WaitGroup
 }
 
 // Node is one simulated compute node.
@@ -109,6 +126,14 @@ type Node struct {
 	cert atomic.Pointer[tls.Certificate]
 	api  atomic.Pointer[httpjson.Client] // the server's API, with the node's certificate once enrolled
 	last atomic.Int64                    // unix nanoseconds of the latest challenge
+
+	f *Fleet
+	// Push mode: wait is the long-poll client (sharing api's transport);
+	// kick carries a hello to the node's push loop, which answers on the
+	// channel sent once it has pushed; started says the loop runs.
+	wait    atomic.Pointer[httpjson.Client]
+	kick    chan chan error
+	started sync.Once
 }
 
 // boot is what a node measured at its latest boot. Nodes that booted the
@@ -162,6 +187,13 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.JoinToken == nil {
 		return nil, errors.New("fleet: no join token source")
 	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = evidence.ModePull
+	case evidence.ModePull, evidence.ModePush:
+	default:
+		return nil, fmt.Errorf("fleet: mode %q: want pull or push", cfg.Mode)
+	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cfg.ServerCA) {
 		return nil, errors.New("fleet: no certificate in the server CA")
@@ -179,6 +211,7 @@ func New(cfg Config) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{cfg: cfg, pool: pool, byAddr: make(map[netip.Addr]*Node, cfg.Nodes), boots: map[string]*boot{}}
+	f.ctx, f.stop = context.WithCancel(context.Background())
 	for i := range cfg.Nodes {
 		ek, err := fleetsim.NewSoftEKWith(keys[i])
 		if err != nil {
@@ -197,10 +230,13 @@ func New(cfg Config) (*Fleet, error) {
 		if err != nil {
 			return nil, err
 		}
-		nd := &Node{Name: fmt.Sprintf("node-%05d.%s", i+1, cfg.Domain), Addr: addrs[i], ek: ek, ak: ak}
+		nd := &Node{Name: fmt.Sprintf("node-%05d.%s", i+1, cfg.Domain), Addr: addrs[i], ek: ek, ak: ak, f: f, kick: make(chan chan error, 1)}
 		nd.boot.Store(b)
 		f.nodes = append(f.nodes, nd)
 		f.byAddr[nd.Addr] = nd
+	}
+	if cfg.Mode == evidence.ModePush {
+		return f, nil // a push node opens no port
 	}
 	if err := f.listen(); err != nil {
 		return nil, err
@@ -278,8 +314,19 @@ func (f *Fleet) listen() error {
 // Nodes returns the fleet's nodes.
 func (f *Fleet) Nodes() []*Node { return f.nodes }
 
-// Close stops serving challenges.
+// Mode returns the nodes' agent mode, "pull" or "push".
+func (f *Fleet) Mode() string { return f.cfg.Mode }
+
+// Close stops serving challenges, and the push loops.
 func (f *Fleet) Close() error {
+	f.loopsMu.Lock()
+	f.closed = true
+	f.loopsMu.Unlock()
+	f.stop()
+	f.loops.Wait()
+	if f.srv == nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := f.srv.Shutdown(ctx)
@@ -326,12 +373,22 @@ func (f *Fleet) serveQuote(w http.ResponseWriter, r *http.Request) {
 	}
 	httpjson.JSON(w, http.StatusOK, ev)
 	f.answered.Add(1)
+	f.sample(nd, start, time.Since(start), 0)
+}
+
+// sample records an answered challenge: its answer time, the gap since the
+// node's previous challenge (start is this one's) and, in push mode, the
+// round trip (0: none).
+func (f *Fleet) sample(nd *Node, start time.Time, answer, trip time.Duration) {
 	prev := nd.last.Swap(start.UnixNano())
 	f.mu.Lock()
 	if len(f.answer) < maxSamples {
-		f.answer = append(f.answer, time.Since(start))
+		f.answer = append(f.answer, answer)
 		if prev != 0 {
 			f.gap = append(f.gap, start.Sub(time.Unix(0, prev)))
+		}
+		if trip > 0 {
+			f.trip = append(f.trip, trip)
 		}
 	}
 	f.mu.Unlock()
@@ -407,6 +464,9 @@ func (f *Fleet) enroll(ctx context.Context, nd *Node) error {
 	defer c.HTTP.CloseIdleConnections()
 	var cred evidence.EnrollCredential
 	req := evidence.EnrollRequest{Host: nd.Name, EKPublic: nd.ek.Public(), AKPublic: nd.ak.Public(), URL: nd.URL, CSR: csr, JoinToken: tok}
+	if f.cfg.Mode == evidence.ModePush {
+		req.Mode = evidence.ModePush // and no URL: nd.URL is empty
+	}
 	if err := c.Do(ctx, http.MethodPost, "/v1/enroll", &req, &cred); err != nil {
 		return fmt.Errorf("enroll %s: %w", nd.Name, err)
 	}
@@ -430,7 +490,15 @@ func (f *Fleet) enroll(ctx context.Context, nd *Node) error {
 		return fmt.Errorf("enroll %s: issued certificate: %w", nd.Name, err)
 	}
 	nd.cert.Store(&cert)
-	nd.api.Store(f.client(nd, &cert))
+	api := f.client(nd, &cert)
+	if f.cfg.Mode == evidence.ModePush {
+		// The verdict carries more than a node reads; the long-poll is
+		// held up to 55 s, longer than api's timeout, on the same
+		// connection.
+		api.AllowUnknownFields = true
+		nd.wait.Store(&httpjson.Client{HTTP: &http.Client{Timeout: waitTimeout, Transport: api.HTTP.Transport}, Base: api.Base, MaxAnswer: api.MaxAnswer})
+	}
+	nd.api.Store(api)
 	return nil
 }
 
@@ -440,11 +508,17 @@ func (f *Fleet) Hello(ctx context.Context) error {
 	return f.each(ctx, func(ctx context.Context, nd *Node) error { return nd.Hello(ctx) })
 }
 
-// Hello tells the server the node (re)booted, with its certificate.
+// Hello tells the server the node (re)booted, with its certificate. A
+// push node's hello is an immediate push (its agent starts with one): the
+// first starts the node's push loop; Hello returns once the push is
+// answered.
 func (nd *Node) Hello(ctx context.Context) error {
 	c := nd.api.Load()
 	if c == nil {
 		return fmt.Errorf("hello from %s: not enrolled", nd.Name)
+	}
+	if nd.f.cfg.Mode == evidence.ModePush {
+		return nd.f.helloPush(ctx, nd)
 	}
 	defer c.HTTP.CloseIdleConnections()
 	return c.Do(ctx, http.MethodPost, "/v1/hello", &struct {
@@ -508,7 +582,10 @@ func (f *Fleet) each(ctx context.Context, fn func(context.Context, *Node) error)
 // Stats are the fleet's counts and its latency samples.
 type Stats struct {
 	Answered int64 // challenges answered
-	Failed   int64 // challenges refused (unknown address, bad challenge)
+	// Failed are challenges refused (unknown address, bad challenge); in
+	// push mode, pushes that failed (a challenge not fetched or refused,
+	// evidence not answered with a verdict).
+	Failed int64
 	// Answer is the simulator's time from a challenge's handler start to
 	// its evidence written (quote signing and encoding): what the node
 	// costs, not the server's round trip.
@@ -516,6 +593,9 @@ type Stats struct {
 	// Gap is the time between two challenges to the same node: the
 	// effective re-attestation period.
 	Gap Percentiles
+	// RoundTrip, in push mode only, is a push from its challenge requested
+	// to its verdict read: the server's part included.
+	RoundTrip Percentiles
 }
 
 // Percentiles of a sample.
@@ -527,9 +607,9 @@ type Percentiles struct {
 // Stats returns the counts and the percentiles of the samples so far.
 func (f *Fleet) Stats() Stats {
 	f.mu.Lock()
-	answer, gap := slices.Clone(f.answer), slices.Clone(f.gap)
+	answer, gap, trip := slices.Clone(f.answer), slices.Clone(f.gap), slices.Clone(f.trip)
 	f.mu.Unlock()
-	return Stats{Answered: f.answered.Load(), Failed: f.failed.Load(), Answer: percentiles(answer), Gap: percentiles(gap)}
+	return Stats{Answered: f.answered.Load(), Failed: f.failed.Load(), Answer: percentiles(answer), Gap: percentiles(gap), RoundTrip: percentiles(trip)}
 }
 
 // Answered returns how many challenges the fleet has answered.
@@ -539,7 +619,7 @@ func (f *Fleet) Answered() int64 { return f.answered.Load() }
 // window).
 func (f *Fleet) ResetSamples() {
 	f.mu.Lock()
-	f.answer, f.gap = nil, nil
+	f.answer, f.gap, f.trip = nil, nil, nil
 	f.mu.Unlock()
 }
 
