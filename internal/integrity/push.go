@@ -132,6 +132,9 @@ func (s *Service) pushHost(ctx context.Context, host string) (store.Host, error)
 	if h.Mode != store.ModePush {
 		return store.Host{}, problem.New(problem.Conflict, "host %s is in %s mode: the server dials its agent", host, h.Mode)
 	}
+	// A push host admitted since the last refresh of the host list is
+	// known to the schedule from its first request on.
+	s.sched.setPush(h.Name, true)
 	return h, nil
 }
 

@@ -124,6 +124,22 @@ func (q *schedule) remove(host string) {
 	q.mu.Unlock()
 }
 
+// pushSoon makes every push host that is not already asked due within a
+// tenth of an interval (spread, so that a fleet does not push at once):
+// after a known-good change, push agents quote afresh as pull agents are
+// challenged on their schedule.
+func (q *schedule) pushSoon() {
+	q.mu.Lock()
+	now := q.now()
+	for h := range q.push {
+		if _, asked := q.awaiting[h]; !asked {
+			q.q.Set(h, now.Add(rand.N(q.interval/10+1)), struct{}{})
+		}
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
 // take returns a host due now, marked in flight, with the time it was due;
 // or, when none is due, how long until the next one (0: none scheduled).
 func (q *schedule) take() (host string, due time.Time, wait time.Duration) {

@@ -150,13 +150,19 @@ func (s *Service) Recorder() *recorder.Recorder { return s.rec }
 func (s *Service) Load(ctx context.Context) error { return s.rec.Load(ctx) }
 
 // SetKnownGood installs the known-good values and re-evaluates every host's
-// stored evidence against them at once, without new quotes. It returns the
-// hosts whose level changed.
+// stored evidence against them at once, without new quotes; push agents
+// are then asked for a fresh quote within a tenth of an interval (their
+// next wait returns). It returns the hosts whose level changed.
 func (s *Service) SetKnownGood(ctx context.Context, kg *knowngood.Set) ([]knowngood.Change, error) {
 	s.kgMu.Lock()
 	defer s.kgMu.Unlock()
+	first := s.kg.Load() == nil
 	s.kg.Store(kg)
-	return s.reevaluate(ctx)
+	changes, err := s.reevaluate(ctx)
+	if err == nil && !first {
+		s.sched.pushSoon()
+	}
+	return changes, err
 }
 
 // KnownGood returns the values in force (nil before the first SetKnownGood).

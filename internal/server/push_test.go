@@ -21,6 +21,7 @@ import (
 	"trustpool/internal/agent/bootsim/bootsimtest"
 	"trustpool/internal/api"
 	"trustpool/internal/enroll"
+	"trustpool/internal/server"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
@@ -75,7 +76,9 @@ func (p *connectProxy) saw(addr string) bool {
 // an administrator switches the host to push.
 func TestPushAgentThroughProxy(t *testing.T) {
 	needSWTPM(t)
-	e := startServer(t)
+	// An interval of a minute: a push a known-good change asks for comes
+	// within 6 s, well before the schedule's own.
+	e := startServerWith(t, func(c *server.Config) { c.Integrity.Interval = time.Minute })
 	proxy := &connectProxy{}
 	psrv := &http.Server{Handler: proxy, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -118,6 +121,24 @@ func TestPushAgentThroughProxy(t *testing.T) {
 	}
 	if v := e.attest("push1"); v.Level != verdict.Trusted {
 		t.Fatalf("attest of the push host (through its long-poll): %s %v, want trusted", v.Level, v.Reasons)
+	}
+	// A known-good change asks the push agent for a fresh quote.
+	before, err := e.srv.Store().LatestEvidence(e.ctx, "push1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := map[string]any{"name": "extra", "class": "host_unique",
+		"expect": []map[string]any{{"pcr": 23, "bank": "sha256", "digests": []string{strings.Repeat("ab", 32)}}}}
+	if code, body := e.call("PUT", "/v1/references/extra", ref); code != http.StatusOK {
+		t.Fatalf("known-good change: %d %s", code, body)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if after, err := e.srv.Store().LatestEvidence(e.ctx, "push1"); err == nil && after.Seq > before.Seq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no fresh push within 15 s of a known-good change (the schedule's own is a minute away)")
+		}
 	}
 	var h api.HostView
 	code, body := e.call("GET", "/v1/hosts/push1", nil)
