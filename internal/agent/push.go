@@ -17,8 +17,8 @@ import (
 // between it long-polls, so the server can ask for a fresh quote at once.
 // The first push is at start: a rebooted node is attested at once.
 
-// waitTimeout bounds one long-poll: the server holds it at most 55 s.
-const waitTimeout = 70 * time.Second
+// WaitTimeout bounds one long-poll: the server holds it at most 55 s.
+const WaitTimeout = 70 * time.Second
 
 // Reconnection backoff: 1 s doubling to 60 s, each delay ±20 %, so that
 // the nodes of a fleet do not all come back at once after a server restart.
@@ -28,9 +28,9 @@ const (
 	backoffJitter = 0.2
 )
 
-// retryDelay is the delay before retry n (0: the first), with jitter j in
+// RetryDelay is the delay before retry n (0: the first), with jitter j in
 // [-1, 1) scaling ±backoffJitter.
-func retryDelay(n int, j float64) time.Duration {
+func RetryDelay(n int, j float64) time.Duration {
 	d := backoffMax
 	if n < 6 {
 		d = min(backoffMin<<n, backoffMax)
@@ -55,7 +55,7 @@ func (a *Agent) runPush(ctx context.Context) error {
 	}
 	a.server = a.serverClient(&cert)
 	a.server.AllowUnknownFields = true // the verdict carries more than the agent reads
-	waiter := a.serverClientTimeout(&cert, waitTimeout)
+	waiter := a.serverClientTimeout(&cert, WaitTimeout)
 	a.cfg.Log.Info("agent pushing evidence", "server", a.cfg.Server)
 	failures := 0
 	for {
@@ -64,7 +64,7 @@ func (a *Agent) runPush(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			d := retryDelay(failures, 2*rand.Float64()-1)
+			d := RetryDelay(failures, 2*rand.Float64()-1)
 			failures++
 			a.cfg.Log.Warn("push failed; retrying", "err", err, "in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {

@@ -14,7 +14,7 @@ func TestRetryDelay(t *testing.T) {
 		}
 		w *= time.Second
 		for _, j := range []float64{-1, 0, 0.999} {
-			got := retryDelay(n, j)
+			got := RetryDelay(n, j)
 			lo, hi := time.Duration(float64(w)*0.8), time.Duration(float64(w)*1.2)
 			if got < lo || got > hi || (j == 0 && got != w) {
 				t.Errorf("retry %d with jitter %v: %v, want %v ±20%%", n, j, got, w)

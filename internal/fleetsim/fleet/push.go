@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"trustpool/internal/agent"
 	"trustpool/internal/evidence"
 )
 
@@ -20,24 +21,10 @@ import (
 // is an immediate push, made by the loop so that a node never pushes twice
 // at once.
 
-// waitTimeout bounds one long-poll (the server holds it at most 55 s), as
-// the agent's does.
-const waitTimeout = 70 * time.Second
+// A node's long-poll and reconnection backoff are the agent's.
+const waitTimeout = agent.WaitTimeout
 
-// The agent's reconnection backoff: 1 s doubling to 60 s, each delay ±20 %.
-const (
-	backoffMin    = time.Second
-	backoffMax    = 60 * time.Second
-	backoffJitter = 0.2
-)
-
-func retryDelay(n int) time.Duration {
-	d := backoffMax
-	if n < 6 {
-		d = min(backoffMin<<n, backoffMax)
-	}
-	return time.Duration(float64(d) * (1 + backoffJitter*(2*rand.Float64()-1)))
-}
+func retryDelay(n int) time.Duration { return agent.RetryDelay(n, 2*rand.Float64()-1) }
 
 // pushVerdict is what a node reads of the answer to its evidence.
 type pushVerdict struct {
