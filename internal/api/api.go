@@ -241,20 +241,8 @@ func (a *API) enrollPoll(w http.ResponseWriter, r *http.Request) {
 // holding the host's certificate can ask, so hello cannot be used to make
 // the server hammer a node.
 func (a *API) hello(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Host string `json:"host"`
-	}
-	if err := httpjson.Decode(w, r, 1<<10, &req); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	h, err := a.cfg.Store.GetHost(r.Context(), req.Host)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		a.fail(w, r, err)
-		return
-	}
-	if r.TLS == nil || err != nil || a.cfg.VerifyPeer(r.TLS.PeerCertificates, h.Name, h.AgentCert, x509.ExtKeyUsageClientAuth) != nil {
-		a.fail(w, r, problem.New(problem.Unauthorized, "hello needs the agent certificate admitted for %q", req.Host))
+	h, ok := a.agentOfBody(w, r)
+	if !ok {
 		return
 	}
 	a.cfg.Integrity.Hello(h.Name)

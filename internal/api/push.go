@@ -32,10 +32,10 @@ type PushVerdict struct {
 	NextIn float64 `json:"next_in"`
 }
 
-// pushAgent returns the host whose admitted certificate the TLS peer
-// presented, or answers 401: only a host's own agent fetches its
-// challenges and posts its evidence.
-func (a *API) pushAgent(w http.ResponseWriter, r *http.Request, name string) (store.Host, bool) {
+// agent returns the host named, when the TLS peer presented the
+// certificate admitted for it, or answers 401: only a host's own agent says
+// hello, fetches its challenges and posts its evidence.
+func (a *API) agent(w http.ResponseWriter, r *http.Request, name string) (store.Host, bool) {
 	name = strings.ToLower(name)
 	h, err := a.cfg.Store.GetHost(r.Context(), name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -43,19 +43,24 @@ func (a *API) pushAgent(w http.ResponseWriter, r *http.Request, name string) (st
 		return h, false
 	}
 	if r.TLS == nil || err != nil || a.cfg.VerifyPeer(r.TLS.PeerCertificates, h.Name, h.AgentCert, x509.ExtKeyUsageClientAuth) != nil {
-		a.fail(w, r, problem.New(problem.Unauthorized, "push needs the agent certificate admitted for %q", name))
+		a.fail(w, r, problem.New(problem.Unauthorized, "this call needs the agent certificate admitted for %q", name))
 		return h, false
 	}
 	return h, true
 }
 
-func (a *API) pushChallenge(w http.ResponseWriter, r *http.Request) {
+// agentOfBody is agent for a request whose body is {"host": NAME}.
+func (a *API) agentOfBody(w http.ResponseWriter, r *http.Request) (store.Host, bool) {
 	var req evidence.PushHost
 	if err := httpjson.Decode(w, r, 1<<10, &req); err != nil {
 		a.fail(w, r, err)
-		return
+		return store.Host{}, false
 	}
-	h, ok := a.pushAgent(w, r, req.Host)
+	return a.agent(w, r, req.Host)
+}
+
+func (a *API) pushChallenge(w http.ResponseWriter, r *http.Request) {
+	h, ok := a.agentOfBody(w, r)
 	if !ok {
 		return
 	}
@@ -73,7 +78,7 @@ func (a *API) pushEvidence(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	h, ok := a.pushAgent(w, r, req.Host)
+	h, ok := a.agent(w, r, req.Host)
 	if !ok {
 		return
 	}
@@ -100,12 +105,7 @@ func (a *API) pushEvidence(w http.ResponseWriter, r *http.Request) {
 // pushWait holds the agent's request until the server wants a fresh quote
 // from it, or PushWaitMax passes.
 func (a *API) pushWait(w http.ResponseWriter, r *http.Request) {
-	var req evidence.PushHost
-	if err := httpjson.Decode(w, r, 1<<10, &req); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	h, ok := a.pushAgent(w, r, req.Host)
+	h, ok := a.agentOfBody(w, r)
 	if !ok {
 		return
 	}
