@@ -1,13 +1,10 @@
 package nova
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -48,24 +45,36 @@ type Verdicts interface {
 
 // PollHostsConfig configures PollHosts.
 type PollHostsConfig struct {
-	// Prefixes are the URL prefixes to answer {prefix}/PollHosts on; empty
-	// means both PrefixNova and PrefixOAT. A trailing slash is dropped (Nova
-	// joins attestation_api_url and "PollHosts" with a slash).
-	Prefixes []string
-	// AuthBlob, when not empty, must equal the request's x-auth-blob header
-	// (Nova's attestation_auth_blob); other requests get 401.
-	AuthBlob string
 	// Now is the clock levels are read at; nil means time.Now.
 	Now func() time.Time
 }
 
-// PollHosts is the http.Handler for POST {prefix}/PollHosts. Apart from a
-// pool of reusable buffers it holds no mutable state; it is safe for
-// concurrent use.
+// Paths lists the URL paths PollHosts is answered on, for mounting it on a
+// mux: {prefix}/PollHosts for each prefix, PrefixNova and PrefixOAT when
+// none is given. A trailing slash is dropped (Nova joins
+// attestation_api_url and "PollHosts" with a slash).
+func Paths(prefixes ...string) []string {
+	if len(prefixes) == 0 {
+		prefixes = []string{PrefixNova, PrefixOAT}
+	}
+	var paths []string
+	for _, prefix := range prefixes {
+		prefix = "/" + strings.Trim(prefix, "/")
+		if prefix == "/" {
+			prefix = ""
+		}
+		paths = append(paths, prefix+"/PollHosts")
+	}
+	slices.Sort(paths)
+	return slices.Compact(paths)
+}
+
+// PollHosts is the http.Handler for POST {prefix}/PollHosts. The mux it is
+// mounted on routes the path (Paths) and the middleware in front of it
+// authenticates Nova's x-auth-blob; PollHosts itself answers the method and
+// the body. Apart from a pool of reusable buffers it holds no mutable state;
+// it is safe for concurrent use.
 type PollHosts struct {
-	paths    map[string]bool
-	authHash [sha256.Size]byte // SHA-256 of the configured blob, when auth is on
-	auth     bool
 	now      func() time.Time
 	verdicts Verdicts
 	// bufs holds *[]byte for request bodies and answers, reused because
@@ -76,48 +85,20 @@ type PollHosts struct {
 
 // NewPollHosts returns a PollHosts handler answering from v.
 func NewPollHosts(cfg PollHostsConfig, v Verdicts) *PollHosts {
-	prefixes := cfg.Prefixes
-	if len(prefixes) == 0 {
-		prefixes = []string{PrefixNova, PrefixOAT}
-	}
-	p := &PollHosts{paths: make(map[string]bool, len(prefixes)), now: cfg.Now, verdicts: v}
-	for _, prefix := range prefixes {
-		prefix = "/" + strings.Trim(prefix, "/")
-		if prefix == "/" {
-			prefix = ""
-		}
-		p.paths[prefix+"/PollHosts"] = true
-	}
+	p := &PollHosts{now: cfg.Now, verdicts: v}
 	if p.now == nil {
 		p.now = time.Now
 	}
-	if cfg.AuthBlob != "" {
-		p.auth = true
-		p.authHash = sha256.Sum256([]byte(cfg.AuthBlob))
-	}
 	return p
-}
-
-// Paths lists the URL paths the handler answers, for mounting it on a mux.
-func (p *PollHosts) Paths() []string {
-	return slices.Sorted(maps.Keys(p.paths))
 }
 
 // ServeHTTP answers one PollHosts request. Every answer is JSON: 200 with one
 // entry per requested name, or an error status with {"error": "..."}, which
 // Nova reads as "every host unknown" (fail closed).
 func (p *PollHosts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !p.paths[r.URL.Path] {
-		writeError(w, http.StatusNotFound, "no such resource: PollHosts is served at "+strings.Join(p.Paths(), ", "))
-		return
-	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, "PollHosts accepts only POST")
-		return
-	}
-	if !p.authorized(r) {
-		writeError(w, http.StatusUnauthorized, "missing or wrong x-auth-blob")
 		return
 	}
 	bufp := p.getBuf()
@@ -149,20 +130,6 @@ func (p *PollHosts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	// The status is sent; a failed write means the client went away.
 	_, _ = w.Write(ans)
-}
-
-// authorized compares the x-auth-blob header with the configured blob in
-// constant time; hashing both first hides the blob's length as well.
-func (p *PollHosts) authorized(r *http.Request) bool {
-	if !p.auth {
-		return true
-	}
-	got := r.Header.Values("X-Auth-Blob")
-	if len(got) != 1 {
-		return false
-	}
-	h := sha256.Sum256([]byte(got[0]))
-	return subtle.ConstantTimeCompare(h[:], p.authHash[:]) == 1
 }
 
 // appendAnswer appends the JSON answer for hosts to buf:

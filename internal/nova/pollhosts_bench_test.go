@@ -39,13 +39,12 @@ func BenchmarkPollHosts(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			h := NewPollHosts(PollHostsConfig{AuthBlob: "blob", Now: func() time.Time { return testNow }}, c)
+			h := NewPollHosts(PollHostsConfig{Now: func() time.Time { return testNow }}, c)
 			durations := make([]time.Duration, 0, 1024)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {
 				req := httptest.NewRequest(http.MethodPost, PrefixNova+"/PollHosts", bytes.NewReader(body))
-				req.Header.Set("X-Auth-Blob", "blob")
 				rec := httptest.NewRecorder()
 				start := time.Now()
 				h.ServeHTTP(rec, req)

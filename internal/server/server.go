@@ -270,7 +270,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		mux.Handle(pattern, h)
 		s.routes = append(s.routes, pattern)
 	}
-	for _, p := range nova.NewPollHosts(nova.PollHostsConfig{}, nil).Paths() {
+	for _, p := range nova.Paths() {
 		handle(p, poll) // any method: PollHosts answers 405 itself, as Nova expects
 	}
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
