@@ -141,6 +141,11 @@ type Gauges struct {
 	// WebhookInFlight is the number of notifications claimed from the
 	// outbox and not finished.
 	WebhookInFlight func() int
+	// WebhookOutbox and TraitOutbox are the rows waiting in the webhook
+	// and the Placement trait outboxes (claimed, due or backing off): what
+	// the database holds that a consumer has not yet applied. Read from the
+	// store at scrape time; a failed read reports -1.
+	WebhookOutbox, TraitOutbox func() int
 }
 
 // Watch registers the scrape-time gauges; call it once.
@@ -158,6 +163,8 @@ func (m *Metrics) Watch(g Gauges) {
 	gauge("verdict_cache_size", "Verdicts in the verdict cache.", g.CacheSize)
 	gauge("hosts_overdue", "Hosts whose attestation is due for longer than a challenge's timeout without a worker to take it.", g.Overdue)
 	gauge("webhook_inflight", "Webhook notifications claimed from the outbox and not yet delivered or failed.", g.WebhookInFlight)
+	gauge("webhook_outbox", "Webhook notifications in the outbox, not yet delivered (-1: the store did not answer).", g.WebhookOutbox)
+	gauge("trait_outbox", "Placement trait changes in the outbox, not yet applied (-1: the store did not answer).", g.TraitOutbox)
 	if g.Hosts != nil {
 		m.reg.MustRegister(&hostsCollector{count: g.Hosts, desc: prometheus.NewDesc(ns+"_hosts",
 			"Hosts in the verdict cache by their level now (an expired verdict reads unknown).", []string{"level"}, nil)})
