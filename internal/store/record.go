@@ -38,10 +38,13 @@ type Recorded struct {
 }
 
 // Transition is what a level change brings with it, written in the same
-// transaction as the verdict: its audit entry and its outbox rows.
+// transaction as the verdict: its audit entry and its outbox rows (webhook
+// notifications, and the host's Placement trait change when Trait is set:
+// Host and CreatedAt).
 type Transition struct {
 	Audit         *Entry
 	Notifications []Notification
+	Trait         *TraitChange
 }
 
 // Consequences returns the Transition of v replacing a verdict of level
@@ -71,7 +74,7 @@ const (
 // not exist is ErrNotFound.
 func (s *Store) NextSeq(ctx context.Context, host string) (int64, error) {
 	var seq int64
-	err := s.wdb.QueryRowContext(ctx, nextSeq, host).Scan(&seq)
+	err := s.queryRow(ctx, s.wdb, nextSeq, host).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
@@ -124,13 +127,14 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 	}
 	out := make([]Recorded, len(recs))
 	lockOne := `SELECT 1 FROM hosts h WHERE h.name = $1` + s.eng.forUpdate("h", false)
-	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, upsertEvidence)
+	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, upsertEvidence, upsertTrait)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		prev, err := s.lockStored(ctx, tx, recs, lockOne)
 		if err != nil {
 			return err
 		}
-		var audits []Entry // the transitions' entries, appended at once
+		var audits []Entry       // the transitions' entries, appended at once
+		var traits []TraitChange // and their trait changes, written at once
 		for i, r := range recs {
 			v := r.Verdict
 			p := prev[v.Host]
@@ -170,6 +174,9 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 				if t.Audit != nil {
 					audits = append(audits, *t.Audit)
 				}
+				if t.Trait != nil {
+					traits = append(traits, *t.Trait)
+				}
 				if err := s.enqueueAll(ctx, tx, t.Notifications); err != nil {
 					return fmt.Errorf("transition of %s: %w", v.Host, err)
 				}
@@ -178,6 +185,9 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 		}
 		if err := s.appendAllTx(ctx, tx, audits); err != nil {
 			return fmt.Errorf("audit transitions: %w", err)
+		}
+		if err := s.enqueueTraitsTx(ctx, tx, traits); err != nil {
+			return fmt.Errorf("transitions: %w", err)
 		}
 		// Other replicas re-read what changed: one host, or all of them
 		// after a batch (cheaper than a notification a host).
@@ -262,6 +272,11 @@ func (s *Store) writeTransition(ctx context.Context, tx *sql.Tx, t Transition) e
 			return fmt.Errorf("audit: %w", err)
 		}
 	}
+	if t.Trait != nil {
+		if err := s.enqueueTraitsTx(ctx, tx, []TraitChange{*t.Trait}); err != nil {
+			return err
+		}
+	}
 	return s.enqueueAll(ctx, tx, t.Notifications)
 }
 
@@ -305,7 +320,9 @@ func (s *Store) RemoveHost(ctx context.Context, v verdict.Verdict, then Conseque
 		}
 		t := then(v, prev)
 		if prev == verdict.Unknown {
-			t.Notifications = nil // nothing moved for the relying parties
+			// Nothing moved for the relying parties; the trait change
+			// stays, so a provider marked by hand loses the trait too.
+			t.Notifications = nil
 		}
 		return s.writeTransition(ctx, tx, t)
 	})

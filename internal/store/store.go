@@ -1,8 +1,9 @@
 // Package store keeps trustpool's state: hosts, enrollments in flight, join
 // tokens, the latest verdict and verified evidence of every host with the
 // history of level changes, the versioned known-good database (references and
-// policies), the hash-chained audit log, the webhook outbox, API tokens and the
-// host leases that divide attestation work between server replicas.
+// policies), the hash-chained audit log, the webhook and Placement trait
+// outboxes, API tokens, and the host leases and periodic job claims that
+// divide work between server replicas.
 //
 // One concrete *Store runs on one of two engines, chosen by the DSN given to
 // Open:
@@ -72,11 +73,16 @@ type Store struct {
 	// PostgreSQL; on SQLite wdb holds a single connection.
 	rdb, wdb *sql.DB
 
-	// stmts caches statements prepared on wdb by query text, for the hot
-	// write paths on engines with prepareWrites. The queries are constants,
+	// stmts caches statements prepared on a pool by query text, for the
+	// hot paths on engines with prepareWrites. The queries are constants,
 	// so the map stays small.
 	stmtMu sync.Mutex
-	stmts  map[string]*sql.Stmt
+	stmts  map[stmtKey]*sql.Stmt
+}
+
+type stmtKey struct {
+	db    *sql.DB
+	query string
 }
 
 // Open connects to the database named by dsn ("sqlite:PATH" or a
@@ -90,7 +96,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
 	}
-	s := &Store{eng: eng, dsn: dsn, rdb: rdb, wdb: wdb, stmts: map[string]*sql.Stmt{}}
+	s := &Store{eng: eng, dsn: dsn, rdb: rdb, wdb: wdb, stmts: map[stmtKey]*sql.Stmt{}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open %s store: %w", eng.name, err)
@@ -148,44 +154,62 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 // warm prepares queries on the write pool, for the hot write paths on
-// engines with prepareWrites. It must run outside a transaction, and it
-// prepares without holding stmtMu: on SQLite the write pool's one
-// connection may be held by a transaction that needs stmtMu to finish.
+// engines with prepareWrites. It must run outside a transaction.
 func (s *Store) warm(ctx context.Context, queries ...string) {
-	if !s.eng.prepareWrites {
-		return
-	}
 	for _, q := range queries {
-		s.stmtMu.Lock()
-		_, ok := s.stmts[q]
-		s.stmtMu.Unlock()
-		if ok {
-			continue
-		}
-		// On failure the query runs unprepared, which reports the error.
-		st, err := s.wdb.PrepareContext(ctx, q)
-		if err != nil {
-			continue
-		}
-		s.stmtMu.Lock()
-		if _, ok := s.stmts[q]; ok {
-			st.Close() // another caller prepared it meanwhile
-		} else {
-			s.stmts[q] = st
-		}
-		s.stmtMu.Unlock()
+		s.stmt(ctx, s.wdb, q)
 	}
+}
+
+// stmt returns query prepared on db, preparing it on first use, or nil on
+// engines without prepareWrites. It prepares without holding stmtMu: on
+// SQLite the write pool's one connection may be held by a transaction that
+// needs stmtMu to finish.
+func (s *Store) stmt(ctx context.Context, db *sql.DB, query string) *sql.Stmt {
+	if !s.eng.prepareWrites {
+		return nil
+	}
+	k := stmtKey{db, query}
+	s.stmtMu.Lock()
+	st, ok := s.stmts[k]
+	s.stmtMu.Unlock()
+	if ok {
+		return st
+	}
+	// On failure the query runs unprepared, which reports the error.
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if prev, ok := s.stmts[k]; ok {
+		st.Close() // another caller prepared it meanwhile
+		return prev
+	}
+	s.stmts[k] = st
+	return st
 }
 
 // prepared returns query as warm prepared it, bound to tx, or nil.
 func (s *Store) prepared(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
 	s.stmtMu.Lock()
-	st, ok := s.stmts[query]
+	st, ok := s.stmts[stmtKey{s.wdb, query}]
 	s.stmtMu.Unlock()
 	if !ok {
 		return nil
 	}
 	return tx.StmtContext(ctx, st)
+}
+
+// queryRow runs a one-row query on db outside a transaction, kept prepared
+// on engines with prepareWrites (the attestation path reads a host and
+// numbers its attestation every time).
+func (s *Store) queryRow(ctx context.Context, db *sql.DB, query string, args ...any) *sql.Row {
+	if st := s.stmt(ctx, db, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return db.QueryRowContext(ctx, query, args...)
 }
 
 // txExec runs a write statement in tx, prepared if warm prepared it.

@@ -33,6 +33,7 @@ func Run(t *testing.T, open Opener) {
 		{"KnownGood", knownGoodTests},
 		{"Audit", auditTests},
 		{"Outbox", outboxTests},
+		{"TraitOutbox", traitTests},
 		{"APITokens", apiTokenTests},
 		{"Leases", leaseTests},
 	}
