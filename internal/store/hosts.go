@@ -148,7 +148,7 @@ func (m HostMode) orPull() HostMode {
 
 // GetHost returns the named host or ErrNotFound.
 func (s *Store) GetHost(ctx context.Context, name string) (Host, error) {
-	h, err := scanHost(s.rdb.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE name = $1`, name))
+	h, err := scanHost(s.queryRow(ctx, s.rdb, `SELECT `+hostColumns+` FROM hosts WHERE name = $1`, name))
 	if err != nil {
 		return Host{}, fmt.Errorf("get host %s: %w", name, err)
 	}
