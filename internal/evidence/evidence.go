@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -164,16 +165,36 @@ type Evidence struct {
 // wherever the document stands in a larger one) and keeps its bytes in
 // Received.
 func (e *Evidence) UnmarshalJSON(b []byte) error {
-	type document Evidence // without this method
+	_, err := e.decode(b)
+	return err
+}
+
+// Decode decodes b, which must be exactly one evidence document, strictly.
+// It reads the document once, where a decoder of the whole would scan it
+// before handing it to UnmarshalJSON.
+func Decode(b []byte) (*Evidence, error) {
+	var e Evidence
+	dec, err := e.decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON value")
+	}
+	return &e, nil
+}
+
+func (e *Evidence) decode(b []byte) (*json.Decoder, error) {
+	type document Evidence // without the UnmarshalJSON method
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var d document
 	if err := dec.Decode(&d); err != nil {
-		return err
+		return nil, err
 	}
 	*e = Evidence(d)
 	e.Received = bytes.Clone(b)
-	return nil
+	return dec, nil
 }
 
 // Validate bounds the evidence's sizes and checks the PCR list's shape: known

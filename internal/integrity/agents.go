@@ -94,14 +94,14 @@ func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Ch
 // DecodeEvidence parses an agent's evidence document strictly and
 // validates it; the evidence keeps the document (evidence.Received).
 func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
-	var ev evidence.Evidence
-	if err := httpjson.DecodeStrict(b, &ev); err != nil {
+	ev, err := evidence.Decode(b)
+	if err != nil {
 		return nil, fmt.Errorf("decode evidence: %w", err)
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid evidence: %w", err)
 	}
-	return &ev, nil
+	return ev, nil
 }
 
 func (a *HTTPAgents) client(h store.Host) *agentClient {

@@ -1,0 +1,41 @@
+package evidence
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
+
+func TestDecode(t *testing.T) {
+	const doc = `{"quote":"AQI=","signature":"AwQ=","pcrs":[{"bank":"sha256","index":0,"digest":"AAAA"}]}`
+	ev, err := Decode([]byte(doc + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ev.Quote, []byte{1, 2}) || len(ev.PCRs) != 1 || string(ev.Received) != doc+"\n" {
+		t.Errorf("decoded %+v", ev)
+	}
+	// The same document inside a larger one decodes alike.
+	var wrapped struct{ Evidence Evidence }
+	if err := json.Unmarshal([]byte(`{"Evidence":`+doc+`}`), &wrapped); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(wrapped.Evidence.Signature, ev.Signature) || string(wrapped.Evidence.Received) != doc {
+		t.Errorf("nested: %+v", wrapped.Evidence)
+	}
+	for name, bad := range map[string]string{
+		"trailing data":  doc + `{}`,
+		"unknown field":  `{"quote":"AQI=","signature":"AwQ=","pcrs":[],"extra":1}`,
+		"nested unknown": `{"quote":"AQI=","signature":"AwQ=","pcrs":[{"bank":"sha256","index":0,"digest":"AAAA","x":1}]}`,
+		"not an object":  `[]`,
+		"empty":          ``,
+		"truncated":      doc[:len(doc)-1],
+	} {
+		if _, err := Decode([]byte(bad)); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"Evidence":{"quote":"AQI=","extra":1}}`), &wrapped); err == nil {
+		t.Error("nested document with an unknown field decoded")
+	}
+}
