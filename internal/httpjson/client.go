@@ -69,48 +69,20 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
+// Raw is Do for an answer the caller decodes itself: the 2xx answer's
+// bytes, at most MaxAnswer of them.
+func (c *Client) Raw(ctx context.Context, method, path string, in any) ([]byte, error) {
+	b, err := c.send(ctx, method, c.Base+path, in)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return b, nil
+}
+
 func (c *Client) do(ctx context.Context, method, url string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
+	b, err := c.send(ctx, method, url, in)
+	if err != nil || out == nil || len(b) == 0 {
 		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	limit := c.MaxAnswer
-	if limit <= 0 {
-		limit = DefaultMaxAnswer
-	}
-	if resp.StatusCode/100 != 2 {
-		// An error answer is read only far enough for its message.
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	if int64(len(b)) > limit {
-		return fmt.Errorf("%w: body exceeds %d bytes", ErrAnswer, limit)
-	}
-	if out == nil || len(b) == 0 {
-		return nil
 	}
 	if c.AllowUnknownFields {
 		err = json.Unmarshal(b, out)
@@ -121,6 +93,50 @@ func (c *Client) do(ctx context.Context, method, url string, in, out any) error 
 		return fmt.Errorf("%w: %v", ErrAnswer, err)
 	}
 	return nil
+}
+
+// send sends in as JSON (when not nil) and returns a 2xx answer's body.
+func (c *Client) send(ctx context.Context, method, url string, in any) ([]byte, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	limit := c.MaxAnswer
+	if limit <= 0 {
+		limit = DefaultMaxAnswer
+	}
+	if resp.StatusCode/100 != 2 {
+		// An error answer is read only far enough for its message.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return nil, &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: body exceeds %d bytes", ErrAnswer, limit)
+	}
+	return b, nil
 }
 
 // errorMessage is the text of an error answer: its {"error": …} when it

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -66,9 +65,14 @@ func NewHTTPAgents(cert tls.Certificate, verify HostVerifier) *HTTPAgents {
 // with an error or with bad evidence is ErrAgent; one that could not be
 // reached is not.
 func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error) {
-	var received json.RawMessage
 	start := time.Now()
-	err := a.client(h).Do(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c, &received)
+	received, err := a.client(h).Raw(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c)
+	var ev *evidence.Evidence
+	if err == nil {
+		if ev, err = DecodeEvidence(received); err != nil {
+			err = fmt.Errorf("%w: %v", httpjson.ErrAnswer, err)
+		}
+	}
 	if a.Observe != nil {
 		result := "ok"
 		if errors.Is(err, httpjson.ErrAnswer) {
@@ -83,10 +87,6 @@ func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Ch
 		return nil, fmt.Errorf("challenge %s: %w: %w", h.Name, ErrAgent, err)
 	case err != nil:
 		return nil, fmt.Errorf("challenge %s: %w", h.Name, err)
-	}
-	ev, err := DecodeEvidence(received)
-	if err != nil {
-		return nil, fmt.Errorf("challenge %s: %w: %v", h.Name, ErrAgent, err)
 	}
 	return ev, nil
 }
