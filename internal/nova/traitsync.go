@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/placement/v1/traits"
 	"github.com/gophercloud/gophercloud/v2/pagination"
 
+	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
 
@@ -27,6 +30,7 @@ const (
 	DefaultTrait    = "CUSTOM_TRUSTED_HOST"
 	DefaultInterval = 5 * time.Minute
 	DefaultCoalesce = 100 * time.Millisecond
+	DefaultPoll     = time.Second
 )
 
 // placementMicroversion is the newest microversion of Debian 12's Placement
@@ -77,16 +81,26 @@ type TraitSyncConfig struct {
 	// Interval is how often every provider is reconciled, repairing any
 	// drift (a trait set or removed by hand, a missed change); default 5 min.
 	Interval time.Duration
-	// Coalesce is how long Changed calls are collected before they are
-	// synced together; default 100 ms.
+	// Coalesce is how long Wake calls are collected before the changes are
+	// applied together; default 100 ms.
 	Coalesce time.Duration
+	// Poll is how often the outbox is looked at without a Wake (a retry
+	// due, a change another replica wrote); default 1 s.
+	Poll time.Duration
+	// Owner names this sync in its claims on changes and on the
+	// reconcile's run: unique among the replicas (the server passes its
+	// replica name); default host name and process ID.
+	Owner string
+	// Now is the clock verdicts' expiries and claims are read on; default
+	// time.Now.
+	Now func() time.Time
 	// HTTPClient is used for Placement and Keystone; default: one with a 30 s
 	// timeout, so a hung Placement never stalls the sync for good.
 	HTTPClient *http.Client
 	// Logger receives what the sync did and what failed; default: discarded.
 	Logger *slog.Logger
 	// Failed, when set, is told of every failed pass: "reconcile" (every
-	// provider) or "changes" (the hosts Changed named).
+	// provider) or "changes" (the outbox's changes).
 	Failed func(pass string)
 }
 
@@ -124,8 +138,8 @@ func (c TraitSyncConfig) Validate() error {
 	if c.Trait != "" && !traitRE.MatchString(c.Trait) {
 		errs = append(errs, fmt.Errorf("placement: trait %q must match %s", c.Trait, traitRE))
 	}
-	if c.Interval < 0 || c.Coalesce < 0 {
-		errs = append(errs, errors.New("placement: interval and coalesce must not be negative"))
+	if c.Interval < 0 || c.Coalesce < 0 || c.Poll < 0 {
+		errs = append(errs, errors.New("placement: interval, coalesce and poll must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -134,25 +148,64 @@ func (c TraitSyncConfig) Validate() error {
 // trait is on the resource provider of every trusted host (provider name =
 // the hypervisor host name, as nova-compute names it) and on no other
 // provider. Other traits on a provider are never touched.
+//
+// It applies the store's trait outbox: every level change writes the host's
+// trait change in the verdict's own transaction, so a change made while
+// Placement is unreachable, or while no sync runs, is applied when one can.
+// A change is claimed by one sync at a time (on any replica), applied from
+// the host's stored verdict, and removed; a failure is retried with
+// backoff. The full reconcile, the safety net for drift (a trait set or
+// removed by hand), runs on one replica per Interval: it writes a change for
+// every provider whose trait disagrees with the verdict cache, and the
+// changes are applied the same way.
 type TraitSync struct {
 	cfg    TraitSyncConfig // defaults applied
 	levels Levels
+	outbox Outbox
 	log    *slog.Logger
 	http   *http.Client
+	hold   time.Duration // how long a claim on changes lasts
 
 	mu sync.Mutex                 // guards sc
 	sc *gophercloud.ServiceClient // nil until the first successful connect
 
-	pmu     sync.Mutex          // guards pending
-	pending map[string]struct{} // hosts whose level changed since the last sync
-	kick    chan struct{}       // capacity 1: wakes Run when pending grows
+	kick chan struct{} // capacity 1: wakes Run when changes were written
 }
 
-// NewTraitSync checks cfg and returns a TraitSync reading levels from l. It
-// does no I/O: Keystone and Placement are first contacted by Run or Reconcile.
-func NewTraitSync(cfg TraitSyncConfig, l Levels) (*TraitSync, error) {
+// Outbox is the trait outbox and the job claims the sync needs (package
+// store).
+type Outbox interface {
+	ClaimTraitChanges(ctx context.Context, owner string, now time.Time, hold time.Duration, limit int) ([]store.TraitChange, error)
+	TraitApplied(ctx context.Context, owner string, c store.TraitChange) error
+	TraitFailed(ctx context.Context, owner string, c store.TraitChange, next time.Time, lastErr string) error
+	ReleaseTraitChanges(ctx context.Context, owner string, hosts []string) error
+	EnqueueTraitChanges(ctx context.Context, hosts []string, at time.Time) error
+	ClaimRun(ctx context.Context, job, owner string, now time.Time, every time.Duration) (bool, error)
+	ReleaseRun(ctx context.Context, job, owner string) error
+}
+
+// Tuning of the outbox's consumption. Changes are claimed claimBatch at a
+// time; a claim lasts at least minHold; a change that fails is retried
+// after 1 s, 2 s, 4 s … up to maxRetryWait; outcomes are written within
+// markTimeout even while Run stops.
+const (
+	reconcileJob = "placement-reconcile"
+	claimBatch   = 16
+	minHold      = 30 * time.Second
+	maxRetryWait = time.Minute
+	markTimeout  = 5 * time.Second
+	maxErrLen    = 512
+)
+
+// NewTraitSync checks cfg and returns a TraitSync that applies the changes
+// in o and reconciles against the levels l reads. It does no I/O: Keystone
+// and Placement are first contacted by Run or Reconcile.
+func NewTraitSync(cfg TraitSyncConfig, l Levels, o Outbox) (*TraitSync, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if l == nil || o == nil {
+		return nil, errors.New("placement: trait sync needs levels and an outbox")
 	}
 	if cfg.Trait == "" {
 		cfg.Trait = DefaultTrait
@@ -163,67 +216,94 @@ func NewTraitSync(cfg TraitSyncConfig, l Levels) (*TraitSync, error) {
 	if cfg.Coalesce == 0 {
 		cfg.Coalesce = DefaultCoalesce
 	}
-	s := &TraitSync{cfg: cfg, levels: l, log: cfg.Logger, http: cfg.HTTPClient,
-		pending: make(map[string]struct{}), kick: make(chan struct{}, 1)}
+	if cfg.Poll == 0 {
+		cfg.Poll = DefaultPoll
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Owner == "" {
+		hn, _ := os.Hostname()
+		cfg.Owner = fmt.Sprintf("%s-%d", hn, os.Getpid())
+	}
+	s := &TraitSync{cfg: cfg, levels: l, outbox: o, log: cfg.Logger, http: cfg.HTTPClient, kick: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 30 * time.Second}
 	}
+	timeout := s.http.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	s.hold = max(minHold, 2*timeout)
 	return s, nil
 }
 
-// Changed tells the sync that host's level may have changed. It never blocks;
-// Run syncs the host within Coalesce (plus the Placement round trips).
-func (s *TraitSync) Changed(host string) {
-	s.pmu.Lock()
-	s.pending[host] = struct{}{}
-	s.pmu.Unlock()
+// Wake tells the sync that trait changes were written. It never blocks;
+// Run applies them within Coalesce (plus the Placement round trips).
+func (s *TraitSync) Wake() {
 	select {
 	case s.kick <- struct{}{}:
-	default: // Run is already due to look at pending
+	default: // Run is already due to look at the outbox
 	}
 }
 
-// Run makes sure the trait exists, reconciles every provider, then syncs
-// changed hosts as Changed reports them and reconciles everything again every
-// Interval. Failures are logged and retried with backoff. Run returns an
-// error only when Placement (or Keystone) rejects the configuration at start
-// (bad credentials, a trait name it refuses); it returns nil when ctx ends.
+// Run makes sure the trait exists, then applies the outbox's changes as
+// Wake reports them and every Poll (a retry due, a change another replica
+// wrote), and reconciles every provider when it wins the Interval's run of
+// the reconcile among the replicas (at once at start, unless another
+// replica reconciled within the Interval). Failures are logged and retried
+// with backoff. Run returns an error only when Placement (or Keystone)
+// rejects the configuration at start (bad credentials, a trait name it
+// refuses); it returns nil when ctx ends.
 func (s *TraitSync) Run(ctx context.Context) error {
 	if err := s.start(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
-	ticker := time.NewTicker(s.cfg.Interval)
-	defer ticker.Stop()
+	defer s.stop(ctx)
+	poll := time.NewTicker(s.cfg.Poll)
+	defer poll.Stop()
+	// Ask for the reconcile's run a few times per Interval, so that it runs
+	// every Interval to a quarter, whichever replica runs it.
+	ask := time.NewTicker(max(s.cfg.Interval/4, time.Millisecond))
+	defer ask.Stop()
 	backoff := time.Duration(0)
-	fullDue := true
+	askNow, reconciling := true, false
 	for {
 		failed := false
-		if fullDue {
+		if askNow && !reconciling {
+			var err error
+			if reconciling, err = s.outbox.ClaimRun(ctx, reconcileJob, s.cfg.Owner, s.cfg.Now(), s.cfg.Interval); err != nil && ctx.Err() == nil {
+				s.log.Error("placement reconcile: ask for the run", "err", err)
+			}
+		}
+		askNow = false
+		if reconciling {
 			err := s.Reconcile(ctx)
-			fullDue = err != nil
+			reconciling = err != nil // this replica's run until it succeeds
 			failed = s.logFailure(ctx, "reconcile", err)
 		}
-		if s.logFailure(ctx, "changes", s.syncPending(ctx)) {
+		if s.logFailure(ctx, "changes", s.Drain(ctx)) {
 			failed = true
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		var retry <-chan time.Time
-		if failed {
+		if failed && reconciling {
 			backoff = min(max(2*backoff, time.Second), s.cfg.Interval)
 			retry = time.After(backoff)
-		} else {
+		} else if !failed {
 			backoff = 0
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticker.C:
-			fullDue = true
+		case <-ask.C:
+			askNow = true
+		case <-poll.C:
 		case <-retry:
 		case <-s.kick:
 			// Collect the rest of a burst (a rack rebooting) into one pass.
@@ -235,6 +315,16 @@ func (s *TraitSync) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
+	}
+}
+
+// stop gives the reconcile back if this replica ran it last, so that the
+// replica (or server) that runs next reconciles at once.
+func (s *TraitSync) stop(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	if err := s.outbox.ReleaseRun(ctx, reconcileJob, s.cfg.Owner); err != nil {
+		s.log.Warn("placement reconcile: give the run back", "err", err)
 	}
 }
 
@@ -286,8 +376,9 @@ func permanent(err error) bool {
 }
 
 // Reconcile puts the trait on exactly the providers of trusted hosts: it
-// lists every provider and the providers that have the trait, and fixes each
-// one whose state differs from its host's level now.
+// lists every provider and the providers that have the trait, writes a
+// trait change for each one whose state differs from its host's level now,
+// and applies the outbox's due changes before it returns.
 func (s *TraitSync) Reconcile(ctx context.Context) error {
 	if err := s.ensureTrait(ctx); err != nil {
 		return err
@@ -308,60 +399,119 @@ func (s *TraitSync) Reconcile(ctx context.Context) error {
 	for _, rp := range tagged {
 		has[rp.UUID] = true
 	}
-	var errs []error
+	var drift []string
 	for _, rp := range all {
-		if s.wanted(rp.Name) == has[rp.UUID] {
-			continue
+		if (s.levels.Level(rp.Name) == verdict.Trusted) != has[rp.UUID] {
+			drift = append(drift, rp.Name)
 		}
-		if err := s.syncProvider(ctx, sc, rp); err != nil {
-			errs = append(errs, err)
+	}
+	if len(drift) > 0 {
+		s.log.Info("placement reconcile found drift", "providers", len(drift))
+		if err := s.outbox.EnqueueTraitChanges(ctx, drift, s.cfg.Now()); err != nil {
+			return err
+		}
+	}
+	return s.Drain(ctx)
+}
+
+// Drain applies the outbox's due changes, claimBatch at a time, until none
+// is due that another sync has not claimed. A change that fails is put off
+// with backoff; the failures are returned together.
+func (s *TraitSync) Drain(ctx context.Context) error {
+	var errs []error
+	for ctx.Err() == nil {
+		cs, err := s.outbox.ClaimTraitChanges(ctx, s.cfg.Owner, s.cfg.Now(), s.hold, claimBatch)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		errs = append(errs, s.apply(ctx, cs)...)
+		if len(cs) < claimBatch {
+			break
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *TraitSync) wanted(host string) bool { return s.levels.Level(host) == verdict.Trusted }
-
-// syncPending syncs every host reported by Changed; hosts that fail go back
-// into the pending set for the next attempt.
-func (s *TraitSync) syncPending(ctx context.Context) error {
-	s.pmu.Lock()
-	hosts := make([]string, 0, len(s.pending))
-	for h := range s.pending {
-		hosts = append(hosts, h)
-	}
-	clear(s.pending)
-	s.pmu.Unlock()
-	if len(hosts) == 0 {
+// apply applies claimed changes one at a time and records each outcome.
+func (s *TraitSync) apply(ctx context.Context, cs []store.TraitChange) []error {
+	if len(cs) == 0 {
 		return nil
 	}
-	sc, err := s.client(ctx)
-	if err != nil {
-		s.requeue(hosts...)
-		return err
-	}
+	sc, clientErr := s.client(ctx) // without a client every change fails alike
 	var errs []error
-	for _, host := range hosts {
-		if err := s.syncHost(ctx, sc, host); err != nil {
-			s.requeue(host)
-			errs = append(errs, err)
+	for i, c := range cs {
+		err := clientErr
+		if err == nil {
+			err = s.applyOne(ctx, sc, c)
 		}
+		switch {
+		case err == nil:
+			s.finish(ctx, func(ctx context.Context) error { return s.outbox.TraitApplied(ctx, s.cfg.Owner, c) })
+			continue
+		case ctx.Err() != nil: // stopping: this change and the rest are due again at once
+			s.finish(ctx, func(ctx context.Context) error {
+				return s.outbox.ReleaseTraitChanges(ctx, s.cfg.Owner, hostsOf(cs[i:]))
+			})
+			return errs
+		}
+		next := s.cfg.Now().Add(retryWait(c.Attempts))
+		msg := truncate(err.Error())
+		s.finish(ctx, func(ctx context.Context) error { return s.outbox.TraitFailed(ctx, s.cfg.Owner, c, next, msg) })
+		errs = append(errs, fmt.Errorf("%s (attempt %d, again at %s): %w", c.Host, c.Attempts+1, next.Format(time.RFC3339), err))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-func (s *TraitSync) requeue(hosts ...string) {
-	s.pmu.Lock()
-	defer s.pmu.Unlock()
-	for _, h := range hosts {
-		s.pending[h] = struct{}{}
+// applyOne makes c.Host's providers carry the trait iff its verdict is
+// trusted now. No write outlives the claim: after it another sync may hold
+// the change.
+func (s *TraitSync) applyOne(ctx context.Context, sc *gophercloud.ServiceClient, c store.TraitChange) error {
+	now := s.cfg.Now()
+	ctx, cancel := context.WithTimeout(ctx, c.ClaimedUntil.Sub(now)-time.Second)
+	defer cancel()
+	return s.syncHost(ctx, sc, c.Host, c.Trusted(now))
+}
+
+// finish writes an outcome, even while Run stops.
+func (s *TraitSync) finish(ctx context.Context, write func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	if err := write(ctx); err != nil {
+		// The claim lapses and the change is applied again: at least once.
+		s.log.Error("placement trait sync: record outcome", "err", err)
 	}
+}
+
+func hostsOf(cs []store.TraitChange) []string {
+	hs := make([]string, len(cs))
+	for i, c := range cs {
+		hs[i] = c.Host
+	}
+	return hs
+}
+
+// retryWait is the wait after a change has failed attempts times before:
+// 1 s, 2 s, 4 s … up to maxRetryWait.
+func retryWait(attempts int) time.Duration {
+	if attempts >= 6 {
+		return maxRetryWait
+	}
+	return min(time.Second<<attempts, maxRetryWait)
+}
+
+// truncate bounds an error kept in the outbox: Placement's answers are not
+// ours to size.
+func truncate(s string) string {
+	if len(s) <= maxErrLen {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxErrLen], "") + "…"
 }
 
 // syncHost finds the provider named host and syncs it. A host without a
-// provider (not a Nova compute node, or not registered yet) is left to the
-// periodic reconcile.
-func (s *TraitSync) syncHost(ctx context.Context, sc *gophercloud.ServiceClient, host string) error {
+// provider (not a Nova compute node, or not registered yet) has nothing to
+// mark; the periodic reconcile marks its provider once it exists.
+func (s *TraitSync) syncHost(ctx context.Context, sc *gophercloud.ServiceClient, host string, want bool) error {
 	rps, err := listProviders(ctx, sc, resourceproviders.ListOpts{Name: host})
 	if err != nil {
 		return fmt.Errorf("find resource provider of %s: %w", host, err)
@@ -370,7 +520,7 @@ func (s *TraitSync) syncHost(ctx context.Context, sc *gophercloud.ServiceClient,
 		s.log.Debug("no resource provider for host", "host", host)
 	}
 	for _, rp := range rps {
-		if err := s.syncProvider(ctx, sc, rp); err != nil {
+		if err := s.syncProvider(ctx, sc, rp, want); err != nil {
 			return err
 		}
 	}
@@ -380,10 +530,8 @@ func (s *TraitSync) syncHost(ctx context.Context, sc *gophercloud.ServiceClient,
 // syncProvider adds or removes the trait on one provider with Placement's
 // optimistic concurrency: read traits and generation, write them back with
 // the trait changed; on 409 (the provider changed in between) read again.
-// The level is read again on every attempt, so the write uses the newest.
-func (s *TraitSync) syncProvider(ctx context.Context, sc *gophercloud.ServiceClient, rp resourceproviders.ResourceProvider) error {
+func (s *TraitSync) syncProvider(ctx context.Context, sc *gophercloud.ServiceClient, rp resourceproviders.ResourceProvider, want bool) error {
 	for attempt := 1; ; attempt++ {
-		want := s.wanted(rp.Name)
 		cur, err := resourceproviders.GetTraits(ctx, sc, rp.UUID).Extract()
 		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
 			return nil // deleted meanwhile: nothing left to mark

@@ -31,22 +31,20 @@ func (p *putSignal) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // BenchmarkTraitSyncChanged measures, against the real Placement service,
-// the time from Changed(host) to the trait write that Placement has
+// the time from a level change to the trait write that Placement has
 // acknowledged: the "out of the pool" latency after a verdict changes. It
-// includes the Coalesce wait, finding the provider by name, reading its
-// traits and writing them. p50/p99 are of the single changes.
+// includes recording the verdict with its trait change (SQLite), the
+// Coalesce wait, claiming the change, finding the provider by name, reading
+// its traits and writing them. p50/p99 are of the single changes.
 func BenchmarkTraitSyncChanged(b *testing.B) {
 	p := placementtest.Start(b)
 	p.CreateProvider(b, "bench1")
 	for _, coalesce := range []time.Duration{DefaultCoalesce, 10 * time.Millisecond} {
 		b.Run(fmt.Sprintf("coalesce=%v", coalesce), func(b *testing.B) {
-			levels := newLevels(map[string]verdict.Level{"bench1": verdict.Trusted})
+			levels := newHostStore(b, map[string]verdict.Level{"bench1": verdict.Trusted})
 			sig := &putSignal{next: p.Client.Transport, done: make(chan struct{}, 1)}
-			s, err := NewTraitSync(TraitSyncConfig{Endpoint: p.URL, Token: p.Token, Interval: time.Hour, Coalesce: coalesce,
+			s := newSync(b, TraitSyncConfig{Endpoint: p.URL, Token: p.Token, Interval: time.Hour, Coalesce: coalesce,
 				HTTPClient: &http.Client{Transport: sig}}, levels)
-			if err != nil {
-				b.Fatal(err)
-			}
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			wg.Go(func() { _ = s.Run(ctx) })
@@ -66,9 +64,9 @@ func BenchmarkTraitSyncChanged(b *testing.B) {
 				} else {
 					level = verdict.Trusted
 				}
-				levels.set("bench1", level)
 				start := time.Now()
-				s.Changed("bench1")
+				levels.set("bench1", level)
+				s.Wake()
 				select {
 				case <-sig.done:
 				case <-time.After(30 * time.Second):
@@ -98,7 +96,7 @@ func drain(c chan struct{}) {
 // pass's steady-state cost: two listings).
 func BenchmarkTraitSyncReconcile(b *testing.B) {
 	p := placementtest.Start(b)
-	levels := newLevels(map[string]verdict.Level{})
+	levels := newHostStore(b, nil)
 	for i := range 200 {
 		name := fmt.Sprintf("r%03d", i)
 		p.CreateProvider(b, name)
@@ -106,10 +104,7 @@ func BenchmarkTraitSyncReconcile(b *testing.B) {
 			levels.set(name, verdict.Trusted)
 		}
 	}
-	s, err := NewTraitSync(TraitSyncConfig{Endpoint: p.URL, Token: p.Token, HTTPClient: p.Client}, levels)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := newSync(b, TraitSyncConfig{Endpoint: p.URL, Token: p.Token, HTTPClient: p.Client}, levels)
 	ctx := context.Background()
 	if err := s.Reconcile(ctx); err != nil { // the first pass marks 100 providers
 		b.Fatal(err)

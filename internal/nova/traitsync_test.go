@@ -3,9 +3,12 @@ package nova
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,30 +16,88 @@ import (
 	"time"
 
 	"trustpool/internal/nova/placementtest"
+	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
 
-// levelMap is a Levels the test changes as the verdict cache would.
-type levelMap struct {
-	mu sync.Mutex // guards m
-	m  map[string]verdict.Level
+// hostStore is the store a sync reads, in a temporary SQLite file: hosts
+// whose verdicts are recorded as the recorder records them (a level change
+// writes the host's trait change in the verdict's transaction). It is also
+// the sync's Levels, kept in memory beside the store as the verdict cache
+// is.
+type hostStore struct {
+	t  testing.TB
+	st *store.Store
+
+	mu     sync.Mutex // guards levels
+	levels map[string]verdict.Verdict
 }
 
-func newLevels(m map[string]verdict.Level) *levelMap { return &levelMap{m: m} }
+func newHostStore(t testing.TB, levels map[string]verdict.Level) *hostStore {
+	return openHostStore(t, "sqlite:"+filepath.Join(t.TempDir(), "trustpool.db"), levels)
+}
 
-func (l *levelMap) Level(host string) verdict.Level {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if v, ok := l.m[host]; ok {
-		return v
+// openHostStore is newHostStore on the database dsn names.
+func openHostStore(t testing.TB, dsn string, levels map[string]verdict.Level) *hostStore {
+	st, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return verdict.Unknown
+	t.Cleanup(func() { st.Close() })
+	f := &hostStore{t: t, st: st, levels: map[string]verdict.Verdict{}}
+	for _, h := range slices.Sorted(maps.Keys(levels)) {
+		f.set(h, levels[h])
+	}
+	return f
 }
 
-func (l *levelMap) set(host string, v verdict.Level) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.m[host] = v
+// withTrait is the recorder's consequences with Placement configured.
+func withTrait(v verdict.Verdict, _ verdict.Level) store.Transition {
+	return store.Transition{Trait: &store.TraitChange{Host: v.Host, CreatedAt: v.VTime}}
+}
+
+// set records a verdict of level for host (valid for an hour), creating
+// the host first.
+func (f *hostStore) set(host string, level verdict.Level) {
+	f.t.Helper()
+	ctx := context.Background()
+	if _, err := f.st.GetHost(ctx, host); errors.Is(err, store.ErrNotFound) {
+		now := store.Truncate(time.Now())
+		err = f.st.PutHost(ctx, store.Host{Name: host, State: store.HostActive, EKPublic: []byte("ek-" + host),
+			AKPublic: []byte("ak-" + host), AKName: []byte("n-" + host), Mode: store.ModePull, Policy: "default",
+			CreatedAt: now, UpdatedAt: now})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	seq, err := f.st.NextSeq(ctx, host)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	now := store.Truncate(time.Now())
+	v := verdict.Verdict{Host: host, Level: level, VTime: now, Expiry: now.Add(time.Hour), Seq: seq}
+	if _, err := f.st.RecordVerdicts(ctx, []store.Record{{Verdict: v}}, withTrait); err != nil {
+		f.t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.levels[host] = v
+	f.mu.Unlock()
+}
+
+func (f *hostStore) Level(host string) verdict.Level {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.levels[host].At(time.Now())
+}
+
+// newSync is NewTraitSync over f, failing the test on error.
+func newSync(t testing.TB, cfg TraitSyncConfig, f *hostStore) *TraitSync {
+	t.Helper()
+	s, err := NewTraitSync(cfg, f, f.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // testLogger writes the sync's log into the test's output.
@@ -79,7 +140,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// fleet creates one provider per name and returns name → UUID.
+// hostStore creates one provider per name and returns name → UUID.
 func providers(t *testing.T, p *placementtest.Server, names ...string) map[string]string {
 	uuids := make(map[string]string, len(names))
 	for _, n := range names {
@@ -112,17 +173,14 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 		return TraitSyncConfig{Endpoint: p.URL, Token: p.Token, HTTPClient: p.Client, Interval: time.Hour, Coalesce: 10 * time.Millisecond, Logger: testLogger(t)}
 	}
 
-	t.Run("start, Changed, explicit Reconcile", func(t *testing.T) {
+	t.Run("start, changes, explicit Reconcile", func(t *testing.T) {
 		rp := providers(t, p, "a1", "a2", "a3", "a4")
 		// Other traits must survive every change of ours; a3 was marked by
 		// hand although it is untrusted.
 		p.SetTraits(t, rp["a1"], "HW_CPU_X86_AVX2", "CUSTOM_RACK_A")
 		p.SetTraits(t, rp["a3"], "CUSTOM_RACK_B", DefaultTrait)
-		levels := newLevels(map[string]verdict.Level{"a1": verdict.Trusted, "a2": verdict.Trusted, "a3": verdict.Untrusted, "ghost": verdict.Trusted})
-		s, err := NewTraitSync(cfg(t), levels)
-		if err != nil {
-			t.Fatal(err)
-		}
+		levels := newHostStore(t, map[string]verdict.Level{"a1": verdict.Trusted, "a2": verdict.Trusted, "a3": verdict.Untrusted, "ghost": verdict.Trusted})
+		s := newSync(t, cfg(t), levels)
 		runSync(t, s)
 		waitFor(t, "the start reconcile to mark a1, a2 only", candidatesAre(t, p, rp, "a1", "a2"))
 		if got, _ := p.Traits(t, rp["a1"]); !slices.Equal(got, []string{"CUSTOM_RACK_A", DefaultTrait, "HW_CPU_X86_AVX2"}) {
@@ -146,7 +204,7 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 		}
 		for _, st := range steps {
 			levels.set(st.host, st.level)
-			s.Changed(st.host)
+			s.Wake()
 			waitFor(t, st.host+" "+string(st.level)+" to show in Placement", candidatesAre(t, p, rp, st.want...))
 		}
 		if got, _ := p.Traits(t, rp["a1"]); !slices.Equal(got, []string{"CUSTOM_RACK_A", DefaultTrait, "HW_CPU_X86_AVX2"}) {
@@ -154,15 +212,15 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 		}
 
 		// Drift by hand: the trait removed from trusted a1, added to
-		// untrusted a2. An explicit Reconcile repairs both before it returns.
+		// untrusted a2. No change is written for that: an explicit
+		// Reconcile finds both and repairs them (Run, whose next reconcile
+		// is an hour away, may be the one that applies the repair).
 		p.SetTraits(t, rp["a1"], "CUSTOM_RACK_A")
 		p.SetTraits(t, rp["a2"], DefaultTrait, "CUSTOM_RACK_A")
 		if err := s.Reconcile(context.Background()); err != nil {
 			t.Fatalf("Reconcile: %v", err)
 		}
-		if got := trustedCandidates(t, p, rp); !slices.Equal(got, []string{"a1", "a3", "a4"}) {
-			t.Errorf("after Reconcile: trusted candidates %q, want a1 a3 a4", got)
-		}
+		waitFor(t, "the reconcile's repair of a1 and a2", candidatesAre(t, p, rp, "a1", "a3", "a4"))
 		if got, _ := p.Traits(t, rp["a2"]); !slices.Equal(got, []string{"CUSTOM_RACK_A"}) {
 			t.Errorf("a2 traits = %q", got)
 		}
@@ -170,13 +228,10 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 
 	t.Run("periodic reconcile repairs drift", func(t *testing.T) {
 		rp := providers(t, p, "b1", "b2")
-		levels := newLevels(map[string]verdict.Level{"b1": verdict.Trusted, "b2": verdict.Untrusted})
+		levels := newHostStore(t, map[string]verdict.Level{"b1": verdict.Trusted, "b2": verdict.Untrusted})
 		c := cfg(t)
 		c.Interval = 100 * time.Millisecond
-		s, err := NewTraitSync(c, levels)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSync(t, c, levels)
 		runSync(t, s)
 		waitFor(t, "b1 marked", candidatesAre(t, p, rp, "b1"))
 		// Each repair below can only come from a periodic pass: nothing
@@ -191,14 +246,11 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 	t.Run("409 generation conflict is re-read and retried", func(t *testing.T) {
 		rp := providers(t, p, "c1")
 		p.SetTraits(t, rp["c1"], "HW_CPU_X86_AVX2")
-		levels := newLevels(map[string]verdict.Level{"c1": verdict.Trusted})
+		levels := newHostStore(t, map[string]verdict.Level{"c1": verdict.Trusted})
 		rt := &interferer{t: t, p: p, uuid: rp["c1"], remaining: 1, next: p.Client.Transport}
 		c := cfg(t)
 		c.HTTPClient = &http.Client{Transport: rt}
-		s, err := NewTraitSync(c, levels)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSync(t, c, levels)
 		if err := s.Reconcile(context.Background()); err != nil {
 			t.Fatalf("Reconcile: %v", err)
 		}
@@ -213,15 +265,12 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 
 	t.Run("409 retries are bounded", func(t *testing.T) {
 		rp := providers(t, p, "d1")
-		levels := newLevels(map[string]verdict.Level{"d1": verdict.Trusted})
+		levels := newHostStore(t, map[string]verdict.Level{"d1": verdict.Trusted})
 		rt := &interferer{t: t, p: p, uuid: rp["d1"], remaining: 100, next: p.Client.Transport}
 		c := cfg(t)
 		c.HTTPClient = &http.Client{Transport: rt}
-		s, err := NewTraitSync(c, levels)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = s.Reconcile(context.Background())
+		s := newSync(t, c, levels)
+		err := s.Reconcile(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "still conflicting after 5 attempts") {
 			t.Fatalf("Reconcile = %v, want a bounded-conflict error", err)
 		}
@@ -237,10 +286,7 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 		rp := providers(t, p, "e1", "e2")
 		c := cfg(t)
 		c.Trait = "CUSTOM_ISECL_TRUSTED"
-		s, err := NewTraitSync(c, newLevels(map[string]verdict.Level{"e1": verdict.Trusted}))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSync(t, c, newHostStore(t, map[string]verdict.Level{"e1": verdict.Trusted}))
 		if err := s.Reconcile(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -252,10 +298,7 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 
 	t.Run("forbidden trait selects the other hosts", func(t *testing.T) {
 		rp := providers(t, p, "f1", "f2")
-		s, err := NewTraitSync(cfg(t), newLevels(map[string]verdict.Level{"f1": verdict.Trusted, "f2": verdict.Untrusted}))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSync(t, cfg(t), newHostStore(t, map[string]verdict.Level{"f1": verdict.Trusted, "f2": verdict.Untrusted}))
 		if err := s.Reconcile(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -268,13 +311,10 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 	t.Run("rejected token fails Run at start", func(t *testing.T) {
 		c := cfg(t)
 		c.Token = "someone:project" // noauth2: a non-admin user, refused by policy
-		s, err := NewTraitSync(c, newLevels(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSync(t, c, newHostStore(t, nil))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		err = s.Run(ctx)
+		err := s.Run(ctx)
 		if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "403") {
 			t.Fatalf("Run = %v, want a 403 error before the deadline", err)
 		}
@@ -287,10 +327,7 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 			Keystone: &KeystoneAuth{AuthURL: ks.URL + "/v3", Username: "trustpool", Password: "pw", Project: "service", Region: "RegionOne", Interface: "internal"},
 			Interval: time.Hour, Logger: testLogger(t),
 		}
-		s, err := NewTraitSync(c, newLevels(map[string]verdict.Level{"g1": verdict.Trusted}))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSync(t, c, newHostStore(t, map[string]verdict.Level{"g1": verdict.Trusted}))
 		if err := s.Reconcile(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -298,10 +335,7 @@ func TestTraitSyncAgainstPlacement(t *testing.T) {
 			t.Errorf("trusted candidates %q, want g1", got)
 		}
 		c.Keystone.Password = "wrong"
-		s, err = NewTraitSync(c, newLevels(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = newSync(t, c, newHostStore(t, nil))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := s.Run(ctx); err == nil || !strings.Contains(err.Error(), "keystone authentication") {
@@ -425,7 +459,9 @@ func TestTraitSyncConfigValidate(t *testing.T) {
 		{"lower-case trait", TraitSyncConfig{Endpoint: "http://x/", Token: "t", Trait: "CUSTOM_trusted"}, []string{"must match"}},
 		{"standard trait", TraitSyncConfig{Endpoint: "http://x/", Token: "t", Trait: "HW_CPU_X86_AVX2"}, []string{"must match"}},
 		{"negative interval", TraitSyncConfig{Endpoint: "http://x/", Token: "t", Interval: -1}, []string{"negative"}},
+		{"negative poll", TraitSyncConfig{Endpoint: "http://x/", Token: "t", Poll: -1}, []string{"negative"}},
 	}
+	f := newHostStore(t, nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
@@ -433,7 +469,7 @@ func TestTraitSyncConfigValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Validate = %v, want nil", err)
 				}
-				if _, err := NewTraitSync(tt.cfg, newLevels(nil)); err != nil {
+				if _, err := NewTraitSync(tt.cfg, f, f.st); err != nil {
 					t.Fatalf("NewTraitSync = %v", err)
 				}
 				return
@@ -446,7 +482,7 @@ func TestTraitSyncConfigValidate(t *testing.T) {
 					t.Errorf("Validate = %v, missing %q", err, want)
 				}
 			}
-			if _, err := NewTraitSync(tt.cfg, newLevels(nil)); err == nil {
+			if _, err := NewTraitSync(tt.cfg, f, f.st); err == nil {
 				t.Error("NewTraitSync accepted an invalid config")
 			}
 		})

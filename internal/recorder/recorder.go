@@ -1,10 +1,11 @@
 // Package recorder is the one way a verdict becomes a host's verdict. A
 // recording is one store transaction: the verdict, ordered by the host's
 // attestation sequence (never by wall time), its evidence, and for a level
-// change its audit entry and its webhook outbox rows. Then, under the same
-// per-host lock, the verdict cache follows, and listeners (trait sync,
-// webhook delivery) are woken; they do no writes of their own that a crash
-// could lose.
+// change its audit entry and its outbox rows (webhook notifications, the
+// host's Placement trait change). Then, under the same per-host lock, the
+// verdict cache follows, and listeners (trait sync, webhook delivery) are
+// woken; they do no writes of their own that a crash could lose, and apply
+// the outbox rows on whichever replica claims them.
 //
 // Expiry and deletion are transitions like any other: a verdict that
 // expires becomes unknown through the recorder (a deadline queue, checked
@@ -40,6 +41,9 @@ type Config struct {
 	// Notifications returns the webhook outbox rows of a transition
 	// (package notify), or none.
 	Notifications func(v verdict.Verdict, prev verdict.Level) []store.Notification
+	// Traits writes the host's trait change for the Placement trait sync
+	// with every level change and deletion (Placement configured).
+	Traits bool
 	// Tick is how often expiries are looked for (default 200 ms).
 	Tick time.Duration
 	// Metrics, when set, is told of every verdict written and of the
@@ -247,6 +251,9 @@ func (r *Recorder) consequences(v verdict.Verdict, prev verdict.Level) store.Tra
 	t := store.Transition{Audit: &store.Entry{Time: r.now(), Actor: "system", Action: "verdict.change", Subject: v.Host, Detail: detail}}
 	if r.cfg.Notifications != nil {
 		t.Notifications = r.cfg.Notifications(v, prev)
+	}
+	if r.cfg.Traits {
+		t.Trait = &store.TraitChange{Host: v.Host, CreatedAt: t.Audit.Time}
 	}
 	return t
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"trustpool/internal/agent/bootsim"
 	"trustpool/internal/notify"
+	"trustpool/internal/nova"
 	"trustpool/internal/server"
 	"trustpool/internal/verdict"
 )
@@ -174,5 +176,50 @@ func TestMetricsCountExpiry(t *testing.T) {
 	})
 	if got := value(sample(fams, "trustpool_hosts", "level", "unknown")); got != 1 {
 		t.Errorf("trustpool_hosts{level=unknown} = %v after the expiry, want 1", got)
+	}
+}
+
+// TestMetricsOutboxDepth: the outbox gauges count what waits in the
+// database: webhook notifications while their receiver fails, trait
+// changes while Placement cannot be reached; the webhook outbox empties
+// once the receiver answers again.
+func TestMetricsOutboxDepth(t *testing.T) {
+	needSWTPM(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if failing.Load() {
+			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(receiver.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // a Placement endpoint where nothing answers
+	e := startServerWith(t, func(c *server.Config) {
+		c.Webhooks = &notify.Config{Targets: []string{receiver.URL}, MaxBackoff: time.Second}
+		c.Placement = &nova.TraitSyncConfig{Endpoint: closed.URL, Token: "admin"}
+	})
+	startNode(t, e, "node1", bootsim.Profile{Launch: true})
+	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
+		t.Fatalf("golden import: %d %s", code, body)
+	}
+	if v := e.attest("node1"); v.Level != verdict.Trusted {
+		t.Fatalf("attest: %+v, want trusted", v)
+	}
+	gauge := func(name string) float64 {
+		_, fams := e.scrape(e.token)
+		return value(sample(fams, name))
+	}
+	// node1 went unknown → untrusted (no policy yet) → trusted: two
+	// notifications wait, one trait change (a host's row follows its
+	// latest change).
+	waitFor(t, "the outboxes in /metrics", func() bool {
+		return gauge("trustpool_webhook_outbox") == 2 && gauge("trustpool_trait_outbox") == 1
+	})
+	failing.Store(false)
+	waitFor(t, "the webhook outbox empty", func() bool { return gauge("trustpool_webhook_outbox") == 0 })
+	if got := gauge("trustpool_trait_outbox"); got != 1 {
+		t.Errorf("trustpool_trait_outbox = %v with Placement unreachable, want 1", got)
 	}
 }

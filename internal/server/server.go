@@ -129,6 +129,8 @@ type Server struct {
 	tasks     []func(context.Context) error // run beside the API
 	routes    []string
 	stopping  atomic.Bool // Run is shutting down: not ready
+	// replica names this server in the database's leases and claims.
+	replica string
 }
 
 // ready answers /readyz: 200 while the store answers and the server is not
@@ -214,7 +216,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln, metrics: metrics.New()}
+	s := &Server{cfg: cfg, store: st, ca: ca, cert: cert, ln: ln, metrics: metrics.New(), replica: cfg.Replica}
+	if s.replica == "" {
+		hn, _ := os.Hostname()
+		s.replica = fmt.Sprintf("%s-%d-%s", hn, os.Getpid(), randomSuffix())
+	}
 	if err := s.wire(ctx, cfg); err != nil {
 		s.Close()
 		return nil, err
@@ -284,8 +290,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 }
 
 // wire builds the verdict pipeline: the integrity service hands verdicts
-// to the recorder, which writes each with its audit entry and webhook rows
-// and then wakes the Placement trait sync and the webhook deliverer.
+// to the recorder, which writes each with its audit entry, webhook rows and
+// trait change and then wakes the webhook deliverer and the Placement trait
+// sync. Those apply the outbox rows of every replica, each row once: a row
+// is claimed in the database before it is delivered.
 func (s *Server) wire(ctx context.Context, cfg Config) error {
 	m := s.metrics
 	rcfg := recorder.Config{Store: s.store, Now: cfg.Integrity.Now, Log: cfg.Log, Metrics: m}
@@ -305,6 +313,7 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 		}
 		rcfg.Notifications = n.Notifications
 	}
+	rcfg.Traits = cfg.Placement != nil
 	rec := recorder.New(rcfg)
 	icfg := cfg.Integrity
 	icfg.Recorder = rec
@@ -326,8 +335,23 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 		CacheSize: func() int { return len(rec.Cache().Snapshot()) },
 		Overdue:   s.integrity.Overdue,
 	}
+	depth := func(pick func(store.Depth) int) func() int {
+		return func() int {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			d, err := s.store.OutboxDepth(ctx)
+			if err != nil {
+				return -1
+			}
+			return pick(d)
+		}
+	}
 	if n != nil {
 		gauges.WebhookInFlight = n.InFlight
+		gauges.WebhookOutbox = depth(func(d store.Depth) int { return d.Webhooks })
+	}
+	if cfg.Placement != nil {
+		gauges.TraitOutbox = depth(func(d store.Depth) int { return d.Traits })
 	}
 	m.Watch(gauges)
 	s.tasks = append(s.tasks, rec.Run)
@@ -341,11 +365,15 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 			pc.Logger = cfg.Log
 		}
 		pc.Failed = m.PlacementFailure
-		ts, err := nova.NewTraitSync(pc, rec.Cache())
+		pc.Owner = s.replica
+		if pc.Now == nil {
+			pc.Now = cfg.Integrity.Now
+		}
+		ts, err := nova.NewTraitSync(pc, rec.Cache(), s.store)
 		if err != nil {
 			return fmt.Errorf("placement: %w", err)
 		}
-		rec.OnChange(func(v verdict.Verdict, _ verdict.Level) { ts.Changed(v.Host) })
+		rec.OnChange(func(verdict.Verdict, verdict.Level) { ts.Wake() })
 		s.tasks = append(s.tasks, ts.Run)
 	}
 	return nil
@@ -356,13 +384,8 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 // follows the others' verdicts, deletions and known-good changes through
 // the store's change feed.
 func (s *Server) replicate(cfg Config, kg *knowngood.DB) {
-	owner := cfg.Replica
-	if owner == "" {
-		hn, _ := os.Hostname()
-		owner = fmt.Sprintf("%s-%d-%s", hn, os.Getpid(), randomSuffix())
-	}
 	s.integrity.Hold(nil) // nothing until the first leases are held
-	keeper := lease.New(lease.Config{Store: s.store, Owner: owner, For: cfg.LeaseTime, Now: cfg.Integrity.Now,
+	keeper := lease.New(lease.Config{Store: s.store, Owner: s.replica, For: cfg.LeaseTime, Now: cfg.Integrity.Now,
 		Held: s.integrity.Hold, Log: cfg.Log})
 	rec := s.integrity.Recorder()
 	follow := func(ctx context.Context) error {
