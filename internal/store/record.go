@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -60,11 +59,6 @@ const (
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
 	insertHistory = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	upsertEvidence = `INSERT INTO evidence (host, evidence, nonce, measurements, verified_at, seq, content_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (host) DO UPDATE SET evidence = excluded.evidence, nonce = excluded.nonce,
-			measurements = excluded.measurements, verified_at = excluded.verified_at, seq = excluded.seq,
-			content_hash = excluded.content_hash`
 	nextSeq   = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
 	lockHosts = `SELECT name FROM hosts h ORDER BY name`
 )
@@ -127,7 +121,7 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 	}
 	out := make([]Recorded, len(recs))
 	lockOne := `SELECT 1 FROM hosts h WHERE h.name = $1` + s.eng.forUpdate("h", false)
-	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, upsertEvidence, upsertTrait)
+	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, touchEvidence, upsertEvidence, upsertTrait)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		prev, err := s.lockStored(ctx, tx, recs, lockOne)
 		if err != nil {
@@ -162,10 +156,8 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 					return fmt.Errorf("append history of %s: %w", v.Host, err)
 				}
 			}
-			if ev := r.Evidence; ev != nil {
-				sum := sha256.Sum256(ev.Evidence)
-				if _, err := s.txExec(ctx, tx, upsertEvidence,
-					ev.Host, ev.Evidence, ev.Nonce, ev.Measurements, micros(ev.VerifiedAt), v.Seq, sum[:]); err != nil {
+			if r.Evidence != nil {
+				if err := s.writeEvidence(ctx, tx, r.Evidence, v.Seq); err != nil {
 					return fmt.Errorf("write evidence of %s: %w", v.Host, err)
 				}
 			}

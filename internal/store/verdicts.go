@@ -4,25 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"time"
 
 	"trustpool/internal/verdict"
 )
-
-// EvidenceRecord is a host's latest verified evidence: what the verifier
-// accepted as genuine (signature, nonce, digest and replay checked) and the
-// measurements it derived. The store keeps the bytes opaque.
-type EvidenceRecord struct {
-	Host         string
-	Evidence     []byte // the evidence document (JSON)
-	Nonce        []byte // the challenge's nonce the quote answered
-	Measurements []byte // the measurements the verifier derived (JSON)
-	VerifiedAt   time.Time
-	Seq          int64  // the attestation's number (verdict.Verdict.Seq)
-	ContentHash  []byte // SHA-256 of Evidence, set by the store
-}
 
 const verdictColumns = `host, level, vtime, expiry, policy, reasons, seq`
 
@@ -94,21 +79,4 @@ func (s *Store) queryVerdicts(ctx context.Context, sizeHint int, query string, a
 		vs = append(vs, v)
 	}
 	return vs, rows.Err()
-}
-
-// LatestEvidence returns the host's latest verified evidence, or
-// ErrNotFound when it has none.
-func (s *Store) LatestEvidence(ctx context.Context, host string) (EvidenceRecord, error) {
-	e := EvidenceRecord{Host: host}
-	var at int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT evidence, nonce, measurements, verified_at, seq, content_hash FROM evidence WHERE host = $1`, host).
-		Scan(&e.Evidence, &e.Nonce, &e.Measurements, &at, &e.Seq, &e.ContentHash)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
-	}
-	if err != nil {
-		return EvidenceRecord{}, fmt.Errorf("latest evidence of %s: %w", host, err)
-	}
-	e.VerifiedAt = fromMicros(at)
-	return e, nil
 }

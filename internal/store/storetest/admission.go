@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"trustpool/internal/store"
+	"trustpool/internal/verdict"
 )
 
 func testPending(host, ek, poll string, created time.Time) store.Pending {
@@ -43,6 +44,41 @@ func admissionTests() map[string]func(*testing.T, Opener) {
 			wantErr(t, "node1's EK under node2", s.AdmitHost(ctx, store.Admission{Host: elsewhere, Now: epoch()}), store.ErrConflict)
 			if got, _ := s.GetHost(ctx, "node1"); !bytes.Equal(got.EKPublic, []byte("ek-a")) {
 				t.Fatal("a refused admission changed node1")
+			}
+		},
+		"ReadmissionWithAnotherAKDropsEvidence": func(t *testing.T, open Opener) {
+			// Evidence is stored in full only when measurements change, so
+			// evidence quoted by a replaced AK must not outlive it.
+			s, ctx := open(t), t.Context()
+			h := testHost("node1", 1)
+			must(t, "admit", s.AdmitHost(ctx, store.Admission{Host: h, Now: epoch()}))
+			ev := testEvidence("node1", "one", 0)
+			_, err := s.PutVerdict(ctx, testVerdict("node1", verdict.Trusted, 0), ev)
+			must(t, "put", err)
+			must(t, "re-admit, same AK", s.AdmitHost(ctx, store.Admission{Host: h, Now: epoch()}))
+			if _, err := s.LatestEvidence(ctx, "node1"); err != nil {
+				t.Fatalf("evidence after a re-admission with the same AK: %v", err)
+			}
+			other := h
+			other.EKPublic = []byte("another TPM")
+			wantErr(t, "another EK", s.AdmitHost(ctx, store.Admission{Host: other, Now: epoch()}), store.ErrConflict)
+			if _, err := s.LatestEvidence(ctx, "node1"); err != nil {
+				t.Fatalf("evidence after a refused admission: %v", err)
+			}
+			newAK := h
+			newAK.AKPublic = []byte("new ak")
+			must(t, "re-admit, new AK", s.AdmitHost(ctx, store.Admission{Host: newAK, Now: epoch()}))
+			_, err = s.LatestEvidence(ctx, "node1")
+			wantErr(t, "evidence of the replaced AK", err, store.ErrNotFound)
+			// The next attestation, measuring the same, is stored in full.
+			next := testEvidence("node1", "two", 1)
+			next.Measurements = ev.Measurements
+			_, err = s.PutVerdict(ctx, testVerdict("node1", verdict.Trusted, 1), next)
+			must(t, "put", err)
+			got, err := s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			if !bytes.Equal(got.Evidence, next.Evidence) || !bytes.Equal(got.Nonce, next.Nonce) {
+				t.Fatalf("evidence under the new AK: %+v", got)
 			}
 		},
 		"AdmitRace": func(t *testing.T, open Opener) {

@@ -137,6 +137,48 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			_, err = s.LatestEvidence(ctx, "node2")
 			wantErr(t, "evidence of another host", err, store.ErrNotFound)
 		},
+		"EvidenceStoredWhenMeasurementsChange": func(t *testing.T, open Opener) {
+			// A steady host measures the same at every attestation: its
+			// evidence and nonce stay the first of those measurements',
+			// its verification time and number follow the latest.
+			s, ctx := open(t), t.Context()
+			putHosts(t, s, "node1")
+			put := func(seq int64, ev *store.EvidenceRecord) {
+				t.Helper()
+				v := testVerdict("node1", verdict.Trusted, int(seq))
+				v.Seq = seq
+				_, err := s.PutVerdict(ctx, v, ev)
+				must(t, "put", err)
+			}
+			first := testEvidence("node1", "one", 0)
+			put(1, first)
+			again := testEvidence("node1", "two", 5) // another quote and nonce
+			again.Measurements = first.Measurements
+			put(2, again)
+			got, err := s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			want := *first
+			want.VerifiedAt, want.Seq = again.VerifiedAt, 2
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after the same measurements: %+v\nwant %+v", got, want)
+			}
+			changed := testEvidence("node1", "three", 9)
+			put(3, changed)
+			got, err = s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			want = *changed
+			want.Seq = 3
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after new measurements: %+v\nwant %+v", got, want)
+			}
+			// The re-evaluation reads the latest time and number too.
+			must(t, "all measurements", s.AllMeasurements(ctx, func(host string, m []byte, at time.Time, seq int64) error {
+				if string(m) != string(changed.Measurements) || !at.Equal(changed.VerifiedAt) || seq != 3 {
+					t.Errorf("AllMeasurements: %s %q %v %d", host, m, at, seq)
+				}
+				return nil
+			}))
+		},
 		"Errors": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
 			putHosts(t, s, "node1")
