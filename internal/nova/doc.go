@@ -8,6 +8,9 @@
 //   - TraitSync keeps a custom trait (CUSTOM_TRUSTED_HOST by default) on the
 //     Placement resource provider of exactly the trusted hosts, which is how
 //     Nova since Queens selects hosts (flavor trait:CUSTOM_TRUSTED_HOST=required).
+//     It applies the trait changes the recorder writes to the store's outbox
+//     with each level change, each claimed by one replica, so none is lost
+//     while Placement or trustpool is down and none is written twice.
 //
 // Everything a client sends is hostile input: request bodies are size- and
 // count-limited and strictly decoded. Levels are always read fail-closed

@@ -2,13 +2,11 @@ package nova
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,55 +16,6 @@ import (
 	"trustpool/internal/store/pgtest"
 	"trustpool/internal/verdict"
 )
-
-// wire stands between the syncs and the real Placement: it counts the
-// trait writes Placement accepted, the look-ups of a provider by name (one
-// a change applied) and the full listings (a reconcile lists every
-// provider once), and cuts Placement off while down is set.
-type wire struct {
-	next http.RoundTripper
-	down atomic.Bool
-
-	mu       sync.Mutex     // guards puts, lookups and listings
-	puts     map[string]int // provider UUID → accepted trait writes
-	lookups  map[string]int // name → GET /resource_providers?name=
-	listings int            // GET /resource_providers without a name
-}
-
-func newWire(next http.RoundTripper) *wire {
-	return &wire{next: next, puts: map[string]int{}, lookups: map[string]int{}}
-}
-
-func (w *wire) RoundTrip(req *http.Request) (*http.Response, error) {
-	if w.down.Load() {
-		return nil, errors.New("placement unreachable (cut off by the test)")
-	}
-	res, err := w.next.RoundTrip(req)
-	if err != nil {
-		return res, err
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	p := req.URL.Path
-	if req.Method == http.MethodPut && strings.HasSuffix(p, "/traits") && res.StatusCode == http.StatusOK {
-		w.puts[strings.TrimSuffix(strings.TrimPrefix(p, "/resource_providers/"), "/traits")]++
-	}
-	if q := req.URL.Query(); req.Method == http.MethodGet && p == "/resource_providers" {
-		switch {
-		case q.Has("name"):
-			w.lookups[q.Get("name")]++
-		case !q.Has("required"):
-			w.listings++
-		}
-	}
-	return res, err
-}
-
-func (w *wire) counts() (puts map[string]int, listings int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return maps.Clone(w.puts), w.listings
-}
 
 // outboxEmpty reports whether every trait change has been applied (none
 // claimed, due or backing off): after it, no sync has a write in flight.
@@ -84,7 +33,7 @@ func outboxEmpty(t *testing.T, st *store.Store) func() bool {
 // none waits for the reconcile (an hour away in every case here).
 func TestTraitOutbox(t *testing.T) {
 	p := placementtest.Start(t)
-	cfg := func(t *testing.T, w *wire) TraitSyncConfig {
+	cfg := func(t *testing.T, w *placementtest.Wire) TraitSyncConfig {
 		return TraitSyncConfig{Endpoint: p.URL, Token: p.Token, HTTPClient: &http.Client{Transport: w, Timeout: 10 * time.Second},
 			Interval: time.Hour, Coalesce: 10 * time.Millisecond, Poll: 100 * time.Millisecond, Logger: testLogger(t)}
 	}
@@ -102,11 +51,11 @@ func TestTraitOutbox(t *testing.T) {
 		if ok, err := hs.st.ClaimRun(t.Context(), reconcileJob, "another replica", time.Now(), time.Hour); err != nil || !ok {
 			t.Fatalf("claim the reconcile for another replica: %v %v", ok, err)
 		}
-		w := newWire(p.Client.Transport)
+		w := placementtest.NewWire(p.Client.Transport)
 		runSync(t, newSync(t, cfg(t, w), hs))
 		waitFor(t, "o1 marked from the outbox", candidatesAre(t, p, rp, "o1"))
 		waitFor(t, "the outbox applied", outboxEmpty(t, hs.st))
-		if _, listings := w.counts(); listings != 0 {
+		if _, _, listings := w.Counts(); listings != 0 {
 			t.Fatalf("%d full listings: the sync reconciled although another replica had", listings)
 		}
 	})
@@ -114,7 +63,7 @@ func TestTraitOutbox(t *testing.T) {
 	t.Run("Placement unreachable: retried and applied when it is back", func(t *testing.T) {
 		rp := providers(t, p, "u1", "u2")
 		hs := newHostStore(t, map[string]verdict.Level{"u1": verdict.Trusted, "u2": verdict.Trusted})
-		w := newWire(p.Client.Transport)
+		w := placementtest.NewWire(p.Client.Transport)
 		var failed atomic.Int64
 		c := cfg(t, w)
 		c.Failed = func(pass string) {
@@ -127,7 +76,7 @@ func TestTraitOutbox(t *testing.T) {
 		waitFor(t, "u1 and u2 marked", candidatesAre(t, p, rp, "u1", "u2"))
 		waitFor(t, "the outbox applied", outboxEmpty(t, hs.st))
 
-		w.down.Store(true)
+		w.Down.Store(true)
 		hs.set("u1", verdict.Untrusted)
 		s.Wake()
 		waitFor(t, "a failed attempt", func() bool { return failed.Load() > 0 })
@@ -143,7 +92,7 @@ func TestTraitOutbox(t *testing.T) {
 		if len(cs) != 1 || cs[0].Host != "u1" || cs[0].Attempts == 0 || !strings.Contains(cs[0].LastError, "unreachable") {
 			t.Fatalf("outbox while Placement is unreachable: %+v, want u1's change with a failed attempt", cs)
 		}
-		w.down.Store(false)
+		w.Down.Store(false)
 		waitFor(t, "u1's trait removed once Placement is back", candidatesAre(t, p, rp, "u2"))
 		waitFor(t, "the outbox applied", outboxEmpty(t, hs.st))
 	})
@@ -165,7 +114,7 @@ func TestTraitSyncReplicas(t *testing.T) {
 		_, gen0[n] = p.Traits(t, rp[n])
 	}
 	recorder := openHostStore(t, dsn, nil)
-	w := newWire(p.Client.Transport)
+	w := placementtest.NewWire(p.Client.Transport)
 	var syncs []*TraitSync
 	for i := range 3 {
 		hs := openHostStore(t, dsn, nil) // a replica's own connections; its levels follow nothing
@@ -194,10 +143,7 @@ func TestTraitSyncReplicas(t *testing.T) {
 	check := func(what string) {
 		t.Helper()
 		waitFor(t, "the outbox applied: "+what, outboxEmpty(t, recorder.st))
-		puts, _ := w.counts()
-		w.mu.Lock()
-		lookups := maps.Clone(w.lookups)
-		w.mu.Unlock()
+		puts, lookups, _ := w.Counts()
 		for _, n := range names {
 			// Each change is applied by one replica: one look-up of its
 			// provider (a host's changes are recorded here only once the
@@ -220,7 +166,7 @@ func TestTraitSyncReplicas(t *testing.T) {
 		writes[n]++
 	}
 	check("first verdicts")
-	if _, listings := w.counts(); listings != 1 {
+	if _, _, listings := w.Counts(); listings != 1 {
 		t.Errorf("%d full listings at start, want 1: one replica reconciles", listings)
 	}
 

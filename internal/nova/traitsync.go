@@ -363,7 +363,7 @@ func (s *TraitSync) start(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, s.cfg.Interval)
+		backoff = min(2*backoff, maxRetryWait)
 	}
 }
 

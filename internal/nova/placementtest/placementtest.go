@@ -12,8 +12,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +24,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -288,4 +292,56 @@ func (s *Server) Candidates(t testing.TB, query string) []string {
 	}
 	slices.Sort(uuids)
 	return uuids
+}
+
+// Wire is an http.RoundTripper to put between Placement's clients and the
+// service: it counts the trait writes Placement accepted, the look-ups of
+// a provider by name and the full listings of providers (a reconcile lists
+// every provider once), and cuts the service off while Down is set.
+type Wire struct {
+	next http.RoundTripper
+	// Down, while set, fails every request before it leaves, as an
+	// unreachable Placement does.
+	Down atomic.Bool
+
+	mu       sync.Mutex     // guards writes, lookups and listings
+	writes   map[string]int // provider UUID → accepted trait writes
+	lookups  map[string]int // name → GET /resource_providers?name=
+	listings int            // GET /resource_providers with no filter
+}
+
+// NewWire returns a Wire in front of next (the server's Client.Transport).
+func NewWire(next http.RoundTripper) *Wire {
+	return &Wire{next: next, writes: map[string]int{}, lookups: map[string]int{}}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (w *Wire) RoundTrip(req *http.Request) (*http.Response, error) {
+	if w.Down.Load() {
+		return nil, errors.New("placement unreachable (cut off by the test)")
+	}
+	res, err := w.next.RoundTrip(req)
+	if err != nil {
+		return res, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, q := req.URL.Path, req.URL.Query()
+	switch {
+	case req.Method == http.MethodPut && strings.HasSuffix(p, "/traits") && res.StatusCode == http.StatusOK:
+		w.writes[strings.TrimSuffix(strings.TrimPrefix(p, "/resource_providers/"), "/traits")]++
+	case req.Method == http.MethodGet && p == "/resource_providers" && q.Has("name"):
+		w.lookups[q.Get("name")]++
+	case req.Method == http.MethodGet && p == "/resource_providers" && len(q) == 0:
+		w.listings++
+	}
+	return res, err
+}
+
+// Counts returns the trait writes by provider UUID, the look-ups by name
+// and the full listings so far.
+func (w *Wire) Counts() (writes, lookups map[string]int, listings int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.writes), maps.Clone(w.lookups), w.listings
 }
