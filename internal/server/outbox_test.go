@@ -73,8 +73,8 @@ func (h *hookLog) transitions() (map[string][]string, []string) {
 // database with one real Placement and one webhook receiver: every level
 // change, whichever replica records it (attestation, re-evaluation after a
 // golden import, expiry), is delivered to the receiver once and written to
-// Placement once, the trait goes at expiry, and the reconcile at start ran
-// on one replica.
+// Placement once, also when Placement was unreachable at the time; the
+// trait goes at expiry; and the reconcile at start ran on one replica.
 func TestReplicasApplyOutboxOnce(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.NewDatabase(t)
@@ -189,11 +189,22 @@ func TestReplicasApplyOutboxOnce(t *testing.T) {
 	}
 
 	// The golden import on b re-evaluates the fleet: every replica follows
-	// the change, and each host turns trusted once.
+	// the change, and each host turns trusted once. Placement is
+	// unreachable meanwhile: the trait changes wait in the outbox and are
+	// applied once it is back (the reconcile is an hour away).
+	w.Down.Store(true)
 	b := rs[1]
 	if code, body := b.call("POST", "/v1/golden", map[string]string{"host": hosts[0]}); code != http.StatusOK {
 		t.Fatalf("golden import: %d %s", code, body)
 	}
+	waitFor(t, "the webhooks delivered and the trait changes waiting", func() bool {
+		d, err := st.OutboxDepth(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d == store.Depth{Traits: nodes}
+	})
+	w.Down.Store(false)
 	waitFor(t, "every host trusted in Placement", candidates(hosts...))
 	check("golden import", []string{"unknown→untrusted", "untrusted→trusted"}, 1)
 
