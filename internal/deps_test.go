@@ -91,6 +91,7 @@ func TestDependencies(t *testing.T) {
 		"net/http", "database/sql", "os/exec", "runtime/cgo",
 		"github.com/google/go-tpm", "github.com/google/go-tpm-tools", "github.com/google/go-attestation",
 		"trustpool/internal/agent", "trustpool/internal/store", "trustpool/internal/fleetsim",
+		"k8s.io", "trustpool/internal/kube",
 	})
 	// Nor sockets: net/url and net/netip, which parse names and addresses,
 	// are fine.
@@ -107,7 +108,7 @@ func TestDependencies(t *testing.T) {
 		"database/sql", "modernc.org/sqlite", "github.com/jackc/pgx",
 		"trustpool/internal/store", "trustpool/internal/enroll", "trustpool/internal/api",
 		"trustpool/internal/integrity", "trustpool/internal/server", "trustpool/internal/auth",
-		"trustpool/internal/fleetsim",
+		"trustpool/internal/fleetsim", "trustpool/internal/kube", "k8s.io",
 	})
 	// Nor does the server carry simulated attesters.
 	forbid("the server links no test equipment", []string{"trustpool/internal/server"}, []string{"trustpool/internal/fleetsim"})
@@ -119,6 +120,15 @@ func TestDependencies(t *testing.T) {
 			for _, dep := range append(slices.Clone(p.imports), p.tests...) {
 				if matches(dep, []string{"github.com/gophercloud"}) {
 					t.Errorf("only internal/nova imports gophercloud: %s imports %s", p.path, dep)
+				}
+			}
+		}
+		// Only the Kubernetes integration speaks to Kubernetes: client-go
+		// stays inside internal/kube (its test kit included), tests too.
+		if !matches(p.path, []string{"trustpool/internal/kube"}) {
+			for _, dep := range append(slices.Clone(p.imports), p.tests...) {
+				if matches(dep, []string{"k8s.io/client-go"}) {
+					t.Errorf("only internal/kube imports client-go: %s imports %s", p.path, dep)
 				}
 			}
 		}
