@@ -1,7 +1,7 @@
 # `make check` is what CI runs (.ci/run installs the system packages first).
 GO ?= go
 
-.PHONY: deps check fmt vet test demo-smoke fuzz build bench deb
+.PHONY: deps check fmt vet test demo-smoke fuzz build bench deb kube
 
 # System packages the tests use: cgo for the TPM simulator, swtpm (a real
 # software TPM) and tpm2-tools, PostgreSQL, OpenStack Placement, and Chromium
@@ -27,8 +27,15 @@ vet:
 	$(GO) tool staticcheck ./...
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
+# The Kubernetes control plane the kube tests run against (kube-apiserver,
+# kube-scheduler, kube-controller-manager, etcd), built from module sources
+# into bin/kube by test/kube/build.sh; a no-op when already built from the
+# same sources.
+kube:
+	GO=$(GO) test/kube/build.sh
+
 # Test artefacts (the dashboard's screenshots) land in bin/test-artifacts.
-test:
+test: kube
 	mkdir -p bin/test-artifacts
 	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(CURDIR)/bin/test-artifacts ./...
 
