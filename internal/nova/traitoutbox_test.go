@@ -2,6 +2,7 @@ package nova
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -58,6 +59,24 @@ func TestTraitOutbox(t *testing.T) {
 		if _, _, listings := w.Counts(); listings != 0 {
 			t.Fatalf("%d full listings: the sync reconciled although another replica had", listings)
 		}
+	})
+
+	t.Run("a stopped sync gives the reconcile back", func(t *testing.T) {
+		hs := newHostStore(t, nil)
+		w := placementtest.NewWire(p.Client.Transport)
+		first := newSync(t, cfg(t, w), hs)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- first.Run(ctx) }()
+		waitFor(t, "the first sync's start reconcile", func() bool { _, _, n := w.Counts(); return n == 1 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// Its interval has not passed, but it gave the run back: the next
+		// server to start (a restart) reconciles at once.
+		runSync(t, newSync(t, cfg(t, w), hs))
+		waitFor(t, "the next sync's start reconcile", func() bool { _, _, n := w.Counts(); return n == 2 })
 	})
 
 	t.Run("Placement unreachable: retried and applied when it is back", func(t *testing.T) {
