@@ -482,8 +482,22 @@ func PoolOf(ctx context.Context, s Store, c Verdicts, now time.Time) (Pool, erro
 	return p, nil
 }
 
+// poolStoreWait bounds the pool's read of the host list: a store that does
+// not answer (a replica cut off from PostgreSQL) makes the pool a 503 at
+// once, not a request hanging until the client gives up. The schedulers'
+// paths (PollHosts, /v1/filter) answer from the verdict cache alone, where
+// verdicts not renewed expire to unknown.
+const poolStoreWait = 2 * time.Second
+
 func (a *API) pool(w http.ResponseWriter, r *http.Request) {
-	p, err := PoolOf(r.Context(), a.cfg.Store, a.cfg.Integrity.Cache(), a.cfg.Now())
+	ctx, cancel := context.WithTimeout(r.Context(), poolStoreWait)
+	defer cancel()
+	p, err := PoolOf(ctx, a.cfg.Store, a.cfg.Integrity.Cache(), a.cfg.Now())
+	if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
+		httpjson.JSON(w, http.StatusServiceUnavailable, httpjson.ErrorBody{Error: fmt.Sprintf(
+			"the store did not answer within %v: the pool cannot be listed (PollHosts and /v1/filter answer from the verdicts held)", poolStoreWait)})
+		return
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -5,7 +5,9 @@
 package pgtest
 
 import (
+	"bytes"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,7 +15,10 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -26,8 +31,12 @@ const Bin = "/usr/lib/postgresql/15/bin"
 // Cluster is a private PostgreSQL cluster started by a test on loopback.
 type Cluster struct {
 	port  int
+	data  string  // the data directory, holding postmaster.pid
 	admin *sql.DB // connected to the postgres database, for CREATE DATABASE
 	next  atomic.Int64
+
+	mu     sync.Mutex // guards paused
+	paused []int      // the processes Pause stopped
 }
 
 // Start starts a cluster in a new directory and stops it when tb
@@ -80,7 +89,7 @@ func Start(tb testing.TB) *Cluster {
 			tb.Errorf("pg_ctl stop: %v\n%s", err, out)
 		}
 	})
-	c := &Cluster{port: port}
+	c := &Cluster{port: port, data: data}
 	cfg, err := pgx.ParseConfig(c.DSN("postgres"))
 	if err != nil {
 		tb.Fatal(err)
@@ -108,6 +117,83 @@ func (c *Cluster) NewDatabase(tb testing.TB) string {
 		}
 	})
 	return c.DSN(name)
+}
+
+// Pause stops every process of the cluster with SIGSTOP: as across a
+// network partition, connections stay open and nothing answers, neither
+// queries nor new connections, and nothing is refused. Resume (or the end
+// of tb) lets them go on. It needs the right to signal the postgres user's
+// processes (the test runs as root or as that user).
+func (c *Cluster) Pause(tb testing.TB) {
+	tb.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.paused != nil {
+		tb.Fatal("pgtest: the cluster is paused already")
+	}
+	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
+	if err != nil {
+		tb.Fatalf("pgtest: postmaster.pid: %v", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pm, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		tb.Fatalf("pgtest: postmaster.pid: %q", first)
+	}
+	// The postmaster first, so that it starts no process the list misses.
+	if err := syscall.Kill(pm, syscall.SIGSTOP); err != nil {
+		tb.Fatalf("pgtest: stop the postmaster: %v", err)
+	}
+	c.paused = []int{pm}
+	tb.Cleanup(func() { c.resume() })
+	for _, pid := range children(pm) {
+		if syscall.Kill(pid, syscall.SIGSTOP) == nil {
+			c.paused = append(c.paused, pid)
+		}
+	}
+}
+
+// Resume lets the processes Pause stopped go on.
+func (c *Cluster) Resume(tb testing.TB) {
+	tb.Helper()
+	if err := c.resume(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (c *Cluster) resume() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, pid := range c.paused {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("pgtest: continue process %d: %w", pid, err))
+		}
+	}
+	c.paused = nil
+	return errors.Join(errs...)
+}
+
+// children returns the processes whose parent is pid, from /proc.
+func children(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces and parentheses.
+		_, rest, ok := strings.Cut(string(b[bytes.LastIndexByte(b, ')')+1:]), " ")
+		if f := strings.Fields(rest); ok && len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func freePort(tb testing.TB) int {
