@@ -10,6 +10,7 @@ import (
 
 	"trustpool/internal/config"
 	"trustpool/internal/integrity"
+	"trustpool/internal/kube"
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
 	"trustpool/internal/server"
@@ -73,6 +74,17 @@ func serverCommand(run func(cmd *cobra.Command, c config.Server, cfg server.Conf
 	f.StringVar(&fl.KeystoneInterface, "keystone-interface", fl.KeystoneInterface, "service catalog interface: public, internal or admin")
 	f.StringArrayVar(&fl.Webhooks, "webhook", nil, "URL that receives every verdict transition (repeatable)")
 	f.StringVar(&fl.WebhookSecretEnv, "webhook-secret-env", "", "environment variable holding the webhooks' HMAC key")
+	f.BoolVar(&fl.Kubernetes, "kubernetes", false, "run the Kubernetes node controller with the pod's in-cluster configuration (docs/kubernetes.md)")
+	f.StringVar(&fl.Kubeconfig, "kubeconfig", "", "run the Kubernetes node controller against the cluster this kubeconfig file names")
+	f.StringVar(&fl.KubeHostLabel, "kube-host-label", "", "Node label naming its trustpool host (default: the node's name)")
+	f.StringVar(&fl.KubeHostAnnotation, "kube-host-annotation", "", "Node annotation naming its trustpool host (default: the node's name)")
+	f.BoolVar(&fl.KubeEvict, "kube-evict", false, "add trustpool.io/untrusted:NoExecute (evicting pods) once a node has been without trust for --kube-evict-after")
+	f.DurationVar(&fl.KubeEvictAfter, "kube-evict-after", fl.KubeEvictAfter, "grace period before a node without trust gets the NoExecute taint")
+	f.DurationVar(&fl.KubeReconcile, "kube-reconcile", fl.KubeReconcile, "how often every Node is written again where it differs")
+	f.StringVar(&fl.KubeLeaseNamespace, "kube-lease-namespace", fl.KubeLeaseNamespace, "namespace of the Lease electing the replica that writes Nodes")
+	f.StringVar(&fl.KubeLeaseName, "kube-lease-name", fl.KubeLeaseName, "name of that Lease")
+	f.StringVar(&fl.KubeExtenderClientCA, "kube-extender-client-ca", "", "PEM bundle of CAs whose client certificates may call the scheduler extender")
+	f.StringSliceVar(&fl.KubeExtenderClientNames, "kube-extender-client-name", fl.KubeExtenderClientNames, "subject common name a client certificate must have to call the extender (repeatable)")
 	f.StringVar(&fl.LogFormat, "log-format", fl.LogFormat, "log lines: text, or json (one object a line)")
 	return cmd
 }
@@ -80,6 +92,9 @@ func serverCommand(run func(cmd *cobra.Command, c config.Server, cfg server.Conf
 // runServer runs the attestation server configured by c.
 func runServer(cmd *cobra.Command, c config.Server, cfg server.Config) error {
 	cfg.Log = newLogger(os.Stderr, c.LogFormat, slog.LevelInfo)
+	if cfg.Kube != nil {
+		kube.LogTo(cfg.Log)
+	}
 	s, err := server.New(cmd.Context(), cfg)
 	if err != nil {
 		return err
@@ -151,6 +166,18 @@ func serverConfig(c config.Server, placementToken string) (server.Config, error)
 			placement.Keystone = &ks
 		}
 		cfg.Placement = &placement
+	}
+	cfg.KubeMapping = kube.Mapping{Label: c.KubeHostLabel, Annotation: c.KubeHostAnnotation}
+	if c.KubeExtenderClientCA != "" {
+		b, err := os.ReadFile(c.KubeExtenderClientCA)
+		errs = append(errs, err)
+		cfg.KubeClientCA, cfg.KubeClientNames = b, c.KubeExtenderClientNames
+	}
+	if c.Kubernetes || c.Kubeconfig != "" {
+		client, err := kube.NewClient(c.Kubeconfig)
+		errs = append(errs, err)
+		cfg.Kube = &kube.Config{Client: client, Rules: kube.Rules{Evict: c.KubeEvict, EvictAfter: c.KubeEvictAfter},
+			Reconcile: c.KubeReconcile, LeaseNamespace: c.KubeLeaseNamespace, LeaseName: c.KubeLeaseName}
 	}
 	if len(c.Webhooks) > 0 {
 		wc := &notify.Config{Targets: c.Webhooks}

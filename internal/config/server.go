@@ -45,25 +45,42 @@ type Server struct {
 	Webhooks         []string `toml:"webhooks" flag:"webhook"`
 	WebhookSecretEnv string   `toml:"webhook_secret_env"`
 
+	Kubernetes              bool          `toml:"kubernetes"`
+	Kubeconfig              string        `toml:"kubeconfig"`
+	KubeHostLabel           string        `toml:"kube_host_label"`
+	KubeHostAnnotation      string        `toml:"kube_host_annotation"`
+	KubeEvict               bool          `toml:"kube_evict"`
+	KubeEvictAfter          time.Duration `toml:"kube_evict_after"`
+	KubeReconcile           time.Duration `toml:"kube_reconcile"`
+	KubeLeaseNamespace      string        `toml:"kube_lease_namespace"`
+	KubeLeaseName           string        `toml:"kube_lease_name"`
+	KubeExtenderClientCA    string        `toml:"kube_extender_client_ca"`
+	KubeExtenderClientNames []string      `toml:"kube_extender_client_names" flag:"kube-extender-client-name"`
+
 	LogFormat string `toml:"log_format"`
 }
 
 // DefaultServer returns the defaults, the same as the flags'.
 func DefaultServer() Server {
 	return Server{
-		StateDir:              "/var/lib/trustpool",
-		Listen:                "127.0.0.1:8443",
-		LogFormat:             "text",
-		Interval:              30 * time.Second,
-		ChallengeTimeout:      10 * time.Second,
-		EnrollRate:            60,
-		LeaseTime:             30 * time.Second,
-		PlacementTrait:        "CUSTOM_TRUSTED_HOST",
-		PlacementInterval:     5 * time.Minute,
-		KeystonePasswordEnv:   "KEYSTONE_PASSWORD",
-		KeystoneUserDomain:    "Default",
-		KeystoneProjectDomain: "Default",
-		KeystoneInterface:     "public",
+		StateDir:                "/var/lib/trustpool",
+		Listen:                  "127.0.0.1:8443",
+		LogFormat:               "text",
+		Interval:                30 * time.Second,
+		ChallengeTimeout:        10 * time.Second,
+		EnrollRate:              60,
+		LeaseTime:               30 * time.Second,
+		PlacementTrait:          "CUSTOM_TRUSTED_HOST",
+		PlacementInterval:       5 * time.Minute,
+		KeystonePasswordEnv:     "KEYSTONE_PASSWORD",
+		KeystoneUserDomain:      "Default",
+		KeystoneProjectDomain:   "Default",
+		KeystoneInterface:       "public",
+		KubeEvictAfter:          5 * time.Minute,
+		KubeReconcile:           5 * time.Minute,
+		KubeLeaseNamespace:      "trustpool",
+		KubeLeaseName:           "trustpool-node-controller",
+		KubeExtenderClientNames: []string{"system:kube-scheduler"},
 	}
 }
 
@@ -95,7 +112,8 @@ func (c *Server) Validate() error {
 	positive := []struct {
 		key string
 		d   time.Duration
-	}{{"interval", c.Interval}, {"challenge_timeout", c.ChallengeTimeout}, {"lease_time", c.LeaseTime}, {"placement_interval", c.PlacementInterval}}
+	}{{"interval", c.Interval}, {"challenge_timeout", c.ChallengeTimeout}, {"lease_time", c.LeaseTime}, {"placement_interval", c.PlacementInterval},
+		{"kube_evict_after", c.KubeEvictAfter}, {"kube_reconcile", c.KubeReconcile}}
 	for _, p := range positive {
 		if p.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: want a positive duration such as \"30s\"", p.key, p.d))
@@ -123,6 +141,23 @@ func (c *Server) Validate() error {
 	}
 	if c.PlacementTokenEnv != "" && c.KeystoneAuthURL != "" {
 		errs = append(errs, errors.New("placement_token_env and keystone_auth_url: choose one way to authenticate to Placement"))
+	}
+	if c.KubeHostLabel != "" && c.KubeHostAnnotation != "" {
+		errs = append(errs, errors.New("kube_host_label and kube_host_annotation: map nodes to hosts by one of them"))
+	}
+	if c.KubeEvict && !c.Kubernetes && c.Kubeconfig == "" {
+		errs = append(errs, errors.New("kube_evict needs the node controller: set kubernetes or kubeconfig"))
+	}
+	if (c.Kubernetes || c.Kubeconfig != "") && (c.KubeLeaseNamespace == "" || c.KubeLeaseName == "") {
+		errs = append(errs, errors.New("kube_lease_namespace and kube_lease_name are required with the node controller"))
+	}
+	for _, n := range c.KubeExtenderClientNames {
+		if n == "" {
+			errs = append(errs, errors.New("kube_extender_client_names: an empty name"))
+		}
+	}
+	if c.KubeExtenderClientCA != "" && len(c.KubeExtenderClientNames) == 0 {
+		errs = append(errs, errors.New("kube_extender_client_ca needs kube_extender_client_names (whom it admits)"))
 	}
 	if c.WebhookSecretEnv != "" && len(c.Webhooks) == 0 {
 		errs = append(errs, errors.New("webhook_secret_env needs webhooks"))

@@ -35,6 +35,9 @@ type Metrics struct {
 	storeOps      *prometheus.HistogramVec
 	placement     *prometheus.CounterVec
 	webhooks      *prometheus.CounterVec
+	kubeErrors    *prometheus.CounterVec
+	kubeTaints    *prometheus.CounterVec
+	kubeLeader    prometheus.Gauge
 	gaugesWatched bool
 }
 
@@ -62,6 +65,13 @@ func New() *Metrics {
 		Help: "Failed Placement trait sync passes, by pass (reconcile, changes)."}, []string{"pass"})
 	m.webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "webhook_deliveries_total",
 		Help: "Webhook delivery attempts by result (delivered, failed)."}, []string{"result"})
+	m.kubeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kube_api_errors_total",
+		Help: "Failed Kubernetes API calls of the node controller, by operation (patch_node, patch_node_status, get_node)."}, []string{"op"})
+	m.kubeTaints = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kube_taint_changes_total",
+		Help: "trustpool.io/untrusted taints the node controller added or removed, by effect (NoSchedule, NoExecute) and change (added, removed)."},
+		[]string{"effect", "change"})
+	m.kubeLeader = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "kube_leader",
+		Help: "1 while this replica holds the node controller's Lease and writes Nodes, 0 otherwise."})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.attestations, m.challenge, m.appraisal, m.enrollments, m.storeOps, m.placement, m.webhooks)
 	// Series that exist from the start, so that rate() and alerts see zeros.
@@ -118,6 +128,42 @@ func (m *Metrics) Enrollment(outcome, kind string) {
 
 // PlacementFailure counts one failed Placement sync pass.
 func (m *Metrics) PlacementFailure(pass string) { m.placement.WithLabelValues(pass).Inc() }
+
+// Kube registers the Kubernetes node controller's families; the server
+// calls it only when the controller runs, so that a server without
+// Kubernetes shows none of them.
+func (m *Metrics) Kube() {
+	m.reg.MustRegister(m.kubeErrors, m.kubeTaints, m.kubeLeader)
+	for _, op := range []string{"patch_node", "patch_node_status", "get_node"} {
+		m.kubeErrors.WithLabelValues(op)
+	}
+	for _, e := range []string{"NoSchedule", "NoExecute"} {
+		for _, c := range []string{"added", "removed"} {
+			m.kubeTaints.WithLabelValues(e, c)
+		}
+	}
+}
+
+// KubeAPIError counts one failed Kubernetes API call.
+func (m *Metrics) KubeAPIError(op string) { m.kubeErrors.WithLabelValues(op).Inc() }
+
+// KubeTaintChange counts one taint of ours added or removed.
+func (m *Metrics) KubeTaintChange(effect string, added bool) {
+	c := "removed"
+	if added {
+		c = "added"
+	}
+	m.kubeTaints.WithLabelValues(effect, c).Inc()
+}
+
+// KubeLeading records whether this replica writes Nodes.
+func (m *Metrics) KubeLeading(on bool) {
+	if on {
+		m.kubeLeader.Set(1)
+	} else {
+		m.kubeLeader.Set(0)
+	}
+}
 
 // WebhookDelivery counts one webhook delivery attempt.
 func (m *Metrics) WebhookDelivery(delivered bool) {

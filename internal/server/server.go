@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"trustpool/internal/enroll"
 	"trustpool/internal/integrity"
 	"trustpool/internal/knowngood"
+	"trustpool/internal/kube"
 	"trustpool/internal/lease"
 	"trustpool/internal/metrics"
 	"trustpool/internal/notify"
@@ -85,6 +87,20 @@ type Config struct {
 	Placement *nova.TraitSyncConfig
 	// Webhooks, when set, receive every verdict transition.
 	Webhooks *notify.Config
+	// Kube, when set, runs the Kubernetes node controller (package kube);
+	// the server fills in its verdict cache, clock, mapping, log, metrics
+	// and, unless set, its Lease identity (the replica's name).
+	Kube *kube.Config
+	// KubeMapping maps Nodes to hosts, for the controller and the
+	// scheduler extender (mounted always, under /v1/kubernetes/).
+	KubeMapping kube.Mapping
+	// KubeClientCA, when set, is a PEM bundle of CAs whose client
+	// certificates naming one of KubeClientNames (default
+	// system:kube-scheduler) may call the extender: kube-scheduler can
+	// present a certificate but no bearer token. Scheduler tokens work
+	// too.
+	KubeClientCA    []byte
+	KubeClientNames []string
 	// EnrollPerMinute bounds enrollment requests per client address
 	// (default 60 a minute, burst 120).
 	EnrollPerMinute float64
@@ -113,6 +129,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("webhooks: %w", err))
 		}
 	}
+	if err := c.KubeMapping.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.KubeClientCA) > 0 {
+		if _, err := certPool(c.KubeClientCA); err != nil {
+			errs = append(errs, fmt.Errorf("kubernetes extender client CA: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -131,6 +155,10 @@ type Server struct {
 	stopping  atomic.Bool // Run is shutting down: not ready
 	// replica names this server in the database's leases and claims.
 	replica string
+	kube    *kube.Controller // nil without Kubernetes
+	// clientCAs are the CAs whose client certificates the listener
+	// accepts: the server's own (agents) and the extender's.
+	clientCAs *x509.CertPool
 }
 
 // ready answers /readyz: 200 while the store answers and the server is not
@@ -269,6 +297,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// PollHosts authenticates through the scheduler role: Nova's x-auth-blob
 	// or a scheduler token; a wrong or missing one is a 401.
 	poll := authn.Require(auth.RoleScheduler)(nova.NewPollHosts(nova.PollHostsConfig{Now: now}, s.integrity.Cache()))
+	ext, schedAuth, err := s.extender(cfg, authn.Require(auth.RoleScheduler))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", v1)
 	s.routes = v1.Routes()
@@ -279,6 +312,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, p := range nova.Paths() {
 		handle(p, poll) // any method: PollHosts answers 405 itself, as Nova expects
 	}
+	handle("POST "+kube.FilterPath, schedAuth(ext.Filter()))
+	handle("POST "+kube.PrioritizePath, schedAuth(ext.Prioritize()))
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }))
 	handle("GET /readyz", http.HandlerFunc(s.ready))
 	handle("GET "+ui.Prefix, ui.Handler())
@@ -376,7 +411,68 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 		rec.OnChange(func(verdict.Verdict, verdict.Level) { ts.Wake() })
 		s.tasks = append(s.tasks, ts.Run)
 	}
+	if cfg.Kube != nil {
+		kc := *cfg.Kube
+		kc.Verdicts, kc.Now, kc.Mapping = rec.Cache(), cfg.Integrity.Now, cfg.KubeMapping
+		if kc.Log == nil {
+			kc.Log = cfg.Log
+		}
+		if kc.Identity == "" {
+			kc.Identity = s.replica
+		}
+		m.Kube()
+		kc.APIError, kc.TaintChanged, kc.Leading = m.KubeAPIError, m.KubeTaintChange, m.KubeLeading
+		ctl, err := kube.New(kc)
+		if err != nil {
+			return err
+		}
+		rec.OnChange(func(v verdict.Verdict, _ verdict.Level) { ctl.Changed(v.Host) })
+		s.kube = ctl
+		s.tasks = append(s.tasks, ctl.Run)
+	}
 	return nil
+}
+
+// extender builds the Kubernetes scheduler extender and its
+// authentication: a scheduler token (tokens), or kube-scheduler's client
+// certificate from the configured CA. It also sets the CAs the listener
+// accepts client certificates from.
+func (s *Server) extender(cfg Config, tokens func(http.Handler) http.Handler) (*kube.Extender, func(http.Handler) http.Handler, error) {
+	ecfg := kube.ExtenderConfig{Verdicts: s.integrity.Cache(), Now: cfg.Integrity.Now, Mapping: cfg.KubeMapping, Log: cfg.Log}
+	if s.kube != nil {
+		ecfg.Nodes = s.kube
+	}
+	ext, err := kube.NewExtender(ecfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.clientCAs = s.ca.Pool()
+	if len(cfg.KubeClientCA) == 0 {
+		return ext, tokens, nil
+	}
+	roots, err := certPool(cfg.KubeClientCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes extender client CA: %w", err)
+	}
+	// Agents' certificates are checked against the server's CA alone
+	// (pki.VerifyAgent), the scheduler's against roots alone: one more
+	// CA on the listener lets neither pass as the other.
+	s.clientCAs.AppendCertsFromPEM(cfg.KubeClientCA)
+	names := cfg.KubeClientNames
+	if len(names) == 0 {
+		names = []string{"system:kube-scheduler"}
+	}
+	certs := &kube.ClientCerts{Roots: roots, Names: names, Now: cfg.Integrity.Now}
+	return ext, certs.Or(tokens), nil
+}
+
+// certPool parses a PEM bundle of CA certificates; it must hold one.
+func certPool(bundle []byte) (*x509.CertPool, error) {
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(bundle) {
+		return nil, errors.New("no PEM certificate in the bundle")
+	}
+	return p, nil
 }
 
 // replicate makes this server one of the replicas sharing its PostgreSQL
@@ -444,7 +540,7 @@ func (s *Server) Run(ctx context.Context) error {
 			// Agents present their certificate for hello; others need none.
 			// Certificates are checked on the clock that issued them.
 			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  s.ca.Pool(),
+			ClientCAs:  s.clientCAs,
 			Time:       s.cfg.Integrity.Now,
 		},
 		ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
