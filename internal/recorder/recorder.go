@@ -72,6 +72,7 @@ type Recorder struct {
 	stripes [64]sync.Mutex
 	seed    maphash.Seed
 	queue   *deadlines
+	group   group
 
 	mu        sync.Mutex // guards listeners
 	listeners []func(v verdict.Verdict, prev verdict.Level)
@@ -121,13 +122,10 @@ func (r *Recorder) Load(ctx context.Context) error {
 type Result = store.Recorded
 
 // Record makes v (with the evidence it verified, if any) the host's
-// verdict unless a verdict of a higher Seq stands.
+// verdict unless a verdict of a higher Seq stands. Concurrent recordings
+// share transactions (group commit).
 func (r *Recorder) Record(ctx context.Context, v verdict.Verdict, ev *store.EvidenceRecord) (Result, error) {
-	out, err := r.record(ctx, []store.Record{{Verdict: v, Evidence: ev}})
-	if err != nil {
-		return Result{}, err
-	}
-	return out[0], nil
+	return r.recordGrouped(ctx, store.Record{Verdict: v, Evidence: ev})
 }
 
 // RecordAll records recs in one transaction (a re-evaluation of the
