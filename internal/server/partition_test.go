@@ -45,16 +45,7 @@ func TestReplicaPartitionedFromDatabase(t *testing.T) {
 	})
 	admin := api.NewClient(e.srv.URL(), e.srv.CAPEM(), e.token)
 	ctx := t.Context()
-	fl, err := fleet.New(fleet.Config{Server: e.srv.URL(), ServerCA: e.srv.CAPEM(), Nodes: nodes, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		JoinToken: func(ctx context.Context, host string) (string, error) {
-			var tok struct{ Token string }
-			err := admin.Do(ctx, "POST", "/v1/join-tokens", map[string]string{"host": host}, &tok)
-			return tok.Token, err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fl.Close() })
+	fl := newFleet(t, e.srv.URL(), e.srv.CAPEM(), admin, nodes)
 	if n, err := fl.Enroll(ctx); err != nil || n != nodes {
 		t.Fatalf("enrolled %d of %d: %v", n, nodes, err)
 	}
@@ -174,4 +165,21 @@ func pollHostsTrusted(ctx context.Context, e *env, hosts []string) ([]string, er
 		}
 	}
 	return trusted, nil
+}
+
+// newFleet returns a simulated fleet of n nodes (test equipment) for the
+// server at url, whose join tokens admin issues; it is closed when t ends.
+func newFleet(t *testing.T, url string, ca []byte, admin *httpjson.Client, n int) *fleet.Fleet {
+	t.Helper()
+	fl, err := fleet.New(fleet.Config{Server: url, ServerCA: ca, Nodes: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		JoinToken: func(ctx context.Context, host string) (string, error) {
+			var tok struct{ Token string }
+			err := admin.Do(ctx, "POST", "/v1/join-tokens", map[string]string{"host": host}, &tok)
+			return tok.Token, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fl.Close() })
+	return fl
 }

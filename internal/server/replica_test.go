@@ -2,9 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -108,16 +105,7 @@ func TestReplicasSharePostgreSQL(t *testing.T) {
 	ctx := t.Context()
 	ca, _ := os.ReadFile(filepath.Join(first, "ca.pem"))
 	const nodes = 12
-	fl, err := fleet.New(fleet.Config{Server: a.url, ServerCA: ca, Nodes: nodes, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		JoinToken: func(ctx context.Context, host string) (string, error) {
-			var tok struct{ Token string }
-			err := a.api.Do(ctx, "POST", "/v1/join-tokens", map[string]string{"host": host}, &tok)
-			return tok.Token, err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fl.Close() })
+	fl := newFleet(t, a.url, ca, a.api, nodes)
 	if n, err := fl.Enroll(ctx); err != nil || n != nodes {
 		t.Fatalf("enrolled %d of %d: %v", n, nodes, err)
 	}
