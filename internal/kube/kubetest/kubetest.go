@@ -27,8 +27,10 @@
 //   - kube-controller-manager runs only the taint-eviction-controller
 //     (NoExecute taints delete the pods that do not tolerate them), with its
 //     own ServiceAccount credentials (kube-system/node-controller, as
-//     upstream). The node-lifecycle controller would mark every Node without
-//     a kubelet unreachable and taint it.
+//     upstream), and the daemonset-controller, without which upstream's
+//     taint-eviction-controller cannot find a tainted Node's pods. The
+//     node-lifecycle controller, which would also do, is left out: it would
+//     mark every Node without a kubelet unreachable and taint it.
 //   - A deleted pod bound to a Node stays Terminating (deletionTimestamp set)
 //     with no kubelet to confirm it: an eviction is seen as a
 //     deletionTimestamp and a DisruptionTarget condition, not as a 404.
@@ -235,7 +237,13 @@ func Start(tb testing.TB, opts Options) *Cluster {
 		cert, key := serving("kube-controller-manager", "127.0.0.1")
 		controllers := opts.controllers
 		if controllers == nil {
-			controllers = []string{"taint-eviction-controller"}
+			// taint-eviction-controller finds a tainted Node's pods through an
+			// informer index ("spec.nodeName") that it does not add itself:
+			// node-lifecycle-controller or daemonset-controller adds it. Without
+			// one of them a NoExecute taint evicts nothing ("Index with name
+			// spec.nodeName does not exist", v1.37.2). The daemonset controller
+			// acts only on DaemonSets, which these tests do not make.
+			controllers = []string{"taint-eviction-controller", "daemonset-controller"}
 		}
 		procs = append(procs, launch(tb, "kube-controller-manager", func() (*proc, func() error, error) {
 			port := freePort(tb)

@@ -28,7 +28,8 @@ const idleWindow = 20 * time.Second
 
 // TestSchedulerBindsPod: the real scheduler binds a pod to a Node object
 // that has no kubelet, honouring the pod's nodeSelector and an HTTPS
-// extender (verified server, client certificate) that filters a node out.
+// extender (verified server, client certificate) that filters a node out
+// and prefers another.
 func TestSchedulerBindsPod(t *testing.T) {
 	dir := t.TempDir()
 	clientCA, err := newAuthority()
@@ -61,7 +62,11 @@ func TestSchedulerBindsPod(t *testing.T) {
 			prioritized.Add(1)
 			var list []map[string]any
 			for _, n := range *args.NodeNames {
-				list = append(list, map[string]any{"Host": n, "Score": 5})
+				score := 0
+				if n == "kubetest-a" {
+					score = 10
+				}
+				list = append(list, map[string]any{"Host": n, "Score": score})
 			}
 			json.NewEncoder(w).Encode(list)
 		default:
@@ -79,18 +84,21 @@ func TestSchedulerBindsPod(t *testing.T) {
 	}
 
 	c := Start(t, Options{Scheduler: true, Extenders: []Extender{{
-		URLPrefix: ext.URL + "/ext", FilterVerb: "filter", PrioritizeVerb: "prioritize", Weight: 1,
+		URLPrefix: ext.URL + "/ext", FilterVerb: "filter", PrioritizeVerb: "prioritize", Weight: 5,
 		CAFile: extCA, CertFile: clientCert, KeyFile: clientKey, NodeCacheCapable: true,
 	}}})
 	a := newAPI(t, c)
 	a.createNode("kubetest-a", map[string]string{"disk": "ssd"})
 	a.createNode("kubetest-b", map[string]string{"disk": "hdd"})
 	a.createNode("kubetest-c", map[string]string{"disk": "ssd"})
+	a.createNode("kubetest-d", map[string]string{"disk": "ssd"})
 	a.createPod("web", "", map[string]string{"disk": "ssd"})
 
+	// The nodes are alike, so the extender's priority (10 for a, 0 for d,
+	// times the weight) decides between the two that pass the filters.
 	pod := a.waitPod("web", func(p pod) bool { return p.Spec.NodeName != "" })
 	if pod.Spec.NodeName != "kubetest-a" {
-		t.Fatalf("web bound to %q, want kubetest-a (kubetest-b fails the nodeSelector, the extender filters kubetest-c)", pod.Spec.NodeName)
+		t.Fatalf("web bound to %q, want kubetest-a (kubetest-b fails the nodeSelector, the extender filters kubetest-c and prefers kubetest-a to kubetest-d)", pod.Spec.NodeName)
 	}
 	if filtered.Load() == 0 || prioritized.Load() == 0 {
 		t.Errorf("extender calls: filter %d, prioritize %d; want both", filtered.Load(), prioritized.Load())

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -70,24 +68,23 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
-// tail returns the last max bytes of the process's log.
-func (p *proc) tail(max int64) string {
-	f, err := os.Open(p.log)
+// tail returns the last n bytes of the process's log, without the
+// components' dump of every flag's value at start.
+func (p *proc) tail(n int) string {
+	b, err := os.ReadFile(p.log)
 	if err != nil {
 		return err.Error()
 	}
-	defer f.Close()
-	var b bytes.Buffer
-	if st, err := f.Stat(); err == nil && st.Size() > max {
-		fmt.Fprintf(&b, "[… first %d bytes of %s left out]\n", st.Size()-max, filepath.Base(p.log))
-		if _, err := f.Seek(-max, io.SeekEnd); err != nil {
-			return err.Error()
+	var kept []byte
+	for line := range bytes.Lines(b) {
+		if !bytes.Contains(line, []byte("] FLAG: --")) {
+			kept = append(kept, line...)
 		}
 	}
-	if _, err := io.Copy(&b, f); err != nil {
-		return err.Error()
+	if len(kept) > n {
+		return fmt.Sprintf("[… %d bytes left out]\n%s", len(kept)-n, kept[len(kept)-n:])
 	}
-	return b.String()
+	return string(kept)
 }
 
 // exitState says whether the process runs, or how it ended.
