@@ -65,7 +65,7 @@ func agentCommand(run func(cmd *cobra.Command, c config.Agent, cfg agent.Config,
 
 // runAgent runs the trust agent configured by c.
 func runAgent(cmd *cobra.Command, c config.Agent, cfg agent.Config, simulate string) error {
-	cfg.Log = newLogger(os.Stderr, c.LogFormat, c.LogLevel).With("host", cfg.Name)
+	cfg.Log = newLogger(cmd.ErrOrStderr(), c.LogFormat, c.LogLevel).With("host", cfg.Name)
 	t, err := tpm.Open(c.TPM)
 	if err != nil {
 		return err

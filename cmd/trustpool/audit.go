@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,8 +22,8 @@ import (
 )
 
 // auditCmd is `trustpool audit`: read and verify the tamper-evident log.
-func auditCmd() *cobra.Command {
-	var f apiFlags
+func auditCmd(out *output) *cobra.Command {
+	f := apiFlags{out: out}
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Read and verify the hash-chained audit log (needs a reader or admin token)",
@@ -65,12 +66,11 @@ back later with --head: the log must still contain that entry, unchanged.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, map[string]any{"intact": true, "entries": rep.entries, "head": rep.head.String()})
-			}
-			fmt.Fprintf(out, "audit log intact: %d entries\nhead: %s\n", rep.entries, rep.head)
-			return nil
+			doc := map[string]any{"intact": true, "entries": rep.entries, "head": rep.head.String()}
+			return f.out.print(cmd.OutOrStdout(), doc, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "audit log intact: %d entries\nhead: %s\n", rep.entries, rep.head)
+				return err
+			})
 		},
 	}
 	cmd.Flags().IntVar(&page, "page", auth.MaxAuditPage, "entries fetched per request")
@@ -96,16 +96,14 @@ func auditListCmd(f *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, es)
-			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tSUBJECT\tDETAIL")
-			for _, e := range es {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, oneLine(e.Detail))
-			}
-			return tw.Flush()
+			return f.out.print(cmd.OutOrStdout(), es, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tSUBJECT\tDETAIL")
+				for _, e := range es {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, oneLine(e.Detail))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().Int64Var(&after, "after", 0, "list entries after this sequence number")

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/cobra"
 	_ "modernc.org/sqlite" // raw access to the store's SQLite file
 
 	"trustpool/internal/auth"
@@ -74,12 +73,12 @@ func (a *testAPI) client(t *testing.T) *client {
 	return c
 }
 
-// run executes a command built by mk with args against this API and
-// returns its standard output.
-func (a *testAPI) run(t *testing.T, mk func() *cobra.Command, args ...string) (string, error) {
+// run executes trustpool with args (a command and its arguments) against
+// this API and returns its standard output.
+func (a *testAPI) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	t.Setenv("TRUSTPOOL_TOKEN", "")
-	cmd := mk()
+	cmd := rootCmd()
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
@@ -220,7 +219,7 @@ func TestAuditCommands(t *testing.T) {
 	a := newTestAPI(t)
 	a.fill(t, 3)
 
-	out, err := a.run(t, auditCmd, "verify")
+	out, err := a.run(t, "audit", "verify")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,16 +227,16 @@ func TestAuditCommands(t *testing.T) {
 	if want := "audit log intact: 3 entries\nhead: " + head + "\n"; out != want {
 		t.Fatalf("verify printed %q, want %q", out, want)
 	}
-	if out, err = a.run(t, auditCmd, "verify", "--head", head, "--json"); err != nil || !strings.Contains(out, `"intact": true`) {
+	if out, err = a.run(t, "audit", "verify", "--head", head, "--json"); err != nil || !strings.Contains(out, `"intact": true`) {
 		t.Fatalf("verify --head --json: %q, %v", out, err)
 	}
 	for _, bad := range []string{"3", "x:00", "0:" + strings.Repeat("0", 64), "3:abcd"} {
-		if _, err := a.run(t, auditCmd, "verify", "--head", bad); err == nil || !strings.Contains(err.Error(), "--head") {
+		if _, err := a.run(t, "audit", "verify", "--head", bad); err == nil || !strings.Contains(err.Error(), "--head") {
 			t.Errorf("--head %q: err = %v", bad, err)
 		}
 	}
 
-	out, err = a.run(t, auditCmd, "list", "--after", "1", "--limit", "1")
+	out, err = a.run(t, "audit", "list", "--after", "1", "--limit", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +246,7 @@ func TestAuditCommands(t *testing.T) {
 	}
 
 	a.exec(t, `UPDATE audit SET action = 'nothing.happened' WHERE seq = 2`)
-	_, err = a.run(t, auditCmd, "verify")
+	_, err = a.run(t, "audit", "verify")
 	if err == nil || !strings.Contains(err.Error(), "entry 2 changed") || !strings.Contains(err.Error(), `action "nothing.happened"`) {
 		t.Fatalf("verify of a changed log: %v", err)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,7 +15,7 @@ import (
 	"trustpool/internal/fleetsim"
 )
 
-func benchCmd() *cobra.Command {
+func benchCmd(out *output) *cobra.Command {
 	var cfg bench.Config
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -25,21 +27,29 @@ func benchCmd() *cobra.Command {
 				return err
 			}
 			defer os.RemoveAll(dir)
-			cfg.Dir, cfg.Out = dir, cmd.OutOrStdout()
-			return bench.Run(cmd.Context(), cfg)
+			cfg.Dir = dir
+			p := out.progressTo(cmd.ErrOrStderr())
+			if p != nil {
+				cfg.Progress = p.Report
+			}
+			res, err := bench.Run(cmd.Context(), cfg)
+			p.Done()
+			if err != nil {
+				return err
+			}
+			return out.print(cmd.OutOrStdout(), res, res.WriteTable)
 		},
 	}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 3*time.Second, "time per throughput figure")
 	cmd.Flags().IntVar(&cfg.Hosts, "hosts", 10000, "hosts in the simulated fleet")
-	cmd.AddCommand(benchFleetCmd())
+	cmd.AddCommand(benchFleetCmd(out))
 	return cmd
 }
 
-func benchFleetCmd() *cobra.Command {
+func benchFleetCmd(out *output) *cobra.Command {
 	var (
 		cfg      bench.FleetConfig
 		ak       string
-		asJSON   bool
 		noCache  bool
 		keepLogs bool
 	)
@@ -50,13 +60,16 @@ func benchFleetCmd() *cobra.Command {
 the CA (and, with --db postgres, a throw-away PostgreSQL cluster), a simulated fleet in
 this process (test equipment: software EKs and AKs, each node on its own 127.0.0.0/8
 address), enrolls every node with join tokens, imports the first node as the golden host,
-says hello from every node, then measures for --duration and prints one JSON object.
+says hello from every node, then measures for --duration and prints the result: a table
+of figures, or with --output json (or --json) one JSON object on one line.
 With replicas the fleet talks to replica 1 and the readers to the last replica alive;
 --kill-replica-after kills replica 2 with SIGKILL and reports how long its hosts took to
 be held again and whether any verdict was lost. With --mode push the nodes open no port:
 each enrolls in push mode and runs the agent's push loop (challenge, evidence, long-poll).
 RSA keys come from a cache file
-(--key-cache) so that large fleets start in seconds; only the missing keys are generated.`,
+(--key-cache) so that large fleets start in seconds; only the missing keys are generated.
+Progress (nodes enrolled, attested, seconds measured) goes to standard error when it is a
+terminal, or with --progress.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch ak {
@@ -80,15 +93,17 @@ RSA keys come from a cache file
 				defer os.RemoveAll(dir)
 			}
 			cfg.Dir = dir
+			var logTo io.Writer = cmd.ErrOrStderr()
+			if p := out.progressTo(cmd.ErrOrStderr()); p != nil {
+				cfg.Progress, logTo = p.Report, p
+				defer p.Done()
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			res, err := bench.RunFleet(cmd.Context(), cfg)
 			if res != nil {
-				var b []byte
-				if asJSON {
-					b, _ = json.Marshal(res)
-				} else {
-					b, _ = json.MarshalIndent(res, "", "  ")
+				if perr := printFleet(cmd.OutOrStdout(), out, res); err == nil {
+					err = perr
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
 			}
 			return err
 		},
@@ -112,7 +127,21 @@ RSA keys come from a cache file
 	f.DurationVar(&cfg.KillReplicaAfter, "kill-replica-after", 0, "with replicas: SIGKILL replica 2 this long into the window and measure the takeover")
 	f.DurationVar(&cfg.LeaseTime, "lease-time", 0, "with replicas: the servers' --lease-time (default the server's, 30s)")
 	f.StringVar(&cfg.Mode, "mode", "pull", "the nodes' agent mode: pull (the server challenges each node) or push (each node pushes its evidence)")
-	f.BoolVar(&asJSON, "json", false, "print the result on one line")
 	f.BoolVar(&keepLogs, "keep", false, "keep the scratch directory (the server's log and state)")
 	return cmd
+}
+
+// printFleet prints the fleet benchmark's result: one JSON object on one
+// line (what BENCHMARKS.md's runs recorded), or its figures as a table,
+// nested objects flattened to dotted names (attest_latency_ms.p99).
+func printFleet(w io.Writer, out *output, res *bench.FleetResult) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	if out.JSON() {
+		_, err := fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	return objectTable(w, b)
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +19,7 @@ type apiFlags struct {
 	stateDir  string
 	caFile    string
 	tokenFile string
-	json      bool
+	out       *output // the root's --output
 }
 
 func (f *apiFlags) register(cmd *cobra.Command) {
@@ -34,7 +32,6 @@ func (f *apiFlags) register(cmd *cobra.Command) {
 	p.StringVar(&f.stateDir, "state-dir", stateDir, "server state directory holding ca.pem and admin.token (default $TRUSTPOOL_STATE_DIR)")
 	p.StringVar(&f.caFile, "ca", "", "CA certificate to trust (default <state-dir>/ca.pem)")
 	p.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (default <state-dir>/admin.token; $TRUSTPOOL_TOKEN wins)")
-	p.BoolVar(&f.json, "json", false, "print JSON instead of a table")
 }
 
 func (f *apiFlags) client() (*client, error) {
@@ -63,10 +60,3 @@ func (f *apiFlags) client() (*client, error) {
 
 // client is the API client the operator's verbs share.
 type client struct{ *httpjson.Client }
-
-// printJSON writes v indented.
-func printJSON(w io.Writer, v any) error {
-	e := json.NewEncoder(w)
-	e.SetIndent("", "  ")
-	return e.Encode(v)
-}

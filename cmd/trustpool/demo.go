@@ -8,14 +8,17 @@ import (
 	"trustpool/internal/demo"
 )
 
-func demoCmd() *cobra.Command {
+func demoCmd(out *output) *cobra.Command {
 	var cfg demo.Config
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a server and simulated compute nodes on this machine and show the trusted pool",
-		Args:  cobra.NoArgs,
+		Long: `demo runs an attestation server and simulated compute nodes (software TPMs) on
+this machine and prints the pool after every round of attestation: a table, or with
+--output json (or --json) the pool as one JSON object a line, a line a round.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Out = cmd.OutOrStdout()
+			cfg.Out, cfg.JSON = cmd.OutOrStdout(), out.JSON()
 			return demo.Run(cmd.Context(), cfg)
 		},
 	}
@@ -24,7 +27,6 @@ func demoCmd() *cobra.Command {
 	f.IntVar(&cfg.Tampered, "tampered", 1, "nodes that boot a tampered hypervisor")
 	f.IntVar(&cfg.NoLaunch, "no-launch", 0, "nodes that boot without an Intel TXT measured launch (swtpm)")
 	f.BoolVar(&cfg.Once, "once", false, "one full round: print the pool and exit")
-	f.BoolVar(&cfg.JSON, "json", false, "print the pool as JSON (one line per round)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "server address")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "server state directory (default: a temporary one, removed at exit)")
 	f.StringVar(&cfg.Backend, "tpm", "", "software TPM: swtpm or simulator (default swtpm when installed)")

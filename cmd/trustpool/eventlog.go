@@ -38,12 +38,12 @@ func exitWith(code int) error {
 }
 
 // eventlogCmd is `trustpool eventlog`: offline tools over TCG event logs.
-func eventlogCmd() *cobra.Command {
+func eventlogCmd(out *output) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "eventlog",
 		Short: "Offline tools for TCG event logs (no server, no TPM)",
 	}
-	cmd.AddCommand(eventlogReplayCmd())
+	cmd.AddCommand(eventlogReplayCmd(out))
 	return cmd
 }
 
@@ -52,7 +52,7 @@ type replayOptions struct {
 	drtm, json bool
 }
 
-func eventlogReplayCmd() *cobra.Command {
+func eventlogReplayCmd(out *output) *cobra.Command {
 	var o replayOptions
 	cmd := &cobra.Command{
 		Use:   "replay --log FILE [--pcrs FILE] [--json]",
@@ -70,13 +70,13 @@ Exit status: 0 when every compared PCR matches (or nothing was compared),
 cannot be read or parsed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.json = out.JSON()
 			return exitWith(runReplay(o, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	cmd.Flags().StringVar(&o.log, "log", "", "binary event log file (required)")
 	cmd.Flags().StringVar(&o.pcrs, "pcrs", "", "PCR values to compare with: JSON or tpm2_pcrread output")
 	cmd.Flags().BoolVar(&o.drtm, "drtm", false, "the log is an Intel TXT DRTM log: PCRs 17-22 start at zero")
-	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON object")
 	_ = cmd.MarkFlagRequired("log")
 	return cmd
 }

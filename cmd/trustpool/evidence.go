@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -43,6 +47,8 @@ func evidenceCmd(af *apiFlags) *cobra.Command {
 				return err
 			}
 			doc = append(doc, '\n')
+			// The bundle is a JSON document whatever --output says; on
+			// standard output it is all there is.
 			if out == "" || out == "-" {
 				_, err := cmd.OutOrStdout().Write(doc)
 				return err
@@ -50,11 +56,30 @@ func evidenceCmd(af *apiFlags) *cobra.Command {
 			if err := os.WriteFile(out, doc, 0o644); err != nil {
 				return fmt.Errorf("write bundle: %w", err)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "wrote the evidence of %s to %s (check it with: trustpool verify --bundle %s)\n", b.Host, out, out)
-			return nil
+			sum := sha256.Sum256(doc)
+			rep := exportReport{Host: b.Host, File: out, Bytes: len(doc), SHA256: hex.EncodeToString(sum[:]), PCRs: b.Evidence.PCRs}
+			return af.out.print(cmd.OutOrStdout(), rep, func(w io.Writer) error {
+				fmt.Fprintf(w, "wrote the evidence of %s to %s (%d bytes, sha256 %s)\ncheck it with: trustpool verify --bundle %s\n", rep.Host, out, rep.Bytes, rep.SHA256, out)
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "BANK\tPCR\tQUOTED DIGEST")
+				for _, p := range rep.PCRs {
+					fmt.Fprintf(tw, "%s\t%d\t%x\n", p.Bank, p.Index, p.Digest)
+				}
+				return tw.Flush()
+			})
 		},
 	}
-	export.Flags().StringVarP(&out, "out", "o", "", "file to write the bundle to (default: standard output)")
+	export.Flags().StringVarP(&out, "out", "o", "", "file to write the bundle to (default: standard output, the bundle alone)")
 	cmd.AddCommand(export)
 	return cmd
+}
+
+// exportReport is what `evidence export --out FILE` prints: the file
+// written and the PCRs the bundle's quote covers.
+type exportReport struct {
+	Host   string         `json:"host"`
+	File   string         `json:"file"`
+	Bytes  int            `json:"bytes"`
+	SHA256 string         `json:"sha256"` // of the file
+	PCRs   []evidence.PCR `json:"pcrs"`
 }

@@ -45,7 +45,7 @@ func evidenceAPI(t *testing.T) (*store.Store, *apiFlags) {
 			t.Fatal(err)
 		}
 	}
-	return s, &apiFlags{server: srv.URL, stateDir: dir}
+	return s, &apiFlags{server: srv.URL, stateDir: dir, out: &output{}}
 }
 
 // runExport runs `trustpool evidence export` with args and returns its
@@ -53,6 +53,7 @@ func evidenceAPI(t *testing.T) (*store.Store, *apiFlags) {
 func runExport(t *testing.T, af *apiFlags, args ...string) (string, error) {
 	t.Helper()
 	cmd := evidenceCmd(af)
+	af.out.register(cmd.PersistentFlags())
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(io.Discard)

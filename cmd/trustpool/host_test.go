@@ -58,13 +58,7 @@ func TestHostAndWatch(t *testing.T) {
 	record(1, verdict.Trusted)
 	t.Setenv("TRUSTPOOL_STATE_DIR", dir)
 	run := func(ctx context.Context, out io.Writer, args ...string) error {
-		var af apiFlags
-		cmd := hostsCmd(&af)
-		if args[0] == "host" {
-			cmd = hostCmd(&af)
-			args = args[1:]
-		}
-		af.register(cmd)
+		cmd := rootCmd()
 		cmd.SetArgs(append(args, "--server", srv.URL()))
 		cmd.SetOut(out)
 		cmd.SilenceErrors, cmd.SilenceUsage = true, true
@@ -75,7 +69,7 @@ func TestHostAndWatch(t *testing.T) {
 	wctx, wcancel := context.WithCancel(ctx)
 	var watched syncBuffer
 	wdone := make(chan error, 1)
-	go func() { wdone <- run(wctx, &watched, "--watch", "--every", "50ms") }()
+	go func() { wdone <- run(wctx, &watched, "hosts", "--watch", "--every", "50ms") }()
 	waitLine := func(what, want string) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(watched.String(), want); time.Sleep(20 * time.Millisecond) {

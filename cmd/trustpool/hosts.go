@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,53 +27,54 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 				return err
 			}
 			if watch {
-				return watchPool(cmd.Context(), c, cmd.OutOrStdout(), every)
+				return watchPool(cmd.Context(), c, cmd.OutOrStdout(), every, af.out.JSON())
 			}
 			var p api.Pool
 			if err := c.Do(cmd.Context(), "GET", "/v1/pool", nil, &p); err != nil {
 				return err
 			}
-			if af.json {
-				return printJSON(cmd.OutOrStdout(), p)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tTRUST\tVTIME\tPOLICY\tREASON")
-			for _, h := range p.Hosts {
-				var rs []string
-				for _, r := range h.Reasons {
-					rs = append(rs, r.Message)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, h.Level, h.VTime, h.Policy, strings.Join(rs, "; "))
-			}
-			return tw.Flush()
+			return af.out.print(cmd.OutOrStdout(), p, func(w io.Writer) error { return poolTable(w, p.Hosts) })
 		},
-	}
-	simple := func(use, short, method, path string) *cobra.Command {
-		return &cobra.Command{
-			Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := af.client()
-				if err != nil {
-					return err
-				}
-				var out any
-				if err := c.Do(cmd.Context(), method, fmt.Sprintf(path, args[0]), nil, &out); err != nil {
-					return err
-				}
-				if out == nil {
-					return nil
-				}
-				return printJSON(cmd.OutOrStdout(), out)
-			},
-		}
 	}
 	cmd.Flags().BoolVar(&watch, "watch", false, "print every host, then every level change, until interrupted")
 	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "with --watch: how often the pool is read")
-	cmd.AddCommand(
-		simple("show", "Show a host with its verdict and history", "GET", "/v1/hosts/%s"),
-		simple("attest", "Attest a host now and show the verdict", "POST", "/v1/hosts/%s/attest"),
-		simple("delete", "Remove a host (it reads as unknown at once)", "DELETE", "/v1/hosts/%s"),
-	)
+	// host is the named host's path, the name escaped.
+	host := func(name, rest string) string { return "/v1/hosts/" + url.PathEscape(name) + rest }
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a host with its verdict and history (as trustpool host NAME)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return showHost(cmd, af, args[0]) },
+	}
+	attest := &cobra.Command{
+		Use: "attest NAME", Short: "Attest a host now and show the verdict", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var e api.PoolEntry
+			if err := c.Do(cmd.Context(), "POST", host(args[0], "/attest"), nil, &e); err != nil {
+				return err
+			}
+			return af.out.print(cmd.OutOrStdout(), e, func(w io.Writer) error { return poolTable(w, []api.PoolEntry{e}) })
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Remove a host (it reads as unknown at once)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Do(cmd.Context(), "DELETE", host(args[0], ""), nil, nil); err != nil {
+				return err
+			}
+			return af.out.print(cmd.OutOrStdout(), map[string]string{"deleted": args[0]}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "deleted host %s\n", args[0])
+				return err
+			})
+		},
+	}
+	cmd.AddCommand(show, attest, del)
 	var ek string
 	approve := &cobra.Command{
 		Use: "approve NAME --ek FINGERPRINT", Short: "Admit the TPM waiting under NAME whose EK has this fingerprint (see hosts pending)", Args: cobra.ExactArgs(1),
@@ -80,11 +83,14 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out any
-			if err := c.Do(cmd.Context(), "POST", "/v1/hosts/"+args[0]+"/approve", map[string]string{"ek_fingerprint": ek}, &out); err != nil {
+			var h api.HostView
+			if err := c.Do(cmd.Context(), "POST", host(args[0], "/approve"), map[string]string{"ek_fingerprint": ek}, &h); err != nil {
 				return err
 			}
-			return printJSON(cmd.OutOrStdout(), out)
+			return af.out.print(cmd.OutOrStdout(), h, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "admitted %s (%s); it is attested now\n", h.Name, h.State)
+				return err
+			})
 		},
 	}
 	approve.Flags().StringVar(&ek, "ek", "", "SHA-256 fingerprint of the EK approved (required)")
@@ -100,19 +106,18 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), "GET", "/v1/pending", nil, &ps); err != nil {
 				return err
 			}
-			if af.json {
-				return printJSON(cmd.OutOrStdout(), ps)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tEK FINGERPRINT\tEK CERTIFICATE\tSOURCE\tSINCE")
-			for _, p := range ps {
-				cert := "none"
-				if p.EKCertSubject != "" {
-					cert = p.EKCertSubject + " (issuer " + p.EKCertIssuer + ")"
+			return af.out.print(cmd.OutOrStdout(), ps, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "HOST\tEK FINGERPRINT\tEK CERTIFICATE\tSOURCE\tSINCE")
+				for _, p := range ps {
+					cert := "none"
+					if p.EKCertSubject != "" {
+						cert = p.EKCertSubject + " (issuer " + p.EKCertIssuer + ")"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Host, p.EKFingerprint, cert, p.Source, p.Created.Format(time.RFC3339))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Host, p.EKFingerprint, cert, p.Source, p.Created.Format(time.RFC3339))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.AddCommand(approve, pending)
@@ -132,14 +137,28 @@ func hostsCmd(af *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), "POST", "/v1/join-tokens", map[string]string{"host": args[0], "ttl": ttl}, &out); err != nil {
 				return err
 			}
-			if af.json {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
-			return nil
+			// The table is the token alone, for TOKEN=$(trustpool hosts join-token NAME).
+			return af.out.print(cmd.OutOrStdout(), out, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, out.Token)
+				return err
+			})
 		},
 	}
 	join.Flags().StringVar(&ttl, "ttl", "", "lifetime (default 24h)")
 	cmd.AddCommand(join)
 	return cmd
+}
+
+// poolTable is the pool's table: a host a line, with its reasons.
+func poolTable(w io.Writer, hosts []api.PoolEntry) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tTRUST\tVTIME\tPOLICY\tREASON")
+	for _, h := range hosts {
+		var rs []string
+		for _, r := range h.Reasons {
+			rs = append(rs, r.Message)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, h.Level, h.VTime, h.Policy, strings.Join(rs, "; "))
+	}
+	return tw.Flush()
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,19 +50,18 @@ func referenceCmd(af *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), "GET", "/v1/references", nil, &refs); err != nil {
 				return err
 			}
-			if af.json {
-				return printJSON(cmd.OutOrStdout(), refs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tCLASS\tPCRS\tMETA")
-			for _, r := range refs {
-				var pcrs []string
-				for _, e := range r.Expect {
-					pcrs = append(pcrs, fmt.Sprintf("%d/%s", e.PCR, e.Bank))
+			return af.out.print(cmd.OutOrStdout(), refs, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tVERSION\tCLASS\tPCRS\tMETA")
+				for _, r := range refs {
+					var pcrs []string
+					for _, e := range r.Expect {
+						pcrs = append(pcrs, fmt.Sprintf("%d/%s", e.PCR, e.Bank))
+					}
+					fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\n", r.Name, r.Version, r.Class, strings.Join(pcrs, ","), meta(r.Meta))
 				}
-				fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\n", r.Name, r.Version, r.Class, strings.Join(pcrs, ","), meta(r.Meta))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	})
 	var file string
@@ -99,20 +101,19 @@ func policyCmd(af *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), "GET", "/v1/policies", nil, &ps); err != nil {
 				return err
 			}
-			if af.json {
-				return printJSON(cmd.OutOrStdout(), ps)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tREQUIRES\tAPPROVED\tSELECTOR")
-			for _, p := range ps {
-				var req, appr []string
-				for _, c := range p.Require {
-					req = append(req, string(c))
-					appr = append(appr, fmt.Sprintf("%s=%s", c, strings.Join(p.Approved[c], "|")))
+			return af.out.print(cmd.OutOrStdout(), ps, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tVERSION\tREQUIRES\tAPPROVED\tSELECTOR")
+				for _, p := range ps {
+					var req, appr []string
+					for _, c := range p.Require {
+						req = append(req, string(c))
+						appr = append(appr, fmt.Sprintf("%s=%s", c, strings.Join(p.Approved[c], "|")))
+					}
+					fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\n", p.Name, p.Version, strings.Join(req, ","), strings.Join(appr, " "), meta(p.Selector))
 				}
-				fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\n", p.Name, p.Version, strings.Join(req, ","), strings.Join(appr, " "), meta(p.Selector))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	})
 	var file string
@@ -176,20 +177,28 @@ func changeCmds(af *apiFlags) []*cobra.Command {
 	return []*cobra.Command{preview, apply, golden}
 }
 
-// sendChange sends a known-good change and prints the hosts it moves.
+// sendChange sends a known-good change (or a preview, or a golden import)
+// and prints the hosts it moves. The server evaluates every host's stored
+// evidence before it answers; while it does, the time waited is shown as
+// progress.
 func sendChange(cmd *cobra.Command, af *apiFlags, method, path string, body any) error {
 	c, err := af.client()
 	if err != nil {
 		return err
 	}
 	var res api.ChangeResult
-	if err := c.Do(cmd.Context(), method, path, body, &res); err != nil {
+	err = waiting(cmd.Context(), af.out.progressTo(cmd.ErrOrStderr()), "waiting for the server's evaluation of every host, s", time.Second, func(ctx context.Context) error {
+		return c.Do(ctx, method, path, body, &res)
+	})
+	if err != nil {
 		return err
 	}
-	if af.json {
-		return printJSON(cmd.OutOrStdout(), res)
-	}
-	w := cmd.OutOrStdout()
+	return af.out.print(cmd.OutOrStdout(), res, func(w io.Writer) error { return changeTable(w, res) })
+}
+
+// changeTable is a change's result for people: what it added, then the
+// hosts it moves.
+func changeTable(w io.Writer, res api.ChangeResult) error {
 	for _, r := range res.References {
 		fmt.Fprintf(w, "reference %s v%d (%s)\n", r.Name, r.Version, r.Class)
 	}
@@ -197,8 +206,8 @@ func sendChange(cmd *cobra.Command, af *apiFlags, method, path string, body any)
 		fmt.Fprintf(w, "policy %s v%d\n", p.Name, p.Version)
 	}
 	if len(res.Changes) == 0 {
-		fmt.Fprintln(w, "no host changes level")
-		return nil
+		_, err := fmt.Fprintln(w, "no host changes level")
+		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tFROM\tTO\tREASON")
@@ -210,6 +219,33 @@ func sendChange(cmd *cobra.Command, af *apiFlags, method, path string, body any)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ch.Host, ch.From, ch.To, strings.Join(rs, "; "))
 	}
 	return tw.Flush()
+}
+
+// waiting runs do, reporting to p (nil: nothing) how many times every has
+// passed while it runs: one request the server takes long to answer.
+func waiting(ctx context.Context, p *progress, what string, every time.Duration, do func(context.Context) error) error {
+	if p == nil {
+		return do(ctx)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for s := 1; ; s++ {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				p.Report(what, s, 0)
+			}
+		}
+	})
+	err := do(ctx)
+	close(done)
+	wg.Wait()
+	p.Done()
+	return err
 }
 
 func meta(m map[string]string) string {

@@ -137,7 +137,7 @@ func TestREADMECommands(t *testing.T) {
 		}
 	}
 	hostState := func(name string) string {
-		out, err := run("trustpool hosts show " + name)
+		out, err := run("trustpool hosts show --output json " + name)
 		if err != nil {
 			return ""
 		}

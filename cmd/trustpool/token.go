@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"text/tabwriter"
@@ -13,8 +14,8 @@ import (
 )
 
 // tokenCmd is `trustpool token`: the admin's verbs for API tokens.
-func tokenCmd() *cobra.Command {
-	var f apiFlags
+func tokenCmd(out *output) *cobra.Command {
+	f := apiFlags{out: out}
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create, list and revoke API tokens (needs an admin token)",
@@ -46,18 +47,16 @@ func tokenCreateCmd(f *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/tokens", req, &tok); err != nil {
 				return fmt.Errorf("create token: %w", err)
 			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, tok)
-			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tTOKEN")
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", tok.Name, tok.Role, tok.Token)
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "Store the token now: the server keeps only its hash and cannot show it again.")
-			return nil
+			return f.out.print(cmd.OutOrStdout(), tok, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tROLE\tTOKEN")
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", tok.Name, tok.Role, tok.Token)
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "Store the token now: the server keeps only its hash and cannot show it again.")
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "token name (letters, digits, '.', '_', '-'; shown in the audit log)")
@@ -94,20 +93,18 @@ func tokenListCmd(f *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/tokens", nil, &ts); err != nil {
 				return fmt.Errorf("list tokens: %w", err)
 			}
-			out := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(out, ts)
-			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tREVOKED")
-			for _, t := range ts {
-				revoked := "-"
-				if t.RevokedAt != nil {
-					revoked = t.RevokedAt.Format(time.RFC3339)
+			return f.out.print(cmd.OutOrStdout(), ts, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tREVOKED")
+				for _, t := range ts {
+					revoked := "-"
+					if t.RevokedAt != nil {
+						revoked = t.RevokedAt.Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.Format(time.RFC3339), revoked)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.Format(time.RFC3339), revoked)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -125,11 +122,10 @@ func tokenRevokeCmd(f *apiFlags) *cobra.Command {
 			if err := c.Do(cmd.Context(), http.MethodDelete, "/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return fmt.Errorf("revoke token: %w", err)
 			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"revoked": args[0]})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", args[0])
-			return nil
+			return f.out.print(cmd.OutOrStdout(), map[string]string{"revoked": args[0]}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "revoked token %s\n", args[0])
+				return err
+			})
 		},
 	}
 }

@@ -12,7 +12,7 @@ import (
 func TestTokenCommands(t *testing.T) {
 	a := newTestAPI(t)
 
-	out, err := a.run(t, tokenCmd, "create", "--name", "nova-sched", "--role", "scheduler")
+	out, err := a.run(t, "token", "create", "--name", "nova-sched", "--role", "scheduler")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestTokenCommands(t *testing.T) {
 		t.Fatalf("printed token does not match the stored hash: %+v %v", stored, err)
 	}
 
-	out, err = a.run(t, tokenCmd, "create", "--name", "viewer", "--role", "reader", "--json")
+	out, err = a.run(t, "token", "create", "--name", "viewer", "--role", "reader", "--json")
 	var created auth.NewTokenResponse
 	if err != nil || json.Unmarshal([]byte(out), &created) != nil || created.Role != auth.RoleReader || created.Token == "" {
 		t.Fatalf("create --json: %q, %v", out, err)
@@ -53,7 +53,7 @@ func TestTokenCommands(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := a.run(t, tokenCmd, tt.args...)
+			out, err := a.run(t, append([]string{"token"}, tt.args...)...)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -74,7 +74,7 @@ func TestTokenCommands(t *testing.T) {
 		})
 	}
 
-	out, err = a.run(t, tokenCmd, "list", "--json")
+	out, err = a.run(t, "token", "list", "--json")
 	var infos []auth.TokenInfo
 	if err != nil || json.Unmarshal([]byte(out), &infos) != nil || len(infos) != 2 || infos[1].RevokedAt == nil || infos[0].RevokedAt != nil {
 		t.Fatalf("list --json: %q, %v", out, err)

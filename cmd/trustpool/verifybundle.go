@@ -25,7 +25,7 @@ type bundleOptions struct {
 
 // verifyCmd is `trustpool verify --bundle FILE`: the server's stateless
 // evidence checks, offline.
-func verifyCmd() *cobra.Command {
+func verifyCmd(out *output) *cobra.Command {
 	var o bundleOptions
 	cmd := &cobra.Command{
 		Use:   "verify --bundle FILE [--policy FILE] [--json]",
@@ -48,13 +48,13 @@ Exit status: 0 when the evidence verifies (and the policy, if given, trusts
 it), 1 when it does not, 2 when the bundle or policy cannot be read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.json = out.JSON()
 			return exitWith(runVerifyBundle(o, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	cmd.Flags().StringVar(&o.bundle, "bundle", "", "evidence bundle file (required)")
 	cmd.Flags().StringVar(&o.policy, "policy", "", "known-good change document with the policy and references to evaluate against")
 	cmd.Flags().StringVar(&o.policyName, "policy-name", "", "which policy of --policy to use, when it holds several")
-	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON object")
 	_ = cmd.MarkFlagRequired("bundle")
 	return cmd
 }

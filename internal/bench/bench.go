@@ -42,52 +42,127 @@ type Config struct {
 	Duration time.Duration // per throughput measurement (default 3 s)
 	Hosts    int           // hosts in the verdict cache and store (default 10,000)
 	Dir      string        // scratch directory for the SQLite store
-	Out      io.Writer
+	// Progress, when set, is told each figure as its measurement starts
+	// (done of total figures measured).
+	Progress func(stage string, done, total int)
 }
 
-// Run measures and prints.
-func Run(ctx context.Context, cfg Config) error {
+// Results are the figures of `trustpool bench`, as --output json prints
+// them (durations in microseconds or milliseconds, as named).
+type Results struct {
+	OS         string  `json:"os"`
+	Arch       string  `json:"arch"`
+	CPUs       int     `json:"cpus"`
+	GOMAXPROCS int     `json:"gomaxprocs"`
+	DurationS  float64 `json:"duration_s"` // per throughput figure
+	Hosts      int     `json:"hosts"`
+	// Verify is full verification with policy evaluation, per AK kind.
+	Verify []VerifyRate `json:"verify"`
+	// PollHosts is PollHosts of 1,000 names and of Hosts names, server side.
+	PollHosts []QueryLatency `json:"pollhosts"`
+	Filter    QueryLatency   `json:"filter"` // filter.Filter of 1,000 candidates
+	// RestartMs is the verdict cache rebuilt from SQLite for Hosts hosts.
+	RestartMs        float64 `json:"restart_ms"`
+	HeapPerVerdictB  float64 `json:"heap_bytes_per_verdict"`
+	ReevaluateMs     float64 `json:"reevaluate_ms"` // a known-good change re-evaluated over Hosts hosts
+	ReevaluatedHosts int     `json:"reevaluated_hosts"`
+}
+
+// VerifyRate is the full verification rate of one AK kind beside the bare
+// signature rate of the same key.
+type VerifyRate struct {
+	AK       string  `json:"ak"`
+	HostsPS  float64 `json:"hosts_per_s"`
+	BarePS   float64 `json:"bare_signatures_per_s"`
+	ShareOfB float64 `json:"share_of_bare"`
+}
+
+// QueryLatency is a scheduler query's latency percentiles.
+type QueryLatency struct {
+	Names int     `json:"names"`
+	P50us float64 `json:"p50_us"`
+	P99us float64 `json:"p99_us"`
+}
+
+// Run measures every figure.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 3 * time.Second
 	}
 	if cfg.Hosts <= 0 {
 		cfg.Hosts = 10000
 	}
-	tw := tabwriter.NewWriter(cfg.Out, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
-	fmt.Fprintf(tw, "trustpool bench: %s/%s, %d CPUs (GOMAXPROCS %d), %s per throughput figure\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.Duration)
-	fmt.Fprintln(tw, "what\tfigure\tnote")
+	const figures = 7
+	done := 0
+	step := func(what string) {
+		if cfg.Progress != nil {
+			cfg.Progress("measuring "+what+", figure", done, figures)
+		}
+		done++
+	}
+	r := &Results{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+		DurationS: cfg.Duration.Seconds(), Hosts: cfg.Hosts, ReevaluatedHosts: cfg.Hosts}
 	for _, alg := range []fleetsim.Alg{fleetsim.RSA2048, fleetsim.P256} {
+		step("verification " + alg.String())
 		full, bare, err := verifyRates(cfg.Duration, alg)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		fmt.Fprintf(tw, "full verification + policy, %s\t%.0f hosts/s\tsignature, nonce, selection, PCR digest, replay of 51 events, policy; %.0f%% of the bare signature rate (%.0f/s)\n",
-			alg, full, 100*full/bare, bare)
+		r.Verify = append(r.Verify, VerifyRate{AK: alg.String(), HostsPS: full, BarePS: bare, ShareOfB: full / bare})
 	}
 	f, err := newFleet(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.st.Close()
-	for _, n := range []int{1000, cfg.Hosts} {
+	small := min(1000, cfg.Hosts) // a scheduler's request, within the fleet
+	for _, n := range []int{small, cfg.Hosts} {
+		step(fmt.Sprintf("PollHosts of %d names", n))
 		p50, p99 := f.pollHosts(n, cfg.Duration)
-		fmt.Fprintf(tw, "PollHosts, %d names\tp50 %s, p99 %s\tserver side, answered from the verdict cache\n", n, p50, p99)
+		r.PollHosts = append(r.PollHosts, QueryLatency{Names: n, P50us: micro(p50), P99us: micro(p99)})
 	}
-	p50, p99 := f.filter(1000, cfg.Duration)
-	fmt.Fprintf(tw, "filter, 1000 candidates\tp50 %s, p99 %s\tfilter.Filter over the cache\n", p50, p99)
+	step("filter")
+	p50, p99 := f.filter(small, cfg.Duration)
+	r.Filter = QueryLatency{Names: small, P50us: micro(p50), P99us: micro(p99)}
+	step("restart")
 	d, perHost, err := f.restart(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Fprintf(tw, "restart: cache rebuilt from SQLite, %d hosts\t%s\t%.0f bytes of heap per cached verdict\n", cfg.Hosts, d.Round(time.Millisecond), perHost)
-	d, err = f.reevaluate(ctx)
-	if err != nil {
-		return err
+	r.RestartMs, r.HeapPerVerdictB = milli(d), perHost
+	step("re-evaluation")
+	if d, err = f.reevaluate(ctx); err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(tw, "known-good change re-evaluated, %d hosts\t%s\tevery host's stored evidence, one transaction\n", cfg.Hosts, d.Round(time.Millisecond))
-	return nil
+	r.ReevaluateMs = milli(d)
+	if cfg.Progress != nil {
+		cfg.Progress("measuring, figure", figures, figures)
+	}
+	return r, nil
+}
+
+func micro(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+func milli(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// WriteTable prints the figures for people, with what each measures.
+func (r *Results) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "trustpool bench: %s/%s, %d CPUs (GOMAXPROCS %d), %s per throughput figure\n\n",
+		r.OS, r.Arch, r.CPUs, r.GOMAXPROCS, time.Duration(r.DurationS*float64(time.Second)))
+	fmt.Fprintln(tw, "what\tfigure\tnote")
+	for _, v := range r.Verify {
+		fmt.Fprintf(tw, "full verification + policy, %s\t%.0f hosts/s\tsignature, nonce, selection, PCR digest, replay of 51 events, policy; %.0f%% of the bare signature rate (%.0f/s)\n",
+			v.AK, v.HostsPS, 100*v.ShareOfB, v.BarePS)
+	}
+	us := func(f float64) time.Duration { return time.Duration(f * 1e3) }
+	for _, q := range r.PollHosts {
+		fmt.Fprintf(tw, "PollHosts, %d names\tp50 %s, p99 %s\tserver side, answered from the verdict cache\n", q.Names, us(q.P50us), us(q.P99us))
+	}
+	fmt.Fprintf(tw, "filter, %d candidates\tp50 %s, p99 %s\tfilter.Filter over the cache\n", r.Filter.Names, us(r.Filter.P50us), us(r.Filter.P99us))
+	ms := func(f float64) time.Duration { return time.Duration(f * 1e6).Round(time.Millisecond) }
+	fmt.Fprintf(tw, "restart: cache rebuilt from SQLite, %d hosts\t%s\t%.0f bytes of heap per cached verdict\n", r.Hosts, ms(r.RestartMs), r.HeapPerVerdictB)
+	fmt.Fprintf(tw, "known-good change re-evaluated, %d hosts\t%s\tevery host's stored evidence, one transaction\n", r.ReevaluatedHosts, ms(r.ReevaluateMs))
+	return tw.Flush()
 }
 
 // verifyRates runs full verification with policy evaluation, and the bare

@@ -61,7 +61,10 @@ type FleetConfig struct {
 	// Mode is the nodes' agent mode: "pull" (the default) or "push"
 	// (docs/push.md: the nodes open no port and push their evidence).
 	Mode string
-	Log  *slog.Logger
+	// Progress, when set, is told how far the long stages are: nodes
+	// "enrolled", "said hello", "attested", then seconds "measured".
+	Progress func(stage string, done, total int)
+	Log      *slog.Logger
 }
 
 // Latency is a pair of percentiles in milliseconds.
@@ -276,7 +279,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	// The fleet.
 	fl, err := simfleet.New(simfleet.Config{
 		Server: srv.url, ServerCA: srv.ca, Nodes: cfg.Nodes, AK: cfg.AK, KeyCache: cfg.KeyCache, Workers: cfg.Workers, Log: cfg.Log,
-		NoKeepAlive: !keepAlive, Mode: cfg.Mode,
+		NoKeepAlive: !keepAlive, Mode: cfg.Mode, Progress: cfg.Progress,
 		JoinToken: func(ctx context.Context, host string) (string, error) {
 			var tok struct {
 				Token string `json:"token"`
@@ -313,7 +316,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	if err := fl.Hello(ctx); err != nil {
 		res.Notes = append(res.Notes, "hello errors: "+firstLine(err))
 	}
-	res.RampHeld = waitAttested(ctx, admin, cfg.Nodes, max(2*cfg.Interval, time.Minute))
+	res.RampHeld = waitAttested(ctx, admin, cfg.Nodes, max(2*cfg.Interval, time.Minute), cfg.Progress)
 	res.RampS = time.Since(start).Seconds()
 	cfg.Log.Info("bench fleet: measuring", "ramp_s", res.RampS, "settled", res.RampHeld, "window", cfg.Duration)
 
@@ -345,6 +348,22 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		names = append(names, nd.Name)
 	}
 	var wg sync.WaitGroup
+	if cfg.Progress != nil {
+		wg.Go(func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			total := int(cfg.Duration.Seconds())
+			for {
+				select {
+				case <-wctx.Done():
+					cfg.Progress("measured s", total, total)
+					return
+				case <-t.C:
+					cfg.Progress("measured s", int(time.Since(t0).Seconds()), total)
+				}
+			}
+		})
+	}
 	var pollTimes []time.Duration
 	wg.Go(func() { pollTimes = poller.sample(wctx, names) })
 	var tamperTimes []time.Duration
@@ -575,13 +594,23 @@ func golden(ctx context.Context, admin *httpjson.Client, host string) error {
 }
 
 // waitAttested waits until every one of n hosts has a verdict that is not
-// unknown, reading the pool every 2 s for at most limit.
-func waitAttested(ctx context.Context, admin *httpjson.Client, n int, limit time.Duration) bool {
+// unknown, reading the pool every 2 s for at most limit, and tells progress
+// (when set) how many have.
+func waitAttested(ctx context.Context, admin *httpjson.Client, n int, limit time.Duration, progress func(string, int, int)) bool {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		var pool api.Pool
-		if err := admin.Do(ctx, http.MethodGet, "/v1/pool", nil, &pool); err == nil && len(pool.Hosts) == n {
-			if !slices.ContainsFunc(pool.Hosts, func(h api.PoolEntry) bool { return h.Level == verdict.Unknown }) {
+		if err := admin.Do(ctx, http.MethodGet, "/v1/pool", nil, &pool); err == nil {
+			known := 0
+			for _, h := range pool.Hosts {
+				if h.Level != verdict.Unknown {
+					known++
+				}
+			}
+			if progress != nil {
+				progress("attested", known, n)
+			}
+			if known == n {
 				return true
 			}
 		}

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,14 +38,17 @@ func fleetCheck(t *testing.T, mode string) {
 		}
 		t.Skipf("cannot build the trustpool binary: %v\n%s", err, out)
 	}
+	var pr progressLog
 	res, err := RunFleet(t.Context(), FleetConfig{
 		Nodes: 200, Interval: 5 * time.Second, Duration: 12 * time.Second, Tampered: 2, Mode: mode,
-		AK: fleetsim.P256, Exe: exe, Dir: t.TempDir(), Workers: 8,
+		AK: fleetsim.P256, Exe: exe, Dir: t.TempDir(), Workers: 8, Progress: pr.report,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Progress was reported through every long stage, to its end.
+	pr.want(t, map[string][2]int{"enrolled": {200, 200}, "said hello": {200, 200}, "attested": {200, 200}, "measured s": {12, 12}})
 	t.Logf("%+v", *res)
 	if res.Mode != mode {
 		t.Errorf("mode %q, want %q", res.Mode, mode)
@@ -127,4 +132,54 @@ func TestFleetReplicas(t *testing.T) {
 	if res.TamperToUntrusted.N != 2 || res.TamperMissed != 0 || res.ChallengesRefused != 0 {
 		t.Errorf("PollHosts said untrusted for %d of the 2 tampered nodes; %d challenges refused", res.TamperToUntrusted.N, res.ChallengesRefused)
 	}
+}
+
+// progressLog records the furthest progress reported in each stage.
+type progressLog struct {
+	mu   sync.Mutex // guards last
+	last map[string][2]int
+}
+
+func (p *progressLog) report(stage string, done, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last = map[string][2]int{}
+	}
+	if done >= p.last[stage][0] {
+		p.last[stage] = [2]int{done, total}
+	}
+}
+
+// want checks that each stage reached its done of total and no other
+// stage was reported.
+func (p *progressLog) want(t *testing.T, want map[string][2]int) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !maps.Equal(p.last, want) {
+		t.Errorf("progress reached %v, want %v", p.last, want)
+	}
+}
+
+// TestRunProgress runs trustpool bench's measurements briefly and small:
+// every figure is measured and reported as progress, seven of seven.
+func TestRunProgress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures every figure")
+	}
+	var pr progressLog
+	r, err := Run(t.Context(), Config{Duration: 50 * time.Millisecond, Hosts: 300, Dir: t.TempDir(), Progress: pr.report})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Verify) != 2 || len(r.PollHosts) != 2 || r.PollHosts[1].Names != 300 || r.Verify[0].HostsPS <= 0 || r.ReevaluatedHosts != 300 {
+		t.Errorf("results: %+v", r)
+	}
+	// 300 hosts: both PollHosts figures are of 300 names, one stage.
+	pr.want(t, map[string][2]int{
+		"measuring verification RSA-2048, figure": {0, 7}, "measuring verification P-256, figure": {1, 7},
+		"measuring PollHosts of 300 names, figure": {3, 7}, "measuring filter, figure": {4, 7},
+		"measuring restart, figure": {5, 7}, "measuring re-evaluation, figure": {6, 7}, "measuring, figure": {7, 7},
+	})
 }

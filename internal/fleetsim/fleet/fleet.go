@@ -82,7 +82,10 @@ type Config struct {
 	// port, enrolls without a URL and pushes its evidence, as `trustpool
 	// agent --mode push` does).
 	Mode string
-	Log  *slog.Logger
+	// Progress, when set, is told how many nodes Enroll ("enrolled") and
+	// Hello ("said hello") have done, as they go.
+	Progress func(stage string, done, total int)
+	Log      *slog.Logger
 }
 
 // Fleet is a running fleet.
@@ -436,7 +439,7 @@ func (f *Fleet) client(nd *Node, cert *tls.Certificate) *httpjson.Client {
 // EK, POST /v1/enroll/activate. It returns how many nodes are enrolled, and
 // the errors of those that are not.
 func (f *Fleet) Enroll(ctx context.Context) (int, error) {
-	errs := f.each(ctx, func(ctx context.Context, nd *Node) error {
+	errs := f.each(ctx, "enrolled", func(ctx context.Context, nd *Node) error {
 		if nd.cert.Load() != nil {
 			return nil
 		}
@@ -505,7 +508,7 @@ func (f *Fleet) enroll(ctx context.Context, nd *Node) error {
 // Hello has every enrolled node say hello (as after its boot), Workers at a
 // time.
 func (f *Fleet) Hello(ctx context.Context) error {
-	return f.each(ctx, func(ctx context.Context, nd *Node) error { return nd.Hello(ctx) })
+	return f.each(ctx, "said hello", func(ctx context.Context, nd *Node) error { return nd.Hello(ctx) })
 }
 
 // Hello tells the server the node (re)booted, with its certificate. A
@@ -537,28 +540,34 @@ func (f *Fleet) Reboot(nd *Node, hypervisor string) error {
 	return nil
 }
 
-// each runs fn for every node, Workers at a time, and joins the errors
-// (the first 10, and a count of the rest).
-func (f *Fleet) each(ctx context.Context, fn func(context.Context, *Node) error) error {
+// each runs fn for every node, Workers at a time, reports its progress as
+// stage, and joins the errors (the first 10, and a count of the rest).
+func (f *Fleet) each(ctx context.Context, stage string, fn func(context.Context, *Node) error) error {
 	work := make(chan *Node)
 	var (
-		mu   sync.Mutex
+		mu   sync.Mutex // guards errs, more and done
 		errs []error
 		more int
+		done int
 		wg   sync.WaitGroup
 	)
 	for range f.cfg.Workers {
 		wg.Go(func() {
 			for nd := range work {
-				if err := fn(ctx, nd); err != nil {
-					mu.Lock()
-					if len(errs) < 10 {
-						errs = append(errs, err)
-					} else {
-						more++
-					}
-					mu.Unlock()
+				err := fn(ctx, nd)
+				mu.Lock()
+				switch {
+				case err == nil:
+				case len(errs) < 10:
+					errs = append(errs, err)
+				default:
+					more++
 				}
+				done++
+				if f.cfg.Progress != nil {
+					f.cfg.Progress(stage, done, len(f.nodes))
+				}
+				mu.Unlock()
 			}
 		})
 	}
