@@ -112,6 +112,13 @@ func TestDependencies(t *testing.T) {
 	})
 	// Nor does the server carry simulated attesters.
 	forbid("the server links no test equipment", []string{"trustpool/internal/server"}, []string{"trustpool/internal/fleetsim"})
+	// The control-plane kit speaks plain HTTP to the real binaries (built
+	// by test/kube, a module of its own): it links no Kubernetes module, and
+	// nothing links k8s.io/kubernetes itself.
+	forbid("kubetest links no Kubernetes module", []string{"trustpool/internal/kube/kubetest"}, []string{"k8s.io", "sigs.k8s.io"})
+	for _, p := range pkgs {
+		forbid("only test/kube builds k8s.io/kubernetes", []string{p.path}, []string{"k8s.io/kubernetes"})
+	}
 
 	for _, p := range pkgs {
 		// Only the Nova integration speaks OpenStack: gophercloud's types
