@@ -10,9 +10,9 @@ import (
 // The statements of Append.
 const (
 	advanceHead = `UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash`
-	insertAudit = `INSERT INTO audit (seq, time, actor, action, subject, detail, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	updateHead = `UPDATE audit_head SET hash = $1 WHERE id = 1`
+	auditInsert = `INSERT INTO audit (seq, time, actor, action, subject, detail, hash) VALUES `
+	insertAudit = auditInsert + `($1, $2, $3, $4, $5, $6, $7)`
+	updateHead  = `UPDATE audit_head SET hash = $1 WHERE id = 1`
 )
 
 // Append adds e to the audit log as the next entry of the hash chain
@@ -55,14 +55,19 @@ func (s *Store) appendAllTx(ctx context.Context, tx *sql.Tx, es []Entry) error {
 	if err := s.txQueryRow(ctx, tx, advanceHead, len(es)).Scan(&last, &prev); err != nil {
 		return fmt.Errorf("advance head: %w", err)
 	}
+	// The hashes chain in order; the rows go many a statement.
+	rows := s.newRowBatch(tx, insertAudit, auditInsert, "(?, ?, ?, ?, ?, ?, ?)", "", false)
 	for i, e := range es {
 		e.Time = Truncate(e.Time)
 		e.Seq = last - int64(len(es)-1-i)
 		e.Hash = chainHash(prev, e)
-		if _, err := s.txExec(ctx, tx, insertAudit, e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Detail, e.Hash); err != nil {
+		if err := rows.add(ctx, "", e.Seq, micros(e.Time), e.Actor, e.Action, e.Subject, e.Detail, e.Hash); err != nil {
 			return fmt.Errorf("insert: %w", err)
 		}
 		prev = e.Hash
+	}
+	if err := rows.close(ctx); err != nil {
+		return fmt.Errorf("insert: %w", err)
 	}
 	if _, err := s.txExec(ctx, tx, updateHead, prev); err != nil {
 		return fmt.Errorf("update head: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -139,6 +140,51 @@ func BenchmarkPutVerdict(b *testing.B) {
 						put(b, i)
 					}
 				})
+			})
+		}
+	}
+}
+
+// BenchmarkRecordTransitions records one batch in which every one of
+// 10,000 hosts changes level, as a re-evaluation after a known-good
+// change does: the verdicts and, for each, its hash-chained audit entry,
+// and with outbox=true one webhook notification and one trait change.
+func BenchmarkRecordTransitions(b *testing.B) {
+	const n = 10_000
+	for engine, s := range benchEngines(b) {
+		seedVerdicts(b, s, n)
+		i := 0 // batches so far: each flips every level and moves time on
+		for _, outbox := range []bool{false, true} {
+			then := func(v verdict.Verdict, prev verdict.Level) store.Transition {
+				t := store.Transition{Audit: &store.Entry{Time: v.VTime, Actor: "system", Action: "verdict.change", Subject: v.Host,
+					Detail: []byte(`{"from":"` + string(prev) + `","to":"` + string(v.Level) + `"}`)}}
+				if outbox {
+					t.Notifications = []store.Notification{{Target: "https://hooks.example/trust", Body: t.Audit.Detail, CreatedAt: v.VTime}}
+					t.Trait = &store.TraitChange{Host: v.Host, CreatedAt: v.VTime}
+				}
+				return t
+			}
+			b.Run(fmt.Sprintf("%s/outbox=%v", engine, outbox), func(b *testing.B) {
+				recs := make([]store.Record, n)
+				for b.Loop() {
+					i++
+					at := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Second)
+					level := verdict.Untrusted
+					if i%2 == 0 {
+						level = verdict.Trusted
+					}
+					for h := range recs {
+						recs[h] = store.Record{Verdict: verdict.Verdict{Host: fmt.Sprintf("node%06d", h), Level: level, VTime: at, Expiry: at.Add(time.Hour)}}
+					}
+					out, err := s.RecordVerdicts(b.Context(), recs, then)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if changed := len(slices.DeleteFunc(out, func(r store.Recorded) bool { return !r.Changed })); changed < n*9/10 {
+						b.Fatalf("%d level changes, want at least %d", changed, n*9/10)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/batch")
 			})
 		}
 	}

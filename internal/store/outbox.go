@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"time"
@@ -29,21 +30,56 @@ func (s *Store) Enqueue(ctx context.Context, n Notification) (int64, error) {
 	return enqueue(ctx, s.wdb, n)
 }
 
+// The INSERT of notifications: one, or many a statement (rowBatch).
+const (
+	notificationInsert = `INSERT INTO outbox (target, body, attempts, next_attempt, last_error, created_at) VALUES `
+	insertNotification = notificationInsert + `($1, $2, $3, $4, $5, $6)`
+)
+
 func enqueue(ctx context.Context, db querier, n Notification) (int64, error) {
+	args, err := notificationArgs(nil, n)
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	if err := db.QueryRowContext(ctx, insertNotification+` RETURNING id`, args...).Scan(&id); err != nil {
+		return 0, fmt.Errorf("enqueue notification for %s: %w", n.Target, err)
+	}
+	return id, nil
+}
+
+// notificationArgs appends n's row to args.
+func notificationArgs(args []any, n Notification) ([]any, error) {
 	if n.Target == "" {
-		return 0, fmt.Errorf("enqueue notification: %w", invalid("empty target"))
+		return nil, fmt.Errorf("enqueue notification: %w", invalid("empty target"))
 	}
 	if n.NextAttempt.IsZero() {
 		n.NextAttempt = n.CreatedAt
 	}
-	var id int64
-	err := db.QueryRowContext(ctx, `INSERT INTO outbox (target, body, attempts, next_attempt, last_error, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-		n.Target, n.Body, n.Attempts, micros(n.NextAttempt), n.LastError, micros(n.CreatedAt)).Scan(&id)
-	if err != nil {
-		return 0, fmt.Errorf("enqueue notification for %s: %w", n.Target, err)
+	return append(args, n.Target, n.Body, n.Attempts, micros(n.NextAttempt), n.LastError, micros(n.CreatedAt)), nil
+}
+
+// enqueueAll adds ns to the outbox in tx, in order (their IDs increase in
+// the order given).
+func (s *Store) enqueueAll(ctx context.Context, tx *sql.Tx, ns []Notification) error {
+	if len(ns) == 0 {
+		return nil
 	}
-	return id, nil
+	rows := s.newRowBatch(tx, insertNotification, notificationInsert, "(?, ?, ?, ?, ?, ?)", "", false)
+	var args []any
+	for _, n := range ns {
+		var err error
+		if args, err = notificationArgs(args[:0], n); err != nil {
+			return err
+		}
+		if err := rows.add(ctx, "", args...); err != nil {
+			return fmt.Errorf("enqueue notifications: %w", err)
+		}
+	}
+	if err := rows.close(ctx); err != nil {
+		return fmt.Errorf("enqueue notifications: %w", err)
+	}
+	return nil
 }
 
 // Due returns up to limit notifications due at now, oldest ID first, and

@@ -50,17 +50,21 @@ type Transition struct {
 // prev. It runs inside the recording transaction and must not block.
 type Consequences func(v verdict.Verdict, prev verdict.Level) Transition
 
-// The statements of RecordVerdicts, the hottest write path.
+// The statements of RecordVerdicts, the hottest write path. A verdict and
+// a history row are written alone or, in a batch, many rows a statement
+// (rowBatch): the multi-row forms are the same statement with more rows.
 const (
 	selectStored  = `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`
-	upsertVerdict = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+	verdictInsert = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq) VALUES `
+	historyInsert = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq) VALUES `
+	verdictRow    = `(?, ?, ?, ?, ?, ?, ?)`
+	verdictUpdate = `
 		ON CONFLICT (host) DO UPDATE SET level = excluded.level, vtime = excluded.vtime,
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
-	insertHistory = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	nextSeq   = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
-	lockHosts = `SELECT name FROM hosts h ORDER BY name`
+	upsertVerdict = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
+	insertHistory = historyInsert + `($1, $2, $3, $4, $5, $6, $7)`
+	nextSeq       = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
+	lockHosts     = `SELECT name FROM hosts h ORDER BY name`
 )
 
 // NextSeq numbers a new attestation of host: the Seq its verdict will
@@ -121,14 +125,22 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 	}
 	out := make([]Recorded, len(recs))
 	lockOne := `SELECT 1 FROM hosts h WHERE h.name = $1` + s.eng.forUpdate("h", false)
-	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, touchEvidence, upsertEvidence, upsertTrait)
+	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, touchEvidence, upsertEvidence, upsertTrait,
+		advanceHead, insertAudit, updateHead, insertNotification)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		prev, err := s.lockStored(ctx, tx, recs, lockOne)
 		if err != nil {
 			return err
 		}
-		var audits []Entry       // the transitions' entries, appended at once
-		var traits []TraitChange // and their trait changes, written at once
+		// The transitions' audit entries and outbox rows, written at once
+		// in the order of the transitions.
+		var (
+			audits []Entry
+			traits []TraitChange
+			notes  []Notification
+		)
+		verdicts := s.newRowBatch(tx, upsertVerdict, verdictInsert, verdictRow, verdictUpdate, true)
+		history := s.newRowBatch(tx, insertHistory, historyInsert, verdictRow, "", false)
 		for i, r := range recs {
 			v := r.Verdict
 			p := prev[v.Host]
@@ -146,14 +158,13 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 				from = p.level // the level the expiry ends
 			}
 			out[i] = Recorded{Written: true, Prev: from, Changed: from != v.Level}
-			if _, err := s.txExec(ctx, tx, upsertVerdict,
-				v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i], v.Seq); err != nil {
-				return fmt.Errorf("write verdict of %s: %w", v.Host, err)
+			row := []any{v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i], v.Seq}
+			if err := verdicts.add(ctx, v.Host, row...); err != nil {
+				return fmt.Errorf("write verdicts (%s): %w", v.Host, err)
 			}
 			if !p.had || out[i].Changed {
-				if _, err := s.txExec(ctx, tx, insertHistory,
-					v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i], v.Seq); err != nil {
-					return fmt.Errorf("append history of %s: %w", v.Host, err)
+				if err := history.add(ctx, "", row...); err != nil {
+					return fmt.Errorf("append history (%s): %w", v.Host, err)
 				}
 			}
 			if r.Evidence != nil {
@@ -169,16 +180,23 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 				if t.Trait != nil {
 					traits = append(traits, *t.Trait)
 				}
-				if err := s.enqueueAll(ctx, tx, t.Notifications); err != nil {
-					return fmt.Errorf("transition of %s: %w", v.Host, err)
-				}
+				notes = append(notes, t.Notifications...)
 			}
 			prev[v.Host] = stored{level: v.Level, vtime: micros(v.VTime), expiry: micros(v.Expiry), seq: v.Seq, had: true, hostKnown: true}
+		}
+		if err := verdicts.close(ctx); err != nil {
+			return fmt.Errorf("write verdicts: %w", err)
+		}
+		if err := history.close(ctx); err != nil {
+			return fmt.Errorf("append history: %w", err)
 		}
 		if err := s.appendAllTx(ctx, tx, audits); err != nil {
 			return fmt.Errorf("audit transitions: %w", err)
 		}
 		if err := s.enqueueTraitsTx(ctx, tx, traits); err != nil {
+			return fmt.Errorf("transitions: %w", err)
+		}
+		if err := s.enqueueAll(ctx, tx, notes); err != nil {
 			return fmt.Errorf("transitions: %w", err)
 		}
 		// Other replicas re-read what changed: one host, or all of them
@@ -270,15 +288,6 @@ func (s *Store) writeTransition(ctx context.Context, tx *sql.Tx, t Transition) e
 		}
 	}
 	return s.enqueueAll(ctx, tx, t.Notifications)
-}
-
-func (s *Store) enqueueAll(ctx context.Context, tx *sql.Tx, ns []Notification) error {
-	for _, n := range ns {
-		if _, err := enqueue(ctx, tx, n); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // RemoveHost deletes the host with its verdicts, evidence, history and

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"trustpool/internal/verdict"
@@ -42,31 +40,17 @@ func (c TraitChange) Trusted(now time.Time) bool {
 	return c.Level == verdict.Trusted && now.Before(c.Expiry)
 }
 
-// traitChunk bounds the rows of one multi-row insert (two parameters a row,
-// well inside both engines' limits).
-const traitChunk = 500
-
-// upsertTraits is the multi-row upsert of n trait changes.
-func upsertTraits(n int) string {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO trait_outbox (host, gen, attempts, next_attempt, claimed_by, claimed_until, last_error, created_at) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		h, t := strconv.Itoa(2*i+1), strconv.Itoa(2*i+2)
-		b.WriteString("($" + h + ", 1, 0, $" + t + ", '', 0, '', $" + t + ")")
-	}
-	// A newer change makes the row due at once but keeps the claim: the
-	// sync holding it finds Gen moved and lets it go, so two syncs never
-	// write one host's trait at the same time.
-	b.WriteString(` ON CONFLICT (host) DO UPDATE SET gen = trait_outbox.gen + 1, attempts = 0,
-		next_attempt = excluded.next_attempt, last_error = ''`)
-	return b.String()
-}
-
-// upsertTrait is the upsert of one change (prepared: the hot path).
-var upsertTrait = upsertTraits(1)
+// The upsert of trait changes. A newer change makes the row due at once
+// but keeps the claim: the sync holding it finds Gen moved and lets it go,
+// so two syncs never write one host's trait at the same time.
+const (
+	insertTraits = `INSERT INTO trait_outbox (host, gen, attempts, next_attempt, claimed_by, claimed_until, last_error, created_at) VALUES `
+	traitRow     = "(?, 1, 0, ?, '', 0, '', ?)"
+	traitUpdate  = ` ON CONFLICT (host) DO UPDATE SET gen = trait_outbox.gen + 1, attempts = 0,
+		next_attempt = excluded.next_attempt, last_error = ''`
+	// upsertTrait is the upsert of one change (prepared: the hot path).
+	upsertTrait = insertTraits + `($1, 1, 0, $2, '', 0, '', $3)` + traitUpdate
+)
 
 // EnqueueTraitChanges writes a trait change for each of hosts, due at at.
 func (s *Store) EnqueueTraitChanges(ctx context.Context, hosts []string, at time.Time) error {
@@ -97,14 +81,14 @@ func (s *Store) enqueueTraitsTx(ctx context.Context, tx *sql.Tx, cs []TraitChang
 		}
 		at[c.Host] = micros(c.CreatedAt)
 	}
-	for chunk := range slices.Chunk(hosts, traitChunk) {
-		args := make([]any, 0, 2*len(chunk))
-		for _, h := range chunk {
-			args = append(args, h, at[h])
-		}
-		if _, err := s.txExec(ctx, tx, upsertTraits(len(chunk)), args...); err != nil {
+	rows := s.newRowBatch(tx, upsertTrait, insertTraits, traitRow, traitUpdate, true)
+	for _, h := range hosts {
+		if err := rows.add(ctx, h, h, at[h], at[h]); err != nil {
 			return fmt.Errorf("write trait changes: %w", err)
 		}
+	}
+	if err := rows.close(ctx); err != nil {
+		return fmt.Errorf("write trait changes: %w", err)
 	}
 	return nil
 }
@@ -144,12 +128,11 @@ func (s *Store) ClaimTraitChanges(ctx context.Context, owner string, now time.Ti
 	// under READ COMMITTED it sees every transaction that committed before
 	// the claim returned, so a Gen is never paired with a verdict older
 	// than the one written with it.
-	ph := make([]string, len(cs))
 	args := make([]any, len(cs))
 	for i, c := range cs {
-		ph[i], args[i] = "$"+strconv.Itoa(i+1), c.Host
+		args[i] = c.Host
 	}
-	vrows, err := s.rdb.QueryContext(ctx, `SELECT host, level, expiry FROM verdicts WHERE host IN (`+strings.Join(ph, ", ")+`)`, args...)
+	vrows, err := s.rdb.QueryContext(ctx, `SELECT host, level, expiry FROM verdicts WHERE host IN (`+s.eng.rows("?", len(cs))+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim trait changes: read verdicts: %w", err)
 	}

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"Audit", auditTests},
 		{"Outbox", outboxTests},
 		{"TraitOutbox", traitTests},
+		{"Batches", batchTests},
 		{"APITokens", apiTokenTests},
 		{"Leases", leaseTests},
 	}
