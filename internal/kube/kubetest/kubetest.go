@@ -28,7 +28,8 @@
 //     (NoExecute taints delete the pods that do not tolerate them), with its
 //     own ServiceAccount credentials (kube-system/node-controller, as
 //     upstream), and the daemonset-controller, without which upstream's
-//     taint-eviction-controller cannot find a tainted Node's pods. The
+//     taint-eviction-controller cannot find a tainted Node's pods (it acts
+//     on DaemonSets only: a test that makes one gets its pods). The
 //     node-lifecycle controller, which would also do, is left out: it would
 //     mark every Node without a kubelet unreachable and taint it.
 //   - A deleted pod bound to a Node stays Terminating (deletionTimestamp set)
