@@ -136,9 +136,25 @@ type Controller struct {
 	queue workqueue.TypedRateLimitingInterface[string] // nil unless this replica writes
 	term  *term                                        // the writing term in progress, if any
 
-	smu    sync.Mutex          // guards synced
-	synced map[string]syncedAs // node → what was last written for it
+	smu    sync.Mutex             // guards synced and conds
+	synced map[string]syncedAs    // node → what was last written for it
+	conds  map[string]writtenCond // node → the condition last written, while the informer may not show it yet
 }
+
+// writtenCond is a condition the controller wrote, and when.
+type writtenCond struct {
+	status          corev1.ConditionStatus
+	reason, message string
+	at              time.Time
+}
+
+// condSettle is how long a condition just written is taken as written
+// though the informer's copy of the Node does not show it yet: the Node's
+// own patch wakes a sync before the status patch reaches the informer,
+// and writing the same condition again would be a wasted write. (The
+// condition is for dashboards only; the reconcile repairs it if another
+// writer changed it meanwhile.)
+const condSettle = 5 * time.Second
 
 // syncedAs is what decided a node's last write; the sweep writes again
 // when it differs.
@@ -194,7 +210,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Controller{cfg: cfg, log: cfg.Log, synced: map[string]syncedAs{}}
+	c := &Controller{cfg: cfg, log: cfg.Log, synced: map[string]syncedAs{}, conds: map[string]writtenCond{}}
 	// No informer resync: Reconcile does that, through the queue.
 	c.factory = informers.NewSharedInformerFactory(cfg.Client, 0)
 	nodes := c.factory.Core().V1().Nodes()
@@ -226,6 +242,7 @@ func New(cfg Config) (*Controller, error) {
 			if n, ok := obj.(*corev1.Node); ok {
 				c.smu.Lock()
 				delete(c.synced, n.Name)
+				delete(c.conds, n.Name)
 				c.smu.Unlock()
 			}
 			c.nodeEvent(obj, nil)
@@ -398,6 +415,7 @@ func (c *Controller) lead(ctx, lctx context.Context) {
 		wg.Wait()
 		c.smu.Lock()
 		clear(c.synced) // the next term starts from what the Nodes say
+		clear(c.conds)
 		c.smu.Unlock()
 		if c.cfg.Leading != nil {
 			c.cfg.Leading(false)
@@ -531,22 +549,35 @@ func (c *Controller) sync(ctx context.Context, name string) (time.Duration, erro
 				return 0, fmt.Errorf("patch node %s: %w", name, err)
 			}
 			c.countTaints(node.Spec.Taints, p.node.Spec.Taints)
-			c.log.Info("kubernetes node updated", "node", name, "host", s.host, "level", s.level(now), "trusted", s.trusted(now))
+			c.log.Info("kubernetes node updated", "node", name, "host", s.host, "level", s.level(now), "trusted", s.trusted(now),
+				"no_schedule", hasOurs(p.node.Spec.Taints, corev1.TaintEffectNoSchedule), "no_execute", hasOurs(p.node.Spec.Taints, corev1.TaintEffectNoExecute))
 			node = written
 			// The condition is planned again on what the patch returned.
 			p.condition, p.condChanged = planCondition(node, s, s.level(now), s.trusted(now), now)
 		}
-		if p.condChanged {
+		if p.condChanged && !c.justWrote(name, p.condition, now) {
 			if err := c.patchCondition(ctx, name, p.condition); err != nil && !apierrors.IsNotFound(err) {
 				c.apiError("patch_node_status")
 				return 0, fmt.Errorf("patch status of node %s: %w", name, err)
 			}
+			c.smu.Lock()
+			c.conds[name] = writtenCond{status: p.condition.Status, reason: p.condition.Reason, message: p.condition.Message, at: now}
+			c.smu.Unlock()
 		}
 		c.smu.Lock()
 		c.synced[name] = c.syncedAs(s, now)
 		c.smu.Unlock()
 		return p.recheck, nil
 	}
+}
+
+// justWrote reports whether cond is what was written for the node less
+// than condSettle ago.
+func (c *Controller) justWrote(name string, cond corev1.NodeCondition, now time.Time) bool {
+	c.smu.Lock()
+	w, ok := c.conds[name]
+	c.smu.Unlock()
+	return ok && w.status == cond.Status && w.reason == cond.Reason && w.message == cond.Message && now.Sub(w.at) < condSettle
 }
 
 // patchNode sends the strategic merge patch from node to want, with
@@ -594,19 +625,21 @@ func (c *Controller) countTaints(before, after []corev1.Taint) {
 	if c.cfg.TaintChanged == nil {
 		return
 	}
-	has := func(ts []corev1.Taint, e corev1.TaintEffect) bool {
-		for _, t := range ts {
-			if ours(t) && t.Effect == e {
-				return true
-			}
-		}
-		return false
-	}
 	for _, e := range []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute} {
-		if b, a := has(before, e), has(after, e); b != a {
+		if b, a := hasOurs(before, e), hasOurs(after, e); b != a {
 			c.cfg.TaintChanged(string(e), a)
 		}
 	}
+}
+
+// hasOurs reports whether taints hold our taint with effect e.
+func hasOurs(taints []corev1.Taint, e corev1.TaintEffect) bool {
+	for _, t := range taints {
+		if ours(t) && t.Effect == e {
+			return true
+		}
+	}
+	return false
 }
 
 // NodeHost returns the host the Node name maps to, from the informer's

@@ -2,15 +2,23 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"trustpool/internal/verdict"
 )
@@ -167,10 +175,10 @@ func TestControllerExpiry(t *testing.T) {
 	v.set("node1", verdict.Trusted, 2*time.Second)
 	runController(t, Config{Client: cs, Verdicts: v, Sweep: 50 * time.Millisecond, Reconcile: time.Hour})
 	waitNode(t, cs, "node1", 10*time.Second, "trusted", trustedNode)
-	n := waitNode(t, cs, "node1", 10*time.Second, "untrusted after the expiry", untrustedNode)
-	if c := condition(n); c == nil || c.Reason != "Expired" {
-		t.Errorf("condition after expiry: %+v", c)
-	}
+	waitNode(t, cs, "node1", 10*time.Second, "untrusted after the expiry, its condition saying so", func(n *corev1.Node) bool {
+		c := condition(n)
+		return untrustedNode(n) && c != nil && c.Reason == "Expired" && c.Status == corev1.ConditionUnknown
+	})
 }
 
 // TestControllerLeaderElection: of two controllers sharing a Lease only
@@ -244,4 +252,117 @@ func TestControllerLeaderElection(t *testing.T) {
 	// The new writer writes: a transition reaches the node (by its sweep).
 	v.set("node1", verdict.Untrusted, time.Hour)
 	waitNode(t, cs, "node1", 10*time.Second, "untrusted under the new writer", untrustedNode)
+}
+
+// TestControllerConflict: a write refused because the Node changed since
+// it was read (409) is made again on the Node read afresh, and the patch
+// always carries the resourceVersion it was computed from.
+func TestControllerConflict(t *testing.T) {
+	n := newNode("node1")
+	n.ResourceVersion = "7" // the fake keeps what it is given; the apiserver always sets one
+	cs := fake.NewClientset(n)
+	var (
+		mu        sync.Mutex
+		patches   int
+		withoutRV int
+	)
+	cs.PrependReactor("patch", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		p := a.(k8stesting.PatchAction)
+		if p.GetSubresource() != "" {
+			return false, nil, nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		patches++
+		if !strings.Contains(string(p.GetPatch()), `"resourceVersion"`) {
+			withoutRV++
+		}
+		if patches == 1 {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "node1", errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	v := &verdictMap{}
+	v.set("node1", verdict.Trusted, time.Hour)
+	var apiErrors atomic.Int64
+	runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: time.Hour, APIError: func(string) { apiErrors.Add(1) }})
+	waitNode(t, cs, "node1", 10*time.Second, "trusted after the conflict", trustedNode)
+	mu.Lock()
+	defer mu.Unlock()
+	if patches != 2 || withoutRV != 0 || apiErrors.Load() != 0 {
+		t.Errorf("%d patches (want 2: refused, then made again), %d without a resourceVersion, %d API errors counted", patches, withoutRV, apiErrors.Load())
+	}
+}
+
+// TestControllerReconcile: the periodic reconcile writes a change nothing
+// reported (no Changed, no sweep).
+func TestControllerReconcile(t *testing.T) {
+	cs := fake.NewClientset(newNode("node1"))
+	v := &verdictMap{}
+	runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: 100 * time.Millisecond})
+	waitNode(t, cs, "node1", 10*time.Second, "untrusted (no verdict)", untrustedNode)
+	v.set("node1", verdict.Trusted, time.Hour)
+	waitNode(t, cs, "node1", 10*time.Second, "trusted by the reconcile", trustedNode)
+}
+
+// TestControllerSharedHost: Nodes mapped by a label; two naming the same
+// host are both untrusted until one names another.
+func TestControllerSharedHost(t *testing.T) {
+	const label = "node-restriction.kubernetes.io/trustpool-host"
+	labelled := func(name, host string) *corev1.Node {
+		n := newNode(name)
+		n.Labels = map[string]string{label: host}
+		return n
+	}
+	cs := fake.NewClientset(labelled("a", "compute-1.example"), labelled("b", "compute-1.example"), labelled("c", "compute-2.example"))
+	v := &verdictMap{}
+	v.set("compute-1.example", verdict.Trusted, time.Hour)
+	v.set("compute-2.example", verdict.Trusted, time.Hour)
+	runController(t, Config{Client: cs, Verdicts: v, Mapping: Mapping{Label: label}, Sweep: time.Hour, Reconcile: time.Hour})
+	waitNode(t, cs, "c", 10*time.Second, "trusted", trustedNode)
+	for _, n := range []string{"a", "b"} {
+		got := waitNode(t, cs, n, 10*time.Second, "untrusted (shared host)", func(n *corev1.Node) bool {
+			c := condition(n)
+			return untrustedNode(n) && c != nil && c.Reason == "SharedHost"
+		})
+		if got.Annotations[AnnotationHost] != "compute-1.example" {
+			t.Errorf("%s: host annotation %q", n, got.Annotations[AnnotationHost])
+		}
+	}
+	b, _ := cs.CoreV1().Nodes().Get(context.Background(), "b", metav1.GetOptions{})
+	b.Labels[label] = "compute-3.example"
+	if _, err := cs.CoreV1().Nodes().Update(context.Background(), b, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitNode(t, cs, "a", 10*time.Second, "trusted once it alone names its host", trustedNode)
+	waitNode(t, cs, "b", 10*time.Second, "untrusted (compute-3 has no verdict)", untrustedNode)
+}
+
+// TestExtenderThroughController: with hosts mapped by a label, the
+// extender's names-only requests are mapped through the controller's
+// Node cache.
+func TestExtenderThroughController(t *testing.T) {
+	const label = "node-restriction.kubernetes.io/trustpool-host"
+	n := newNode("ip-10-0-0-1")
+	n.Labels = map[string]string{label: "compute-1.example"}
+	cs := fake.NewClientset(n, newNode("ip-10-0-0-2"))
+	v := &verdictMap{}
+	v.set("compute-1.example", verdict.Trusted, time.Hour)
+	c := runController(t, Config{Client: cs, Verdicts: v, Mapping: Mapping{Label: label}, Sweep: time.Hour, Reconcile: time.Hour})
+	waitNode(t, cs, "ip-10-0-0-1", 10*time.Second, "trusted", trustedNode)
+	e, err := NewExtender(ExtenderConfig{Verdicts: v, Mapping: Mapping{Label: label}, Nodes: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"ip-10-0-0-1", "ip-10-0-0-2", "ip-10-0-0-3"}
+	cands, err := e.decide(&extenderv1.ExtenderArgs{NodeNames: &names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"ip-10-0-0-1": "", "ip-10-0-0-2": "names no trustpool host", "ip-10-0-0-3": "not known"}
+	for _, cand := range cands {
+		if w := want[cand.name]; cand.trusted != (w == "") || !strings.Contains(cand.why, w) {
+			t.Errorf("%s: trusted %v (%q), want %q", cand.name, cand.trusted, cand.why, w)
+		}
+	}
 }

@@ -192,10 +192,16 @@ func planNode(node *corev1.Node, s standing, r Rules, now time.Time) plan {
 
 	// Since when the node is without trust: kept on the node, so a restart
 	// of the controller does not restart the grace period.
+	// It is kept in whole seconds, rounded up, so the grace period is
+	// never shorter than asked. A time in the future (a clock that went
+	// back, a hand edit) is not believed.
 	var since time.Time
 	if !trusted {
-		since = now
-		if t, err := time.Parse(time.RFC3339, node.Annotations[AnnotationUntrustedSince]); err == nil && !t.After(now) {
+		since = now.Truncate(time.Second)
+		if since.Before(now) {
+			since = since.Add(time.Second)
+		}
+		if t, err := time.Parse(time.RFC3339, node.Annotations[AnnotationUntrustedSince]); err == nil && !t.After(since) {
 			since = t
 		}
 		set(AnnotationUntrustedSince, stamp(since))

@@ -106,6 +106,10 @@ func TestPlanNodeTaints(t *testing.T) {
 	if hasTaint(p.node, corev1.TaintEffectNoExecute) || p.recheck != 5*time.Minute {
 		t.Errorf("at the start of the grace period: NoExecute %v, recheck %v", hasTaint(p.node, corev1.TaintEffectNoExecute), p.recheck)
 	}
+	// Kept in whole seconds, rounded up: never a shorter grace period.
+	if q := planNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}, untrusted, rules, t0.Add(300*time.Millisecond)); q.recheck != 5*time.Minute+700*time.Millisecond {
+		t.Errorf("untrusted since t0+300ms: recheck %v, want 5m0.7s", q.recheck)
+	}
 	later := planNode(p.node, untrusted, rules, t0.Add(4*time.Minute))
 	if hasTaint(later.node, corev1.TaintEffectNoExecute) || later.recheck != time.Minute {
 		t.Errorf("within the grace period: NoExecute %v, recheck %v", hasTaint(later.node, corev1.TaintEffectNoExecute), later.recheck)
