@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"trustpool/internal/verdict"
 )
@@ -104,7 +105,7 @@ func (p stored) at(t int64) verdict.Level {
 // is the host's first), and,
 // for every level change, what then returns (nil: nothing). One host's
 // writers take turns on its row lock, so the previous level each sees is
-// exact; a batch locks every host, in name order.
+// exact; a batch locks its hosts in name order (every host, when large).
 func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Consequences) ([]Recorded, error) {
 	if len(recs) == 0 {
 		return nil, nil
@@ -199,16 +200,21 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 		if err := s.enqueueAll(ctx, tx, notes); err != nil {
 			return fmt.Errorf("transitions: %w", err)
 		}
-		// Other replicas re-read what changed: one host, or all of them
-		// after a batch (cheaper than a notification a host).
-		c := Change{Kind: ChangeVerdict}
-		if len(recs) == 1 {
-			if !out[0].Written {
-				return nil
-			}
-			c.Host = recs[0].Verdict.Host
+		// Other replicas re-read what changed: each host written, or all
+		// of them after a large batch (cheaper than a notification a host).
+		if len(recs) > lockEach {
+			return s.notifyTx(ctx, tx, Change{Kind: ChangeVerdict})
 		}
-		return s.notifyTx(ctx, tx, c)
+		notified := map[string]bool{}
+		for i, r := range recs {
+			if h := r.Verdict.Host; out[i].Written && !notified[h] {
+				notified[h] = true
+				if err := s.notifyTx(ctx, tx, Change{Kind: ChangeVerdict, Host: h}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record %d verdicts: %w", len(recs), err)
@@ -216,30 +222,27 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 	return out, nil
 }
 
+// lockEach is the largest batch whose hosts are locked and read one by
+// one; a larger one (a re-evaluation of the fleet) locks and reads every
+// host at once.
+const lockEach = 256
+
 // lockStored locks the hosts of recs and reads their stored verdicts.
 func (s *Store) lockStored(ctx context.Context, tx *sql.Tx, recs []Record, lockOne string) (map[string]stored, error) {
 	prev := make(map[string]stored, len(recs))
-	if len(recs) == 1 {
-		host := recs[0].Verdict.Host
-		var one int
-		switch err := s.txQueryRow(ctx, tx, lockOne, host).Scan(&one); {
-		case errors.Is(err, sql.ErrNoRows):
-			return prev, nil
-		case err != nil:
-			return nil, fmt.Errorf("lock host: %w", err)
+	if len(recs) <= lockEach {
+		// In name order, as the whole fleet is locked below, so that
+		// two batches cannot deadlock.
+		hosts := make([]string, 0, len(recs))
+		for _, r := range recs {
+			hosts = append(hosts, r.Verdict.Host)
 		}
-		// Read after the lock was granted: a fresh snapshot under READ
-		// COMMITTED.
-		p := stored{hostKnown: true}
-		var level string
-		switch err := s.txQueryRow(ctx, tx, selectStored, host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return nil, fmt.Errorf("read stored verdict: %w", err)
-		default:
-			p.level, p.had = verdict.Level(level), true
+		slices.Sort(hosts)
+		for _, host := range slices.Compact(hosts) {
+			if err := s.lockHost(ctx, tx, host, lockOne, prev); err != nil {
+				return nil, err
+			}
 		}
-		prev[host] = p
 		return prev, nil
 	}
 	rows, err := tx.QueryContext(ctx, lockHosts+s.eng.forUpdate("h", false))
@@ -273,6 +276,31 @@ func (s *Store) lockStored(ctx context.Context, tx *sql.Tx, recs []Record, lockO
 		return nil, fmt.Errorf("read stored verdicts: %w", err)
 	}
 	return prev, nil
+}
+
+// lockHost locks host's row and reads its stored verdict into prev; a host
+// that does not exist is left out.
+func (s *Store) lockHost(ctx context.Context, tx *sql.Tx, host, lockOne string, prev map[string]stored) error {
+	var one int
+	switch err := s.txQueryRow(ctx, tx, lockOne, host).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("lock host: %w", err)
+	}
+	// Read after the lock was granted: a fresh snapshot under READ
+	// COMMITTED.
+	p := stored{hostKnown: true}
+	var level string
+	switch err := s.txQueryRow(ctx, tx, selectStored, host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read stored verdict: %w", err)
+	default:
+		p.level, p.had = verdict.Level(level), true
+	}
+	prev[host] = p
+	return nil
 }
 
 // writeTransition writes a transition's audit entry and outbox rows in tx.

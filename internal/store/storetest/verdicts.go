@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -338,38 +339,54 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 		},
 		"BatchSkipsLowerSeq": func(t *testing.T, open Opener) {
 			// A re-evaluation computed from older evidence (a lower Seq) does
-			// not overwrite an attestation recorded meanwhile.
-			s, ctx := open(t), t.Context()
-			putHosts(t, s, "a", "b", "c")
-			for _, host := range []string{"a", "b"} {
-				_, err := s.PutVerdict(ctx, withSeq(testVerdict(host, verdict.Untrusted, 5), 5), nil)
-				must(t, "put", err)
-			}
-			batch := []verdict.Verdict{
-				withSeq(testVerdict("a", verdict.Trusted, 6), 4), // lower Seq, later time: skipped
-				withSeq(testVerdict("b", verdict.Trusted, 5), 5), // same Seq (re-evaluated): written
-				withSeq(testVerdict("c", verdict.Trusted, 1), 1), // first: written
-				withSeq(testVerdict("ghost", verdict.Trusted, 9), 9),
-			}
-			out, err := s.RecordVerdicts(ctx, records(batch), nil)
-			must(t, "record verdicts", err)
-			var written []bool
-			for _, r := range out {
-				written = append(written, r.Written)
-			}
-			if want := []bool{false, true, true, false}; !reflect.DeepEqual(written, want) {
-				t.Fatalf("written = %v, want %v", written, want)
-			}
-			got, err := s.LatestVerdicts(ctx)
-			must(t, "latest", err)
-			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
-			if want := []verdict.Verdict{withSeq(testVerdict("a", verdict.Untrusted, 5), 5), batch[1], batch[2]}; !reflect.DeepEqual(got, want) {
-				t.Fatalf("latest = %+v\nwant %+v", got, want)
-			}
-			h, err := s.History(ctx, "a", 10)
-			must(t, "history", err)
-			if len(h) != 1 {
-				t.Fatalf("a skipped verdict reached the history: %+v", h)
+			// not overwrite an attestation recorded meanwhile; alike in a
+			// small batch (hosts locked one by one) and a large one (the
+			// whole fleet locked at once).
+			for _, pad := range []int{0, 300} {
+				t.Run(fmt.Sprintf("%d more hosts", pad), func(t *testing.T) {
+					s, ctx := open(t), t.Context()
+					putHosts(t, s, "a", "b", "c")
+					for _, host := range []string{"a", "b"} {
+						_, err := s.PutVerdict(ctx, withSeq(testVerdict(host, verdict.Untrusted, 5), 5), nil)
+						must(t, "put", err)
+					}
+					batch := []verdict.Verdict{
+						withSeq(testVerdict("a", verdict.Trusted, 6), 4), // lower Seq, later time: skipped
+						withSeq(testVerdict("b", verdict.Trusted, 5), 5), // same Seq (re-evaluated): written
+						withSeq(testVerdict("c", verdict.Trusted, 1), 1), // first: written
+						withSeq(testVerdict("ghost", verdict.Trusted, 9), 9),
+					}
+					want := []verdict.Verdict{withSeq(testVerdict("a", verdict.Untrusted, 5), 5), batch[1], batch[2]}
+					for i := range pad {
+						h := fmt.Sprintf("p%03d", i)
+						putHosts(t, s, h)
+						batch = append(batch, withSeq(testVerdict(h, verdict.Trusted, 1), 1))
+						want = append(want, batch[len(batch)-1])
+					}
+					out, err := s.RecordVerdicts(ctx, records(batch), nil)
+					must(t, "record verdicts", err)
+					var written []bool
+					for _, r := range out[:4] {
+						written = append(written, r.Written)
+					}
+					if want := []bool{false, true, true, false}; !reflect.DeepEqual(written, want) {
+						t.Fatalf("written = %v, want %v", written, want)
+					}
+					if !out[3].Gone {
+						t.Errorf("ghost not reported gone")
+					}
+					got, err := s.LatestVerdicts(ctx)
+					must(t, "latest", err)
+					slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
+					if !reflect.DeepEqual(got, want) {
+						t.Fatalf("latest = %+v\nwant %+v", got, want)
+					}
+					h, err := s.History(ctx, "a", 10)
+					must(t, "history", err)
+					if len(h) != 1 {
+						t.Fatalf("a skipped verdict reached the history: %+v", h)
+					}
+				})
 			}
 		},
 		"ClockSteppedBack": func(t *testing.T, open Opener) {
