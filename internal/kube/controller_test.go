@@ -23,29 +23,6 @@ import (
 	"trustpool/internal/verdict"
 )
 
-// verdictMap is a Verdicts the test changes as the recorder would.
-type verdictMap struct {
-	mu sync.Mutex // guards m
-	m  map[string]verdict.Verdict
-}
-
-func (v *verdictMap) Verdict(host string) (verdict.Verdict, bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	got, ok := v.m[host]
-	return got, ok
-}
-
-func (v *verdictMap) set(host string, l verdict.Level, validity time.Duration) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.m == nil {
-		v.m = map[string]verdict.Verdict{}
-	}
-	now := time.Now()
-	v.m[host] = verdict.Verdict{Host: host, Level: l, VTime: now, Expiry: now.Add(validity), Policy: "fleet v1"}
-}
-
 func testLog(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
@@ -106,9 +83,9 @@ func newNode(name string, taints ...corev1.Taint) *corev1.Node {
 func TestControllerFake(t *testing.T) {
 	other := corev1.Taint{Key: "example.com/maintenance", Value: "yes", Effect: corev1.TaintEffectNoSchedule}
 	cs := fake.NewClientset(newNode("good"), newNode("bad", other), newNode("new"))
-	v := &verdictMap{}
-	v.set("good", verdict.Trusted, time.Hour)
-	v.set("bad", verdict.Untrusted, time.Hour)
+	v := &FakeVerdicts{}
+	v.Set("good", verdict.Trusted, time.Now(), time.Hour)
+	v.Set("bad", verdict.Untrusted, time.Now(), time.Hour)
 	var tmu sync.Mutex
 	taints := map[string]int{}
 	c := runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: time.Hour,
@@ -133,10 +110,10 @@ func TestControllerFake(t *testing.T) {
 	waitNode(t, cs, "new", 10*time.Second, "untrusted (no verdict)", untrustedNode)
 
 	// A transition reaches the node through Changed, not a sweep (an hour).
-	v.set("good", verdict.Untrusted, time.Hour)
+	v.Set("good", verdict.Untrusted, time.Now(), time.Hour)
 	c.Changed("GOOD")
 	waitNode(t, cs, "good", 10*time.Second, "untrusted after the transition", untrustedNode)
-	v.set("bad", verdict.Trusted, time.Hour)
+	v.Set("bad", verdict.Trusted, time.Now(), time.Hour)
 	c.Changed("bad")
 	n = waitNode(t, cs, "bad", 10*time.Second, "trusted after the transition", trustedNode)
 	if !taintsEqual(n.Spec.Taints, []corev1.Taint{other}) {
@@ -171,8 +148,8 @@ func TestControllerFake(t *testing.T) {
 // being reported is caught by the sweep.
 func TestControllerExpiry(t *testing.T) {
 	cs := fake.NewClientset(newNode("node1"))
-	v := &verdictMap{}
-	v.set("node1", verdict.Trusted, 2*time.Second)
+	v := &FakeVerdicts{}
+	v.Set("node1", verdict.Trusted, time.Now(), 2*time.Second)
 	runController(t, Config{Client: cs, Verdicts: v, Sweep: 50 * time.Millisecond, Reconcile: time.Hour})
 	waitNode(t, cs, "node1", 10*time.Second, "trusted", trustedNode)
 	waitNode(t, cs, "node1", 10*time.Second, "untrusted after the expiry, its condition saying so", func(n *corev1.Node) bool {
@@ -185,8 +162,8 @@ func TestControllerExpiry(t *testing.T) {
 // one writes; when it stops, the other takes over and writes.
 func TestControllerLeaderElection(t *testing.T) {
 	cs := fake.NewClientset(newNode("node1"))
-	v := &verdictMap{}
-	v.set("node1", verdict.Trusted, time.Hour)
+	v := &FakeVerdicts{}
+	v.Set("node1", verdict.Trusted, time.Now(), time.Hour)
 	var mu sync.Mutex
 	leading := map[string]bool{}
 	leaders := func() (ids []string) {
@@ -250,7 +227,7 @@ func TestControllerLeaderElection(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// The new writer writes: a transition reaches the node (by its sweep).
-	v.set("node1", verdict.Untrusted, time.Hour)
+	v.Set("node1", verdict.Untrusted, time.Now(), time.Hour)
 	waitNode(t, cs, "node1", 10*time.Second, "untrusted under the new writer", untrustedNode)
 }
 
@@ -282,8 +259,8 @@ func TestControllerConflict(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	v := &verdictMap{}
-	v.set("node1", verdict.Trusted, time.Hour)
+	v := &FakeVerdicts{}
+	v.Set("node1", verdict.Trusted, time.Now(), time.Hour)
 	var apiErrors atomic.Int64
 	runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: time.Hour, APIError: func(string) { apiErrors.Add(1) }})
 	waitNode(t, cs, "node1", 10*time.Second, "trusted after the conflict", trustedNode)
@@ -298,10 +275,10 @@ func TestControllerConflict(t *testing.T) {
 // reported (no Changed, no sweep).
 func TestControllerReconcile(t *testing.T) {
 	cs := fake.NewClientset(newNode("node1"))
-	v := &verdictMap{}
+	v := &FakeVerdicts{}
 	runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: 100 * time.Millisecond})
 	waitNode(t, cs, "node1", 10*time.Second, "untrusted (no verdict)", untrustedNode)
-	v.set("node1", verdict.Trusted, time.Hour)
+	v.Set("node1", verdict.Trusted, time.Now(), time.Hour)
 	waitNode(t, cs, "node1", 10*time.Second, "trusted by the reconcile", trustedNode)
 }
 
@@ -315,9 +292,9 @@ func TestControllerSharedHost(t *testing.T) {
 		return n
 	}
 	cs := fake.NewClientset(labelled("a", "compute-1.example"), labelled("b", "compute-1.example"), labelled("c", "compute-2.example"))
-	v := &verdictMap{}
-	v.set("compute-1.example", verdict.Trusted, time.Hour)
-	v.set("compute-2.example", verdict.Trusted, time.Hour)
+	v := &FakeVerdicts{}
+	v.Set("compute-1.example", verdict.Trusted, time.Now(), time.Hour)
+	v.Set("compute-2.example", verdict.Trusted, time.Now(), time.Hour)
 	runController(t, Config{Client: cs, Verdicts: v, Mapping: Mapping{Label: label}, Sweep: time.Hour, Reconcile: time.Hour})
 	waitNode(t, cs, "c", 10*time.Second, "trusted", trustedNode)
 	for _, n := range []string{"a", "b"} {
@@ -346,8 +323,8 @@ func TestExtenderThroughController(t *testing.T) {
 	n := newNode("ip-10-0-0-1")
 	n.Labels = map[string]string{label: "compute-1.example"}
 	cs := fake.NewClientset(n, newNode("ip-10-0-0-2"))
-	v := &verdictMap{}
-	v.set("compute-1.example", verdict.Trusted, time.Hour)
+	v := &FakeVerdicts{}
+	v.Set("compute-1.example", verdict.Trusted, time.Now(), time.Hour)
 	c := runController(t, Config{Client: cs, Verdicts: v, Mapping: Mapping{Label: label}, Sweep: time.Hour, Reconcile: time.Hour})
 	waitNode(t, cs, "ip-10-0-0-1", 10*time.Second, "trusted", trustedNode)
 	e, err := NewExtender(ExtenderConfig{Verdicts: v, Mapping: Mapping{Label: label}, Nodes: c})

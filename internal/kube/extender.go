@@ -164,17 +164,7 @@ func (e *Extender) judge(host string) (bool, string) {
 // scheduler then treats the extender as failed, and with ignorable: false
 // the pod stays pending — fail closed.
 func (e *Extender) Filter() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var args extenderv1.ExtenderArgs
-		if err := httpjson.Decode(w, r, MaxExtenderBody, &args); err != nil {
-			httpjson.Error(w, r, e.cfg.Log, err)
-			return
-		}
-		cands, err := e.decide(&args)
-		if err != nil {
-			httpjson.Error(w, r, e.cfg.Log, err)
-			return
-		}
+	return e.handle(func(args *extenderv1.ExtenderArgs, cands []candidate) any {
 		res := extenderv1.ExtenderFilterResult{FailedAndUnresolvableNodes: extenderv1.FailedNodesMap{}}
 		if args.Nodes != nil {
 			res.Nodes = &corev1.NodeList{Items: []corev1.Node{}}
@@ -192,13 +182,29 @@ func (e *Extender) Filter() http.Handler {
 				*res.NodeNames = append(*res.NodeNames, c.name)
 			}
 		}
-		httpjson.JSON(w, http.StatusOK, res)
+		return res
 	})
 }
 
 // Prioritize is the handler of PrioritizePath: trusted candidates score
 // extenderv1.MaxExtenderPriority, the others the minimum.
 func (e *Extender) Prioritize() http.Handler {
+	return e.handle(func(_ *extenderv1.ExtenderArgs, cands []candidate) any {
+		out := make(extenderv1.HostPriorityList, 0, len(cands))
+		for _, c := range cands {
+			score := extenderv1.MinExtenderPriority
+			if c.trusted {
+				score = extenderv1.MaxExtenderPriority
+			}
+			out = append(out, extenderv1.HostPriority{Host: c.name, Score: score})
+		}
+		return out
+	})
+}
+
+// handle decodes a request strictly, decides its candidates and writes
+// what answer makes of them.
+func (e *Extender) handle(answer func(*extenderv1.ExtenderArgs, []candidate) any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var args extenderv1.ExtenderArgs
 		if err := httpjson.Decode(w, r, MaxExtenderBody, &args); err != nil {
@@ -210,15 +216,7 @@ func (e *Extender) Prioritize() http.Handler {
 			httpjson.Error(w, r, e.cfg.Log, err)
 			return
 		}
-		out := make(extenderv1.HostPriorityList, 0, len(cands))
-		for _, c := range cands {
-			score := extenderv1.MinExtenderPriority
-			if c.trusted {
-				score = extenderv1.MaxExtenderPriority
-			}
-			out = append(out, extenderv1.HostPriority{Host: c.name, Score: score})
-		}
-		httpjson.JSON(w, http.StatusOK, out)
+		httpjson.JSON(w, http.StatusOK, answer(&args, cands))
 	})
 }
 

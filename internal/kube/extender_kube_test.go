@@ -44,7 +44,8 @@ type schedulerConfig struct {
 }
 
 // TestKubeExtender runs the real kube-scheduler with the guide's extender
-// configuration against `trustpool server` over HTTPS, kube-scheduler
+// configuration (and its twin with whole Nodes) against `trustpool server`
+// over HTTPS, kube-scheduler
 // presenting a client certificate for system:kube-scheduler from a CA the
 // server was given (--kube-extender-client-ca). No node controller runs:
 // no Node is tainted or labelled, so only the extender keeps pods off the
@@ -75,10 +76,16 @@ func TestKubeExtender(t *testing.T) {
 	tp.reboot(t, bad, fleet.Tampered)
 	tp.waitLevel(t, bad, verdict.Untrusted)
 
-	c := kubetest.Start(t, kubetest.Options{Scheduler: true, Extenders: []kubetest.Extender{{
+	// The guide's extender, and the same with whole Nodes in the requests
+	// (nodeCacheCapable: false): the scheduler calls both, so both forms
+	// are decoded strictly from what the real scheduler sends.
+	ext := kubetest.Extender{
 		URLPrefix: tp.srv.URL() + prefix.Path, FilterVerb: x.FilterVerb, PrioritizeVerb: x.PrioritizeVerb, Weight: x.Weight,
 		CAFile: caFile, CertFile: certFile, KeyFile: keyFile, NodeCacheCapable: x.NodeCacheCapable, Ignorable: x.Ignorable,
-	}}})
+	}
+	whole := ext
+	whole.NodeCacheCapable = !x.NodeCacheCapable
+	c := kubetest.Start(t, kubetest.Options{Scheduler: true, Extenders: []kubetest.Extender{ext, whole}})
 	admin := client(t, c.Kubeconfig)
 	for _, n := range []string{good, bad, "stranger.fleet.test"} {
 		createNode(t, admin, n)

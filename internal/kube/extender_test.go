@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,28 +24,6 @@ import (
 	"trustpool/internal/kube"
 	"trustpool/internal/verdict"
 )
-
-// cache is a Verdicts the test fills.
-type cache struct {
-	mu sync.Mutex // guards m
-	m  map[string]verdict.Verdict
-}
-
-func (c *cache) Verdict(host string) (verdict.Verdict, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v, ok := c.m[host]
-	return v, ok
-}
-
-func (c *cache) set(host string, l verdict.Level, vtime time.Time, validity time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]verdict.Verdict{}
-	}
-	c.m[host] = verdict.Verdict{Host: host, Level: l, VTime: vtime, Expiry: vtime.Add(validity)}
-}
 
 func post(t *testing.T, h http.Handler, body []byte) (int, []byte) {
 	t.Helper()
@@ -70,10 +47,10 @@ func mustJSON(t *testing.T, v any) []byte {
 // kube-scheduler's forms, and says why it refused the others.
 func TestExtenderFilter(t *testing.T) {
 	now := time.Now()
-	c := &cache{}
-	c.set("good", verdict.Trusted, now, time.Hour)
-	c.set("bad", verdict.Untrusted, now, time.Hour)
-	c.set("stale", verdict.Trusted, now.Add(-2*time.Hour), time.Hour)
+	c := &kube.FakeVerdicts{}
+	c.Set("good", verdict.Trusted, now, time.Hour)
+	c.Set("bad", verdict.Untrusted, now, time.Hour)
+	c.Set("stale", verdict.Trusted, now.Add(-2*time.Hour), time.Hour)
 	e, err := kube.NewExtender(kube.ExtenderConfig{Verdicts: c})
 	if err != nil {
 		t.Fatal(err)
@@ -128,9 +105,9 @@ func TestExtenderFilter(t *testing.T) {
 // vouches for neither; names alone cannot be mapped without the
 // controller's cache.
 func TestExtenderMapping(t *testing.T) {
-	c := &cache{}
-	c.set("compute-1.example", verdict.Trusted, time.Now(), time.Hour)
-	c.set("compute-2.example", verdict.Trusted, time.Now(), time.Hour)
+	c := &kube.FakeVerdicts{}
+	c.Set("compute-1.example", verdict.Trusted, time.Now(), time.Hour)
+	c.Set("compute-2.example", verdict.Trusted, time.Now(), time.Hour)
 	const label = "node-restriction.kubernetes.io/trustpool-host"
 	e, err := kube.NewExtender(kube.ExtenderConfig{Verdicts: c, Mapping: kube.Mapping{Label: label}})
 	if err != nil {
@@ -166,7 +143,7 @@ func TestExtenderMapping(t *testing.T) {
 
 // TestExtenderRefuses: what the extender cannot read strictly is a 4xx.
 func TestExtenderRefuses(t *testing.T) {
-	e, err := kube.NewExtender(kube.ExtenderConfig{Verdicts: &cache{}})
+	e, err := kube.NewExtender(kube.ExtenderConfig{Verdicts: &kube.FakeVerdicts{}})
 	if err != nil {
 		t.Fatal(err)
 	}

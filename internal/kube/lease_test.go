@@ -111,9 +111,9 @@ func TestKubeLeadership(t *testing.T) {
 	createNode(t, admin, "n1", registerTaint, foreign)
 	createNode(t, admin, "n2", registerTaint)
 	createNode(t, admin, "n3", registerTaint)
-	v := &cache{}
-	v.set("n1", verdict.Trusted, time.Now(), time.Hour)
-	v.set("n2", verdict.Untrusted, time.Now(), time.Hour)
+	v := &kube.FakeVerdicts{}
+	v.Set("n1", verdict.Trusted, time.Now(), time.Hour)
+	v.Set("n2", verdict.Untrusted, time.Now(), time.Hour)
 	steady := func() {
 		t.Helper()
 		waitNode(t, admin, "n1", "trusted", func(n *corev1.Node) bool { return trusted(n) && condition(n) != nil })
@@ -141,7 +141,7 @@ func TestKubeLeadership(t *testing.T) {
 	}
 	waitFor(t, "b leading after a stopped", b.leading.Load)
 	// A change proves b writes: n3 gets a verdict.
-	v.set("n3", verdict.Trusted, time.Now(), time.Hour)
+	v.Set("n3", verdict.Trusted, time.Now(), time.Hour)
 	waitNode(t, admin, "n3", "trusted, written by b", trusted)
 	time.Sleep(500 * time.Millisecond) // five sweeps
 	after := versions(t, admin)
@@ -181,7 +181,7 @@ func TestKubeLeadership(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a to stop writing after losing the Lease", func() bool { return !a2.leading.Load() })
-	v.set("n2", verdict.Trusted, time.Now(), time.Hour)
+	v.Set("n2", verdict.Trusted, time.Now(), time.Hour)
 	rv := getNode(t, admin, "n2").ResourceVersion
 	time.Sleep(time.Second) // ten sweeps
 	if n2 := getNode(t, admin, "n2"); n2.ResourceVersion != rv || !untrusted(n2) {

@@ -201,9 +201,9 @@ func TestKubeManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	sa := client(t, tokenKubeconfig(t, c, tr.Status.Token))
-	v := &cache{}
-	v.set("good", verdict.Trusted, time.Now(), time.Hour)
-	v.set("bad", verdict.Untrusted, time.Now(), time.Hour)
+	v := &kube.FakeVerdicts{}
+	v.Set("good", verdict.Trusted, time.Now(), time.Hour)
+	v.Set("bad", verdict.Untrusted, time.Now(), time.Hour)
 	var apiErrors atomic.Int64
 	ctl, err := kube.New(kube.Config{Client: sa, Verdicts: v, Identity: "replica-1", Log: testLog(t),
 		APIError: func(string) { apiErrors.Add(1) }})
