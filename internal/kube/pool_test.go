@@ -138,6 +138,15 @@ func TestKubeTrustedPool(t *testing.T) {
 	tp.reboot(t, hosts[1], fleet.Hypervisor)
 	waitNode(t, admin, hosts[1], "trusted again after a good reboot", trusted)
 
+	// A host deleted from trustpool: its Node is out of the pool at once.
+	if err := tp.api.Do(ctx, "DELETE", "/v1/hosts/"+hosts[2], nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNode(t, admin, hosts[2], "tainted after its host was deleted", func(n *corev1.Node) bool {
+		c := condition(n)
+		return untrusted(n) && c != nil && c.Reason == "NotAttested"
+	})
+
 	// The metrics say what happened (docs/metrics.md).
 	text := tp.metrics(t)
 	for _, want := range []string{
@@ -157,5 +166,28 @@ func TestKubeTrustedPool(t *testing.T) {
 		if v := metricValue(t, text, series); v < 1 {
 			t.Errorf("%s = %v, want at least 1", series, v)
 		}
+	}
+}
+
+// TestKubeExpiry: a verdict that expires (the node is not attested again)
+// becomes unknown through the recorder, and the controller taints its
+// Node, saying why.
+func TestKubeExpiry(t *testing.T) {
+	c := kubetest.Start(t, kubetest.Options{})
+	admin := client(t, c.Kubeconfig)
+	const host = "node-00001.fleet.test"
+	createNode(t, admin, host, registerTaint)
+	tp := startTrustpool(t, 1, func(cfg *server.Config) {
+		cfg.Integrity.Validity = 10 * time.Second // and an interval of an hour: no attestation renews it
+		cfg.Kube = &kube.Config{Client: client(t, c.Kubeconfig), LeaseNamespace: "default", Sweep: time.Hour}
+	})
+	waitNode(t, admin, host, "trusted", trusted)
+	tp.waitLevel(t, host, verdict.Unknown)
+	n := waitNode(t, admin, host, "tainted after the expiry", func(n *corev1.Node) bool {
+		c := condition(n)
+		return untrusted(n) && c != nil && c.Reason == "Expired"
+	})
+	if n.Annotations[kube.AnnotationLevel] != "unknown" {
+		t.Errorf("level annotation %q after the expiry", n.Annotations[kube.AnnotationLevel])
 	}
 }
