@@ -179,10 +179,13 @@ func planNode(node *corev1.Node, s standing, r Rules, now time.Time) plan {
 		}
 	}
 	set(AnnotationPolicy, policy)
-	// vtime and expiry move with every attestation; they are rewritten with
-	// any other change, and by themselves only once the annotated expiry
-	// has passed (so a reader never sees a current verdict as expired),
-	// which bounds the writes to one per node per validity period.
+	// vtime and expiry move with every attestation; writing each would be
+	// a write per node per interval. They are rewritten with any other
+	// change, and by themselves only when a sync finds the annotated expiry
+	// passed — the periodic reconcile, at the latest — so a steady node
+	// costs at most one write per reconcile period, and its annotated
+	// expiry may lie up to that long in the past (the label and the taint
+	// are current).
 	if old, err := time.Parse(time.RFC3339, node.Annotations[AnnotationExpiry]); err == nil && now.Before(old) &&
 		node.Annotations[AnnotationLevel] == string(level) && node.Annotations[AnnotationPolicy] == policy && vtime != "" && expiry != "" {
 		vtime, expiry = node.Annotations[AnnotationVTime], node.Annotations[AnnotationExpiry]
