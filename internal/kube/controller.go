@@ -449,12 +449,14 @@ func (c *Controller) queueAll(q workqueue.TypedRateLimitingInterface[string]) {
 }
 
 // sweep queues every Node whose host's standing differs from what was
-// last written for it.
+// last written for it, except those whose writes are failing: they wait
+// for their backoff, so that a refusing API server is not asked again
+// every second for every Node.
 func (c *Controller) sweep(q workqueue.TypedRateLimitingInterface[string]) {
 	now := c.cfg.Now()
 	for _, o := range c.informer.GetIndexer().List() {
 		n, ok := o.(*corev1.Node)
-		if !ok {
+		if !ok || q.NumRequeues(n.Name) > 0 {
 			continue
 		}
 		as := c.syncedAs(c.standing(n), now)

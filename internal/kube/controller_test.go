@@ -343,3 +343,37 @@ func TestExtenderThroughController(t *testing.T) {
 		}
 	}
 }
+
+// TestControllerBackoff: a Node whose writes the API server refuses is
+// tried again with backoff, not at every sweep, and each failure counts.
+func TestControllerBackoff(t *testing.T) {
+	cs := fake.NewClientset(newNode("node1"))
+	var patches atomic.Int64
+	cs.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		patches.Add(1)
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "node1", errors.New("RBAC says no"))
+	})
+	var failures atomic.Int64
+	runController(t, Config{Client: cs, Verdicts: &FakeVerdicts{}, Sweep: 10 * time.Millisecond, Reconcile: time.Hour,
+		APIError: func(op string) {
+			if op == "patch_node" {
+				failures.Add(1)
+			}
+		}})
+	deadline := time.Now().Add(10 * time.Second)
+	for patches.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d patches tried", patches.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a hundred sweeps
+	// Backoff from 100 ms doubling: within about 1.5 s at most 5 or so
+	// tries; a try at every sweep would be over a hundred.
+	if n := patches.Load(); n > 10 {
+		t.Errorf("%d patches of a refused Node in about a second: the sweep bypasses the backoff", n)
+	}
+	if failures.Load() != patches.Load() {
+		t.Errorf("%d failures counted for %d refused patches", failures.Load(), patches.Load())
+	}
+}
