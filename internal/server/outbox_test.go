@@ -1,11 +1,9 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +16,6 @@ import (
 	"time"
 
 	"trustpool/internal/api"
-	"trustpool/internal/fleetsim/fleet"
 	"trustpool/internal/integrity"
 	"trustpool/internal/notify"
 	"trustpool/internal/nova"
@@ -92,17 +89,8 @@ func TestReplicasApplyOutboxOnce(t *testing.T) {
 	var rs []*env
 	for i, name := range []string{"a", "b", "c"} {
 		dir := first
-		if i > 0 { // the replicas share the CA and the bootstrap credentials
-			dir = t.TempDir()
-			for _, f := range []string{"ca.pem", "ca-key.pem", server.AdminTokenFile, server.NovaBlobFile} {
-				b, err := os.ReadFile(filepath.Join(first, f))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
+		if i > 0 {
+			dir = shareCredentials(t, first)
 		}
 		rs = append(rs, startServerIn(t, dir, func(c *server.Config) {
 			c.DSN, c.Replica, c.LeaseTime = dsn, name, 3*time.Second
@@ -113,17 +101,7 @@ func TestReplicasApplyOutboxOnce(t *testing.T) {
 		}))
 	}
 	a := rs[0]
-	client := api.NewClient(a.srv.URL(), a.srv.CAPEM(), a.token)
-	fl, err := fleet.New(fleet.Config{Server: a.srv.URL(), ServerCA: a.srv.CAPEM(), Nodes: nodes, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		JoinToken: func(ctx context.Context, host string) (string, error) {
-			var tok struct{ Token string }
-			err := client.Do(ctx, "POST", "/v1/join-tokens", map[string]string{"host": host}, &tok)
-			return tok.Token, err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fl.Close() })
+	fl := newFleet(t, a.srv.URL(), a.srv.CAPEM(), api.NewClient(a.srv.URL(), a.srv.CAPEM(), a.token), nodes)
 	rp := map[string]string{}
 	gen0 := map[string]int{}
 	var hosts []string
@@ -215,29 +193,20 @@ func TestReplicasApplyOutboxOnce(t *testing.T) {
 	check("expiry", []string{"unknown→untrusted", "untrusted→trusted", "trusted→unknown"}, 2)
 }
 
-// startServerIn is startServerWith in the state directory dir.
-func startServerIn(t *testing.T, dir string, edit func(*server.Config)) *env {
+// shareCredentials makes a state directory for another replica of the
+// server whose state directory is first: the replicas share the CA and the
+// bootstrap credentials, copied before the replica starts.
+func shareCredentials(t *testing.T, first string) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log}
-	edit(&cfg)
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
+	dir := t.TempDir()
+	for _, f := range []string{"ca.pem", "ca-key.pem", server.AdminTokenFile, server.NovaBlobFile} {
+		b, err := os.ReadFile(filepath.Join(first, f))
+		if err != nil {
+			t.Fatal(err)
 		}
-		srv.Close()
-	})
-	tok, err := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return &env{t: t, srv: srv, http: api.NewHTTPClient(srv.CAPEM()), token: strings.TrimSpace(string(tok)), ctx: ctx}
+	return dir
 }

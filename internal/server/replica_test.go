@@ -90,17 +90,7 @@ func TestReplicasSharePostgreSQL(t *testing.T) {
 	// the first one's state directory before they start.
 	var rs = []*replica{a}
 	for _, name := range []string{"b", "c"} {
-		dir := t.TempDir()
-		for _, f := range []string{"ca.pem", "ca-key.pem", server.AdminTokenFile, server.NovaBlobFile} {
-			b, err := os.ReadFile(filepath.Join(first, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		rs = append(rs, start(name, dir))
+		rs = append(rs, start(name, shareCredentials(t, first)))
 	}
 	ctx := t.Context()
 	ca, _ := os.ReadFile(filepath.Join(first, "ca.pem"))

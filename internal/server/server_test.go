@@ -48,8 +48,13 @@ func startServer(t *testing.T) *env {
 // startServerWith starts a server whose config edit may change first.
 func startServerWith(t *testing.T, edit func(*server.Config)) *env {
 	t.Helper()
+	return startServerIn(t, t.TempDir(), edit)
+}
+
+// startServerIn is startServerWith in the state directory dir.
+func startServerIn(t *testing.T, dir string, edit func(*server.Config)) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log,
 		Integrity: integrity.Config{Interval: time.Hour, Log: log}}
