@@ -22,6 +22,7 @@ type gate struct {
 	mu    sync.Mutex
 	calls [][]string
 	hold  chan struct{} // when set, the next call waits for it to close
+	held  chan struct{} // closed when that call waits
 	fail  string        // a call that holds this host fails
 }
 
@@ -37,6 +38,7 @@ func (g *gate) RecordVerdicts(ctx context.Context, recs []store.Record, then sto
 	fail := g.fail
 	g.mu.Unlock()
 	if hold != nil {
+		close(g.held)
 		<-hold
 	}
 	for _, h := range hosts {
@@ -61,7 +63,7 @@ func newGate(t *testing.T, hosts int) (*gate, *Recorder) {
 			t.Fatal(err)
 		}
 	}
-	g := &gate{Store: st}
+	g := &gate{Store: st, held: make(chan struct{})}
 	return g, New(Config{Store: g, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
@@ -113,7 +115,7 @@ func TestRecordingsShareTransactions(t *testing.T) {
 		})
 	}
 	record(trusted(t, g.Store, "h0"))
-	queued(t, r, 0) // h0 is being written, held
+	<-g.held // h0 is being written
 	for i := 1; i < 9; i++ {
 		record(trusted(t, g.Store, fmt.Sprintf("h%d", i)))
 	}
@@ -155,7 +157,7 @@ func TestFailedGroupRetriesAlone(t *testing.T) {
 		v := trusted(t, g.Store, fmt.Sprintf("h%d", i))
 		wg.Go(func() { _, errs[i] = r.Record(ctx, v, nil) })
 		if i == 0 {
-			queued(t, r, 0)
+			<-g.held
 		}
 	}
 	queued(t, r, 3)
@@ -179,5 +181,34 @@ func TestFailedGroupRetriesAlone(t *testing.T) {
 	defer g.mu.Unlock()
 	if len(g.calls) != 5 { // h0; h1-h3 (refused); then h1, h2, h3 alone
 		t.Errorf("transactions %q, want 5", g.calls)
+	}
+}
+
+// A level change another replica committed wakes this replica's listeners
+// when it is followed; the same verdict followed again does not.
+func TestFollowWakesListeners(t *testing.T) {
+	g, r := newGate(t, 1)
+	ctx := context.Background()
+	type change struct{ to, from verdict.Level }
+	var got []change
+	r.OnChange(func(v verdict.Verdict, prev verdict.Level) { got = append(got, change{v.Level, prev}) })
+	// Another replica records h0 trusted.
+	if _, err := g.Store.RecordVerdicts(ctx, []store.Record{{Verdict: trusted(t, g.Store, "h0")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := r.Follow(ctx, store.Change{Kind: store.ChangeVerdict, Host: "h0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Follow(ctx, store.Change{Kind: store.ChangeRemoved, Host: "h0"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []change{{verdict.Trusted, verdict.Unknown}, {verdict.Unknown, verdict.Trusted}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("listeners woken with %v, want %v", got, want)
+	}
+	if l := r.Cache().Level("h0"); l != verdict.Unknown {
+		t.Errorf("h0 is %s after its removal was followed", l)
 	}
 }

@@ -95,9 +95,9 @@ func New(cfg Config) *Recorder {
 // Cache is the verdict cache relying parties read.
 func (r *Recorder) Cache() *Cache { return r.cache }
 
-// OnChange registers f to be woken after every level change is committed
-// (in the recording goroutine: f must not block, and writes nothing that
-// must not be lost).
+// OnChange registers f to be woken after every level change is committed,
+// here or by another replica (Follow) (in the recording or following
+// goroutine: f must not block, and writes nothing that must not be lost).
 func (r *Recorder) OnChange(f func(v verdict.Verdict, prev verdict.Level)) {
 	r.mu.Lock()
 	r.listeners = append(r.listeners, f)
@@ -331,9 +331,13 @@ func (r *Recorder) Follow(ctx context.Context, c store.Change) error {
 	case c.Kind == store.ChangeRemoved:
 		mu := r.stripe(c.Host)
 		mu.Lock()
+		cur, had := r.cache.Verdict(c.Host)
 		r.cache.remove(c.Host)
 		r.queue.remove(c.Host)
 		mu.Unlock()
+		if had && cur.Level != verdict.Unknown {
+			r.notify(verdict.Verdict{Host: c.Host, Level: verdict.Unknown, VTime: r.now()}, cur.Level)
+		}
 		return nil
 	case c.Kind == store.ChangeVerdict && c.Host != "":
 		v, err := r.cfg.Store.GetVerdict(ctx, c.Host)
@@ -363,14 +367,27 @@ func (r *Recorder) Follow(ctx context.Context, c store.Change) error {
 	return nil
 }
 
-// adopt publishes stored verdicts that are not older than the cache's.
+// adopt publishes stored verdicts that are not older than the cache's,
+// and wakes the listeners for those that change a host's level: the
+// outbox rows are the recording replica's, but any replica's listeners
+// may be the ones to act (the Kubernetes controller's leader, a trait
+// sync or webhook deliverer claiming the rows).
 func (r *Recorder) adopt(vs []verdict.Verdict) {
 	for _, v := range vs {
 		mu := r.stripe(v.Host)
 		mu.Lock()
-		if cur, ok := r.cache.Verdict(v.Host); !ok || cur.Seq <= v.Seq {
+		cur, ok := r.cache.Verdict(v.Host)
+		newer := !ok || cur.Seq <= v.Seq
+		if newer {
 			r.publish(v)
 		}
 		mu.Unlock()
+		prev := verdict.Unknown
+		if ok {
+			prev = cur.Level
+		}
+		if newer && v.Level != prev {
+			r.notify(v, prev)
+		}
 	}
 }
