@@ -119,7 +119,8 @@ func TestRecordingsShareTransactions(t *testing.T) {
 	for i := 1; i < 9; i++ {
 		record(trusted(t, g.Store, fmt.Sprintf("h%d", i)))
 	}
-	record(trusted(t, g.Store, "h3")) // h3 again, newer
+	queued(t, r, 8)
+	record(trusted(t, g.Store, "h3")) // h3 again, newer, queued after the first
 	queued(t, r, 9)
 	close(hold)
 	wg.Wait()
