@@ -44,6 +44,18 @@ func testEvidence(host, tag string, minutes int) *store.EvidenceRecord {
 	}
 }
 
+// wantLatest fails the test unless the latest verdicts, by host name,
+// are want.
+func wantLatest(t *testing.T, s *store.Store, want []verdict.Verdict) {
+	t.Helper()
+	got, err := s.LatestVerdicts(t.Context())
+	must(t, "latest", err)
+	slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("latest = %+v\nwant %+v", got, want)
+	}
+}
+
 // putHosts stores active hosts with the given names, each with its own EK.
 func putHosts(t *testing.T, s *store.Store, names ...string) {
 	t.Helper()
@@ -222,12 +234,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				must(t, "put", err)
 				want = append(want, v)
 			}
-			got, err := s.LatestVerdicts(ctx)
-			must(t, "latest", err)
-			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("latest = %+v\nwant %+v", got, want)
-			}
+			wantLatest(t, s, want)
 			h, err := s.History(ctx, "d", 10)
 			must(t, "history of d", err)
 			if len(h) != 0 {
@@ -307,12 +314,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 				testVerdict("c", verdict.Trusted, 2), // twice in one batch: both changes kept
 			}
 			must(t, "put verdicts", putVerdicts(ctx, s, batch))
-			got, err := s.LatestVerdicts(ctx)
-			must(t, "latest", err)
-			slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
-			if want := []verdict.Verdict{batch[0], batch[1], batch[4]}; !reflect.DeepEqual(got, want) {
-				t.Fatalf("latest = %+v\nwant %+v", got, want)
-			}
+			wantLatest(t, s, []verdict.Verdict{batch[0], batch[1], batch[4]})
 			for host, n := range map[string]int{"a": 1, "b": 1, "c": 3} {
 				h, err := s.History(ctx, host, 10)
 				must(t, "history", err)
@@ -329,7 +331,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			must(t, "empty batch", putVerdicts(ctx, s, nil))
 			bad := []verdict.Verdict{testVerdict("a", verdict.Untrusted, 5), testVerdict("b", "", 5)}
 			wantErr(t, "batch with an invalid verdict", putVerdicts(ctx, s, bad), store.ErrInvalid)
-			got, err = s.LatestVerdicts(ctx)
+			got, err := s.LatestVerdicts(ctx)
 			must(t, "latest", err)
 			for _, v := range got {
 				if v.Host == "a" && v.Level != verdict.Trusted {
@@ -375,12 +377,7 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 					if !out[3].Gone {
 						t.Errorf("ghost not reported gone")
 					}
-					got, err := s.LatestVerdicts(ctx)
-					must(t, "latest", err)
-					slices.SortFunc(got, func(a, b verdict.Verdict) int { return strings.Compare(a.Host, b.Host) })
-					if !reflect.DeepEqual(got, want) {
-						t.Fatalf("latest = %+v\nwant %+v", got, want)
-					}
+					wantLatest(t, s, want)
 					h, err := s.History(ctx, "a", 10)
 					must(t, "history", err)
 					if len(h) != 1 {
