@@ -12,9 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"trustpool/internal/fleetsim/fleet"
-	"trustpool/internal/kube"
-	"trustpool/internal/kube/kubetest"
-	"trustpool/internal/server"
 	"trustpool/internal/verdict"
 )
 
@@ -27,14 +24,8 @@ import (
 // (mean, p50, p99, max): transition → taint on, transition → taint off,
 // and hello → taint on (the whole path from the node's boot).
 func BenchmarkTransitionToTaint(b *testing.B) {
-	c := kubetest.Start(b, kubetest.Options{})
-	admin := client(b, c.Kubeconfig)
-	const host = "node-00001.fleet.test"
-	createNode(b, admin, host, registerTaint)
-	tp := startTrustpool(b, 1, func(cfg *server.Config) {
-		cfg.Kube = &kube.Config{Client: client(b, c.Kubeconfig), LeaseNamespace: "default"}
-	})
-	waitNode(b, admin, host, "trusted", trusted)
+	const host = firstHost
+	admin, tp := startTrustedNode(b, nil)
 
 	transitions := make(chan time.Time, 16)
 	tp.srv.Integrity().Recorder().OnChange(func(v verdict.Verdict, _ verdict.Level) {

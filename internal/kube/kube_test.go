@@ -29,6 +29,7 @@ import (
 	"trustpool/internal/httpjson"
 	"trustpool/internal/integrity"
 	"trustpool/internal/kube"
+	"trustpool/internal/kube/kubetest"
 	"trustpool/internal/server"
 	"trustpool/internal/verdict"
 )
@@ -301,6 +302,28 @@ func startTrustpool(t testing.TB, n int, edit func(*server.Config)) *trustpool {
 		tp.waitLevel(t, nd.Name, verdict.Trusted)
 	}
 	return tp
+}
+
+// firstHost is the name of the first node of startTrustpool's fleet.
+const firstHost = "node-00001.fleet.test"
+
+// startTrustedNode starts a control plane with firstHost registered as a
+// Node, and a server with a one-node fleet whose Kubernetes controller
+// (edit may change the config, its Kube part too) writes to it; it
+// returns once the Node is trusted, with an admin client.
+func startTrustedNode(t testing.TB, edit func(*server.Config)) (kubernetes.Interface, *trustpool) {
+	t.Helper()
+	c := kubetest.Start(t, kubetest.Options{})
+	admin := client(t, c.Kubeconfig)
+	createNode(t, admin, firstHost, registerTaint)
+	tp := startTrustpool(t, 1, func(cfg *server.Config) {
+		cfg.Kube = &kube.Config{Client: client(t, c.Kubeconfig), LeaseNamespace: "default"}
+		if edit != nil {
+			edit(cfg)
+		}
+	})
+	waitNode(t, admin, firstHost, "trusted", trusted)
+	return admin, tp
 }
 
 // waitLevel waits until the server's verdict cache holds host at level.

@@ -173,15 +173,11 @@ func TestKubeTrustedPool(t *testing.T) {
 // becomes unknown through the recorder, and the controller taints its
 // Node, saying why.
 func TestKubeExpiry(t *testing.T) {
-	c := kubetest.Start(t, kubetest.Options{})
-	admin := client(t, c.Kubeconfig)
-	const host = "node-00001.fleet.test"
-	createNode(t, admin, host, registerTaint)
-	tp := startTrustpool(t, 1, func(cfg *server.Config) {
+	const host = firstHost
+	admin, tp := startTrustedNode(t, func(cfg *server.Config) {
 		cfg.Integrity.Validity = 10 * time.Second // and an interval of an hour: no attestation renews it
-		cfg.Kube = &kube.Config{Client: client(t, c.Kubeconfig), LeaseNamespace: "default", Sweep: time.Hour}
+		cfg.Kube.Sweep = time.Hour
 	})
-	waitNode(t, admin, host, "trusted", trusted)
 	tp.waitLevel(t, host, verdict.Unknown)
 	n := waitNode(t, admin, host, "tainted after the expiry", func(n *corev1.Node) bool {
 		c := condition(n)
