@@ -158,12 +158,7 @@ func (s *Store) ClaimTraitChanges(ctx context.Context, owner string, now time.Ti
 // at once.
 func (s *Store) TraitApplied(ctx context.Context, owner string, c TraitChange) error {
 	res, err := s.wdb.ExecContext(ctx, `DELETE FROM trait_outbox WHERE host = $1 AND gen = $2`, c.Host, c.Gen)
-	if err == nil {
-		if err = mustAffect(res); errors.Is(err, ErrNotFound) {
-			err = s.releaseTrait(ctx, owner, c.Host)
-		}
-	}
-	if err != nil {
+	if err = s.settleTrait(ctx, owner, c.Host, res, err); err != nil {
 		return fmt.Errorf("trait change of %s applied: %w", c.Host, err)
 	}
 	return nil
@@ -175,12 +170,7 @@ func (s *Store) TraitFailed(ctx context.Context, owner string, c TraitChange, ne
 	res, err := s.wdb.ExecContext(ctx, `UPDATE trait_outbox SET attempts = attempts + 1, next_attempt = $3,
 		last_error = $4, claimed_by = '', claimed_until = 0
 		WHERE host = $1 AND gen = $2 AND claimed_by = $5`, c.Host, c.Gen, micros(next), lastErr, owner)
-	if err == nil {
-		if err = mustAffect(res); errors.Is(err, ErrNotFound) {
-			err = s.releaseTrait(ctx, owner, c.Host)
-		}
-	}
-	if err != nil {
+	if err = s.settleTrait(ctx, owner, c.Host, res, err); err != nil {
 		return fmt.Errorf("trait change of %s failed: %w", c.Host, err)
 	}
 	return nil
@@ -196,6 +186,19 @@ func (s *Store) ReleaseTraitChanges(ctx context.Context, owner string, hosts []s
 		}
 	}
 	return nil
+}
+
+// settleTrait finishes a write to owner's claimed change of host (res,
+// err): one that matched no row, because a newer change of the host came
+// meanwhile, lets the claim go, so that the newer change is due at once.
+func (s *Store) settleTrait(ctx context.Context, owner, host string, res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	if err = mustAffect(res); errors.Is(err, ErrNotFound) {
+		return s.releaseTrait(ctx, owner, host)
+	}
+	return err
 }
 
 // releaseTrait ends owner's claim on host's change; a change someone else
