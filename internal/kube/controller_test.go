@@ -27,8 +27,9 @@ func testLog(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// runController runs a controller until the test ends.
-func runController(t *testing.T, cfg Config) *Controller {
+// runController runs a controller until the test ends; stop ends it
+// sooner (once, however often it is called).
+func runController(t *testing.T, cfg Config) (c *Controller, stop func()) {
 	t.Helper()
 	if cfg.Log == nil {
 		cfg.Log = testLog(t)
@@ -40,13 +41,17 @@ func runController(t *testing.T, cfg Config) *Controller {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
-	return c
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("controller %q: %v", cfg.Identity, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return c, stop
 }
 
 // waitNode polls the node until ok says yes, or fails the test after d.
@@ -88,7 +93,7 @@ func TestControllerFake(t *testing.T) {
 	v.Set("bad", verdict.Untrusted, time.Now(), time.Hour)
 	var tmu sync.Mutex
 	taints := map[string]int{}
-	c := runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: time.Hour,
+	c, _ := runController(t, Config{Client: cs, Verdicts: v, Sweep: time.Hour, Reconcile: time.Hour,
 		TaintChanged: func(e string, added bool) {
 			tmu.Lock()
 			defer tmu.Unlock()
@@ -178,25 +183,9 @@ func TestControllerLeaderElection(t *testing.T) {
 	}
 	stop := map[string]func(){}
 	for _, id := range []string{"a", "b"} {
-		c, err := New(Config{Client: cs, Verdicts: v, Identity: id, Sweep: 20 * time.Millisecond, Reconcile: time.Hour, Log: testLog(t),
+		_, stop[id] = runController(t, Config{Client: cs, Verdicts: v, Identity: id, Sweep: 20 * time.Millisecond, Reconcile: time.Hour,
 			LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond,
 			Leading: func(on bool) { mu.Lock(); leading[id] = on; mu.Unlock() }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx) }()
-		var once sync.Once
-		stop[id] = func() {
-			once.Do(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("controller %s: %v", id, err)
-				}
-			})
-		}
-		t.Cleanup(stop[id])
 	}
 
 	waitNode(t, cs, "node1", 10*time.Second, "trusted", trustedNode)
@@ -325,7 +314,7 @@ func TestExtenderThroughController(t *testing.T) {
 	cs := fake.NewClientset(n, newNode("ip-10-0-0-2"))
 	v := &FakeVerdicts{}
 	v.Set("compute-1.example", verdict.Trusted, time.Now(), time.Hour)
-	c := runController(t, Config{Client: cs, Verdicts: v, Mapping: Mapping{Label: label}, Sweep: time.Hour, Reconcile: time.Hour})
+	c, _ := runController(t, Config{Client: cs, Verdicts: v, Mapping: Mapping{Label: label}, Sweep: time.Hour, Reconcile: time.Hour})
 	waitNode(t, cs, "ip-10-0-0-1", 10*time.Second, "trusted", trustedNode)
 	e, err := NewExtender(ExtenderConfig{Verdicts: v, Mapping: Mapping{Label: label}, Nodes: c})
 	if err != nil {
