@@ -23,9 +23,7 @@ func TestEvidenceExportReproduces(t *testing.T) {
 	needSWTPM(t)
 	e := startServer(t)
 	startNode(t, e, "node1", bootsim.Profile{Launch: true})
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("node1")
 	if v := e.attest("node1"); v.Level != verdict.Trusted {
 		t.Fatalf("attestation: %+v, want trusted", v)
 	}

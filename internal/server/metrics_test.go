@@ -103,9 +103,7 @@ func TestMetrics(t *testing.T) {
 		c.Webhooks = &notify.Config{Targets: []string{receiver.URL}}
 	})
 	startNode(t, e, "node1", bootsim.Profile{Launch: true})
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("node1")
 	if v := e.attest("node1"); v.Level != verdict.Trusted {
 		t.Fatalf("attest: %+v, want trusted", v)
 	}
@@ -201,9 +199,7 @@ func TestMetricsOutboxDepth(t *testing.T) {
 		c.Placement = &nova.TraitSyncConfig{Endpoint: closed.URL, Token: "admin"}
 	})
 	startNode(t, e, "node1", bootsim.Profile{Launch: true})
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("node1")
 	if v := e.attest("node1"); v.Level != verdict.Trusted {
 		t.Fatalf("attest: %+v, want trusted", v)
 	}

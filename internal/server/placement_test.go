@@ -35,9 +35,7 @@ func TestPlacementTraitFollowsVerdicts(t *testing.T) {
 	n1 := startNode(t, e, "node1", bootsim.Profile{Launch: true})
 	startNode(t, e, "node2", bootsim.Profile{Launch: true})
 	startNode(t, e, "node3", bootsim.Profile{Launch: true, Tampered: true})
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("node1")
 	trusted := func(hosts ...string) []string {
 		var uuids []string
 		for _, h := range hosts {
@@ -87,9 +85,7 @@ func TestExpiryRemovesTraitAndNotifies(t *testing.T) {
 		c.Integrity.Validity = validity
 	})
 	startNode(t, e, "node1", bootsim.Profile{Launch: true})
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("node1")
 	v := e.attest("node1")
 	query := "resources=VCPU:1&required=" + nova.DefaultTrait
 	waitFor(t, "node1 trusted in Placement", func() bool { return slices.Equal(pl.Candidates(t, query), []string{rp}) })

@@ -116,9 +116,7 @@ func TestPushAgentThroughProxy(t *testing.T) {
 	if !proxy.saw(e.srv.Addr()) {
 		t.Fatalf("the push agent did not go through the proxy (tunnels to %v)", proxy.tunnels)
 	}
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "push1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("push1")
 	if v := e.attest("push1"); v.Level != verdict.Trusted {
 		t.Fatalf("attest of the push host (through its long-poll): %s %v, want trusted", v.Level, v.Reasons)
 	}

@@ -167,6 +167,14 @@ func (e *env) attest(name string) api.PoolEntry {
 	return pe
 }
 
+// golden imports host's verified evidence as the known-good values.
+func (e *env) golden(host string) {
+	e.t.Helper()
+	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": host}); code != http.StatusOK {
+		e.t.Fatalf("golden import: %d %s", code, body)
+	}
+}
+
 func hasPCR(reasons []verdict.Reason, code string, pcr int) bool {
 	for _, r := range reasons {
 		if r.Code == code && r.PCR != nil && *r.PCR == pcr {
@@ -187,9 +195,7 @@ func TestAttestEndToEnd(t *testing.T) {
 	if v := e.attest("node1"); v.Level != verdict.Untrusted || v.Reasons[0].Code != verdict.CodeNoPolicy {
 		t.Fatalf("before any known-good values: %+v, want untrusted no-policy", v)
 	}
-	if code, body := e.call("POST", "/v1/golden", map[string]string{"host": "node1"}); code != http.StatusOK {
-		t.Fatalf("golden import: %d %s", code, body)
-	}
+	e.golden("node1")
 	if v, _ := e.srv.Integrity().Cache().Verdict("node1"); v.At(time.Now()) != verdict.Trusted {
 		t.Fatalf("after golden import, re-evaluated verdict = %+v, want trusted", v)
 	}
