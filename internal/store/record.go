@@ -290,17 +290,27 @@ func (s *Store) lockHost(ctx context.Context, tx *sql.Tx, host, lockOne string, 
 	}
 	// Read after the lock was granted: a fresh snapshot under READ
 	// COMMITTED.
-	p := stored{hostKnown: true}
+	p, err := s.readStored(ctx, tx, host)
+	if err != nil {
+		return err
+	}
+	p.hostKnown = true
+	prev[host] = p
+	return nil
+}
+
+// readStored reads host's stored verdict in tx (had is false without one).
+func (s *Store) readStored(ctx context.Context, tx *sql.Tx, host string) (stored, error) {
+	var p stored
 	var level string
 	switch err := s.txQueryRow(ctx, tx, selectStored, host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
-		return fmt.Errorf("read stored verdict: %w", err)
+		return stored{}, fmt.Errorf("read stored verdict: %w", err)
 	default:
 		p.level, p.had = verdict.Level(level), true
 	}
-	prev[host] = p
-	return nil
+	return p, nil
 }
 
 // writeTransition writes a transition's audit entry and outbox rows in tx.
@@ -324,14 +334,9 @@ func (s *Store) writeTransition(ctx context.Context, tx *sql.Tx, t Transition) e
 // exist is ErrNotFound.
 func (s *Store) RemoveHost(ctx context.Context, v verdict.Verdict, then Consequences) (prev verdict.Level, err error) {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		p := stored{}
-		var level string
-		switch err := tx.QueryRowContext(ctx, `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`, v.Host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return fmt.Errorf("read stored verdict: %w", err)
-		default:
-			p.level, p.had = verdict.Level(level), true
+		p, err := s.readStored(ctx, tx, v.Host)
+		if err != nil {
+			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM hosts WHERE name = $1`, v.Host)
 		if err == nil {
