@@ -128,11 +128,7 @@ func TestReplicasApplyOutboxOnce(t *testing.T) {
 	}
 	query := "resources=VCPU:1&required=" + nova.DefaultTrait
 	candidates := func(want ...string) func() bool {
-		var uuids []string
-		for _, h := range want {
-			uuids = append(uuids, rp[h])
-		}
-		slices.Sort(uuids)
+		uuids := providers(rp, want...)
 		return func() bool { return slices.Equal(pl.Candidates(t, query), uuids) }
 	}
 	check := func(what string, levels []string, writes int) {

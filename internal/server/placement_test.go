@@ -18,6 +18,17 @@ import (
 	"trustpool/internal/verdict"
 )
 
+// providers returns the resource providers of hosts (rp maps a host to
+// its provider's UUID), sorted as Placement's candidates are compared.
+func providers(rp map[string]string, hosts ...string) []string {
+	var uuids []string
+	for _, h := range hosts {
+		uuids = append(uuids, rp[h])
+	}
+	slices.Sort(uuids)
+	return uuids
+}
+
 // TestPlacementTraitFollowsVerdicts runs the whole chain against Debian's
 // real Placement service: agents on swtpm are attested, and Placement's
 // allocation candidates for required=CUSTOM_TRUSTED_HOST are exactly the
@@ -36,14 +47,7 @@ func TestPlacementTraitFollowsVerdicts(t *testing.T) {
 	startNode(t, e, "node2", bootsim.Profile{Launch: true})
 	startNode(t, e, "node3", bootsim.Profile{Launch: true, Tampered: true})
 	e.golden("node1")
-	trusted := func(hosts ...string) []string {
-		var uuids []string
-		for _, h := range hosts {
-			uuids = append(uuids, rp[h])
-		}
-		slices.Sort(uuids)
-		return uuids
-	}
+	trusted := func(hosts ...string) []string { return providers(rp, hosts...) }
 	query := "resources=VCPU:1&required=" + nova.DefaultTrait
 	waitFor(t, "node1 and node2 as the only trusted candidates", func() bool {
 		return slices.Equal(pl.Candidates(t, query), trusted("node1", "node2"))
