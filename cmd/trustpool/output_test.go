@@ -532,25 +532,21 @@ func TestCommandsPrintBothFormats(t *testing.T) {
 			if !slices.Contains(documented, c.doc) {
 				t.Errorf("docs/cli.md does not list %q", c.doc)
 			}
-			out, _, err := e.run(t, c.args(formatTable)...)
-			if err != nil {
-				t.Fatalf("%v: %v", c.args(formatTable), err)
+			run := func(args ...string) string {
+				t.Helper()
+				out, _, err := e.run(t, args...)
+				if err != nil {
+					t.Fatalf("%v: %v", args, err)
+				}
+				return out
 			}
-			c.table(t, out)
+			c.table(t, run(c.args(formatTable)...))
 			args := c.args(formatJSON)
-			out, _, err = e.run(t, append(args, "--output", "json")...)
-			if err != nil {
-				t.Fatalf("%v --output json: %v", args, err)
-			}
-			c.json(t, []byte(out))
+			c.json(t, []byte(run(append(args, "--output", "json")...)))
 			if !slices.Equal(c.args(formatTable), args) {
 				return // a change: run once per format
 			}
-			out, _, err = e.run(t, append(args, "--json")...)
-			if err != nil {
-				t.Fatalf("%v --json: %v", args, err)
-			}
-			c.json(t, []byte(out))
+			c.json(t, []byte(run(append(args, "--json")...)))
 		})
 	}
 	// Without --out the bundle is the output, whatever --output says.
