@@ -164,6 +164,8 @@ var routes = []route{
 	{"GET", "/v1/audit/head", "/v1/audit/head", "reader", false},
 	{"GET", "/v1/pool", "/v1/pool", "scheduler", false},
 	{"POST", "/v1/filter", "/v1/filter", "scheduler", true},
+	{"POST", "/v1/kubernetes/filter", "/v1/kubernetes/filter", "scheduler", true},
+	{"POST", "/v1/kubernetes/prioritize", "/v1/kubernetes/prioritize", "scheduler", true},
 	{"", nova.PrefixNova + "/PollHosts", nova.PrefixNova + "/PollHosts", "scheduler", true},
 	{"", nova.PrefixOAT + "/PollHosts", nova.PrefixOAT + "/PollHosts", "scheduler", true},
 	{"GET", "/healthz", "/healthz", "anyone", false},
