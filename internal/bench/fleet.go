@@ -280,13 +280,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	fl, err := simfleet.New(simfleet.Config{
 		Server: srv.url, ServerCA: srv.ca, Nodes: cfg.Nodes, AK: cfg.AK, KeyCache: cfg.KeyCache, Workers: cfg.Workers, Log: cfg.Log,
 		NoKeepAlive: !keepAlive, Mode: cfg.Mode, Progress: cfg.Progress,
-		JoinToken: func(ctx context.Context, host string) (string, error) {
-			var tok struct {
-				Token string `json:"token"`
-			}
-			err := admin.Do(ctx, http.MethodPost, "/v1/join-tokens", map[string]string{"host": host}, &tok)
-			return tok.Token, err
-		},
+		JoinToken: simfleet.AdminJoinTokens(admin),
 	})
 	if err != nil {
 		return nil, err

@@ -272,11 +272,7 @@ func startTrustpool(t testing.TB, n int, edit func(*server.Config)) *trustpool {
 		return tp
 	}
 	tp.fleet, err = fleet.New(fleet.Config{Server: srv.URL(), ServerCA: srv.CAPEM(), Nodes: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		JoinToken: func(ctx context.Context, host string) (string, error) {
-			var tok struct{ Token string }
-			err := tp.api.Do(ctx, "POST", "/v1/join-tokens", map[string]string{"host": host}, &tok)
-			return tok.Token, err
-		}})
+		JoinToken: fleet.AdminJoinTokens(tp.api)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -172,11 +172,7 @@ func pollHostsTrusted(ctx context.Context, e *env, hosts []string) ([]string, er
 func newFleet(t *testing.T, url string, ca []byte, admin *httpjson.Client, n int) *fleet.Fleet {
 	t.Helper()
 	fl, err := fleet.New(fleet.Config{Server: url, ServerCA: ca, Nodes: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		JoinToken: func(ctx context.Context, host string) (string, error) {
-			var tok struct{ Token string }
-			err := admin.Do(ctx, "POST", "/v1/join-tokens", map[string]string{"host": host}, &tok)
-			return tok.Token, err
-		}})
+		JoinToken: fleet.AdminJoinTokens(admin)})
 	if err != nil {
 		t.Fatal(err)
 	}

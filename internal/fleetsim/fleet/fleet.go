@@ -169,6 +169,19 @@ func (f *Fleet) bootOf(hypervisor string) (*boot, error) {
 // interval answers 500,000 challenges in 50 minutes).
 const maxSamples = 1 << 20
 
+// AdminJoinTokens is a Config.JoinToken for an operator who is admin, a
+// client of the server's API with an admin token: each token is issued by
+// POST /v1/join-tokens.
+func AdminJoinTokens(admin *httpjson.Client) func(ctx context.Context, host string) (string, error) {
+	return func(ctx context.Context, host string) (string, error) {
+		var tok struct {
+			Token string `json:"token"`
+		}
+		err := admin.Do(ctx, http.MethodPost, "/v1/join-tokens", map[string]string{"host": host}, &tok)
+		return tok.Token, err
+	}
+}
+
 // New makes the fleet's nodes and binds each node's listener; nothing is
 // sent until Enroll.
 func New(cfg Config) (*Fleet, error) {
