@@ -30,6 +30,14 @@ func TestDecode(t *testing.T) {
 		"not an object":  `[]`,
 		"empty":          ``,
 		"truncated":      doc[:len(doc)-1],
+		// Members two parsers could read differently.
+		"duplicate member":     `{"quote":"AQI=","quote":"AwQ=","signature":"AwQ=","pcrs":[]}`,
+		"nested duplicate":     `{"quote":"AQI=","signature":"AwQ=","pcrs":[{"bank":"sha256","index":0,"index":1,"digest":"AAAA"}]}`,
+		"member in other case": `{"Quote":"AQI=","signature":"AwQ=","pcrs":[]}`,
+		"invalid UTF-8":        "{\"quote\":\"AQI=\",\"signature\":\"AwQ=\",\"pcrs\":[{\"bank\":\"sha\xff\",\"index\":0,\"digest\":\"AAAA\"}]}",
+		"base64 not padded":    `{"quote":"AQI","signature":"AwQ=","pcrs":[]}`,
+		"number for bytes":     `{"quote":1,"signature":"AwQ=","pcrs":[]}`,
+		"fractional PCR index": `{"quote":"AQI=","signature":"AwQ=","pcrs":[{"bank":"sha256","index":0.5,"digest":"AAAA"}]}`,
 	} {
 		if _, err := Decode([]byte(bad)); err == nil {
 			t.Errorf("%s: decoded", name)

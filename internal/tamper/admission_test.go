@@ -315,6 +315,31 @@ func admissionCases() []tamperCase {
 				t.Fatalf("stored evidence (%d bytes, hash %x) is not the %d bytes first sent (hash %x)", len(rec.Evidence), rec.ContentHash, len(sent[0]), sum)
 			}
 		}},
+		// Hole: the evidence decoder took the last of two members of one
+		// name and matched names in any case, so the document stored (and
+		// exported) could read differently to another parser than to the
+		// verifier. Both are refused now, as an agent error.
+		{name: "evidence-two-parsers-read-differently", victims: sim2, run: func(t *testing.T, f *fixture) {
+			for name, edit := range map[string][2]string{
+				"duplicate member":     {`{"quote":`, `{"quote":"AAAA","quote":`},
+				"member in other case": {`"signature":`, `"Signature":`},
+			} {
+				f.sims["sim2"].set(func(n *verifytest.Node, c *evidence.Challenge) ([]byte, error) {
+					ev, err := n.EvidenceFor(c.Nonce, c.Selection)
+					if err != nil {
+						return nil, err
+					}
+					b, err := json.Marshal(ev)
+					if !bytes.Contains(b, []byte(edit[0])) {
+						t.Fatalf("%s: %q not in the evidence", name, edit[0])
+					}
+					return bytes.Replace(b, []byte(edit[0]), []byte(edit[1]), 1), err
+				})
+				if e := f.attest("sim2"); e.Level == verdict.Trusted || !slices.Contains(reasonCodes(e.Reasons), verdict.CodeAgentError) {
+					t.Errorf("evidence with a %s: %s %v, want agent-error", name, e.Level, reasonCodes(e.Reasons))
+				}
+			}
+		}},
 		{name: "server-name-or-ip-as-host-name", swtpm: true, run: func(t *testing.T, f *fixture) {
 			tp := f.freshTPM(t)
 			host, _, _ := net.SplitHostPort(f.srv.Addr())
