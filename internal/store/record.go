@@ -334,10 +334,17 @@ func (s *Store) writeTransition(ctx context.Context, tx *sql.Tx, t Transition) e
 // exist is ErrNotFound.
 func (s *Store) RemoveHost(ctx context.Context, v verdict.Verdict, then Consequences) (prev verdict.Level, err error) {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		p, err := s.readStored(ctx, tx, v.Host)
-		if err != nil {
+		// Lock the row before reading its verdict, as a recording does: a
+		// verdict committed meanwhile is then the level the deletion ends.
+		lock := `SELECT 1 FROM hosts h WHERE h.name = $1`
+		if s.eng.rowLocks {
+			lock += " FOR UPDATE OF h"
+		}
+		held := map[string]stored{}
+		if err := s.lockHost(ctx, tx, v.Host, lock, held); err != nil {
 			return err
 		}
+		p := held[v.Host]
 		res, err := tx.ExecContext(ctx, `DELETE FROM hosts WHERE name = $1`, v.Host)
 		if err == nil {
 			err = mustAffect(res)
