@@ -177,8 +177,9 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 // no unknown, duplicate or differently cased member, valid UTF-8, nothing
 // after the document. Two parsers of such a document cannot read it
 // differently, so the evidence stored as received is the evidence that
-// was judged. It uses the JSON v2 decoder, which reads an agent's ~10 KB
-// answer in a quarter of encoding/json's time and allocations.
+// was judged. It uses the JSON v2 decoder (github.com/go-json-experiment/json),
+// which has those checks and is the cheaper on the attestation path
+// (BenchmarkDecode, BENCHMARKS.md).
 func Decode(b []byte) (*Evidence, error) {
 	type document Evidence // without the UnmarshalJSON method
 	var d document
