@@ -329,7 +329,7 @@ func (tp *trustpool) waitLevel(t testing.TB, host string, l verdict.Level) {
 	waitFor(t, host+" "+string(l), func() bool { return cache.Level(host) == l })
 }
 
-// tamper reboots the fleet node with a tampered hypervisor, or a good one,
+// reboot reboots the fleet node with a tampered hypervisor, or a good one,
 // and has it say hello: the server attests it at once.
 func (tp *trustpool) reboot(t testing.TB, host, hypervisor string) {
 	t.Helper()
