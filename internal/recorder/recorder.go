@@ -61,6 +61,9 @@ type Metrics interface {
 	StoreOp(op string, d time.Duration, err error)
 }
 
+// stripeCount is how many locks the hosts are spread over.
+const stripeCount = 64
+
 // Recorder records verdicts. It is safe for concurrent use.
 type Recorder struct {
 	cfg   Config
@@ -69,7 +72,7 @@ type Recorder struct {
 	// update that follows it happen under the host's stripe, so the cache
 	// sees the store's order and a deletion cannot be undone by a
 	// recording in flight.
-	stripes [64]sync.Mutex
+	stripes [stripeCount]sync.Mutex
 	seed    maphash.Seed
 	queue   *deadlines
 	group   group
@@ -137,8 +140,8 @@ func (r *Recorder) RecordAll(ctx context.Context, recs []store.Record) ([]Result
 	return r.record(ctx, recs)
 }
 
-// record writes recs under their hosts' stripes (every stripe for a
-// batch), publishes what was written, then wakes the listeners.
+// record writes recs under their hosts' stripes, publishes what was
+// written, then wakes the listeners.
 func (r *Recorder) record(ctx context.Context, recs []store.Record) ([]Result, error) {
 	unlock := r.lock(recs)
 	start := time.Now()
@@ -297,26 +300,36 @@ func (r *Recorder) notify(v verdict.Verdict, prev verdict.Level) {
 	}
 }
 
-// lock takes the stripe of one record's host, or every stripe (in order)
-// for a batch.
+// lock takes the stripes of recs' hosts, in stripe order, so that two
+// batches never wait for each other in a cycle.
 func (r *Recorder) lock(recs []store.Record) (unlock func()) {
 	if len(recs) == 1 {
 		mu := r.stripe(recs[0].Verdict.Host)
 		mu.Lock()
 		return mu.Unlock
 	}
+	var held [stripeCount]bool
+	for _, rec := range recs {
+		held[r.stripeIndex(rec.Verdict.Host)] = true
+	}
 	for i := range r.stripes {
-		r.stripes[i].Lock()
+		if held[i] {
+			r.stripes[i].Lock()
+		}
 	}
 	return func() {
 		for i := range r.stripes {
-			r.stripes[i].Unlock()
+			if held[i] {
+				r.stripes[i].Unlock()
+			}
 		}
 	}
 }
 
-func (r *Recorder) stripe(host string) *sync.Mutex {
-	return &r.stripes[maphash.String(r.seed, host)%uint64(len(r.stripes))]
+func (r *Recorder) stripe(host string) *sync.Mutex { return &r.stripes[r.stripeIndex(host)] }
+
+func (r *Recorder) stripeIndex(host string) uint64 {
+	return maphash.String(r.seed, host) % uint64(len(r.stripes))
 }
 
 // now is the clock at the store's precision.
