@@ -126,16 +126,21 @@ func (s *Service) pushHost(ctx context.Context, host string) (store.Host, error)
 	if err != nil {
 		return store.Host{}, fmt.Errorf("push %s: %w", host, err)
 	}
+	return h, s.pushable(h)
+}
+
+// pushable says whether h may push: it must be active and in push mode.
+func (s *Service) pushable(h store.Host) error {
 	if h.State != store.HostActive {
-		return store.Host{}, problem.New(problem.Conflict, "host %s is %s, not active", host, h.State)
+		return problem.New(problem.Conflict, "host %s is %s, not active", h.Name, h.State)
 	}
 	if h.Mode != store.ModePush {
-		return store.Host{}, problem.New(problem.Conflict, "host %s is in %s mode: the server dials its agent", host, h.Mode)
+		return problem.New(problem.Conflict, "host %s is in %s mode: the server dials its agent", h.Name, h.Mode)
 	}
 	// A push host admitted since the last refresh of the host list is
 	// known to the schedule from its first request on.
 	s.sched.setPush(h.Name, true)
-	return h, nil
+	return nil
 }
 
 // PushChallenge issues a challenge to host's push agent (authenticated by
@@ -167,11 +172,14 @@ type PushResult struct {
 // must have been issued to host, unexpired and unused), and reschedules
 // the host.
 func (s *Service) PushEvidence(ctx context.Context, host string, nonce []byte, ev *evidence.Evidence) (PushResult, error) {
-	h, err := s.pushHost(ctx, host)
+	h, seq, err := s.store.NumberAttestation(ctx, host)
 	if err != nil {
+		return PushResult{}, fmt.Errorf("push %s: %w", host, err)
+	}
+	if err := s.pushable(h); err != nil {
 		return PushResult{}, err
 	}
-	v, err := s.attest(ctx, h, func(context.Context, store.Host) ([]byte, *evidence.Evidence, error) {
+	v, err := s.attest(ctx, h, seq, func(context.Context, store.Host) ([]byte, *evidence.Evidence, error) {
 		return nonce, ev, nil
 	})
 	if err != nil {
@@ -215,7 +223,12 @@ func (s *Service) attestPush(ctx context.Context, h store.Host) (verdict.Verdict
 		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", h.Name, ctx.Err())
 	case <-t.C:
 	}
-	return s.attest(ctx, h, func(context.Context, store.Host) ([]byte, *evidence.Evidence, error) {
+	// Numbered now: this unknown is newer than any verdict posted meanwhile.
+	seq, err := s.store.NextSeq(ctx, h.Name)
+	if err != nil {
+		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", h.Name, err)
+	}
+	return s.attest(ctx, h, seq, func(context.Context, store.Host) ([]byte, *evidence.Evidence, error) {
 		return nil, nil, fmt.Errorf("challenge %s: %w within %s of the request", h.Name, ErrNoPush, 2*s.cfg.Timeout)
 	})
 }

@@ -75,6 +75,7 @@ type Store interface {
 	ListHosts(ctx context.Context) ([]store.Host, error)
 	GetHost(ctx context.Context, name string) (store.Host, error)
 	NextSeq(ctx context.Context, host string) (int64, error)
+	NumberAttestation(ctx context.Context, name string) (store.Host, int64, error)
 	AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt time.Time, seq int64) error) error
 }
 
@@ -250,11 +251,11 @@ func (s *Service) work(ctx context.Context) {
 // attestPull is a worker's attestation of a host the schedule says is
 // due: dialled, unless it turned push meanwhile (then nothing: it comes).
 func (s *Service) attestPull(ctx context.Context, host string) (verdict.Verdict, error) {
-	h, err := s.activeHost(ctx, host)
+	h, seq, err := s.numberedHost(ctx, host)
 	if err != nil || h.Mode == store.ModePush {
 		return verdict.Verdict{}, err
 	}
-	return s.attest(ctx, h, s.dial)
+	return s.attest(ctx, h, seq, s.dial)
 }
 
 // unreachable reports whether v says no evidence could be had.
@@ -269,14 +270,14 @@ func unreachable(v verdict.Verdict) bool {
 // long-poll) for a fresh quote, and Attest waits a challenge's timeout for
 // the verdict of the evidence it posts.
 func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
-	h, err := s.activeHost(ctx, host)
+	h, seq, err := s.numberedHost(ctx, host)
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
 	if h.Mode == store.ModePush {
 		return s.attestPush(ctx, h)
 	}
-	return s.attest(ctx, h, s.dial)
+	return s.attest(ctx, h, seq, s.dial)
 }
 
 // answerFunc obtains the evidence answering a challenge of h: the nonce it
@@ -285,15 +286,19 @@ func (s *Service) Attest(ctx context.Context, host string) (verdict.Verdict, err
 // had (ErrAgent: it answered, wrongly).
 type answerFunc func(ctx context.Context, h store.Host) (nonce []byte, ev *evidence.Evidence, err error)
 
-func (s *Service) activeHost(ctx context.Context, host string) (store.Host, error) {
-	h, err := s.store.GetHost(ctx, host)
+// numberedHost reads host, which must be active, and numbers a new
+// attestation of it: the attestation's number orders its verdict against
+// every other of this host, whatever the clocks do and whichever finishes
+// first.
+func (s *Service) numberedHost(ctx context.Context, host string) (store.Host, int64, error) {
+	h, seq, err := s.store.NumberAttestation(ctx, host)
 	if err != nil {
-		return store.Host{}, fmt.Errorf("attest %s: %w", host, err)
+		return store.Host{}, 0, fmt.Errorf("attest %s: %w", host, err)
 	}
 	if h.State != store.HostActive {
-		return store.Host{}, fmt.Errorf("attest %s: host is %s, not active", host, h.State)
+		return store.Host{}, 0, fmt.Errorf("attest %s: host is %s, not active", host, h.State)
 	}
-	return h, nil
+	return h, seq, nil
 }
 
 // challenge is a fresh challenge for h: a single-use nonce bound to h,
@@ -320,17 +325,10 @@ func (s *Service) dial(ctx context.Context, h store.Host) ([]byte, *evidence.Evi
 	return ch.Nonce, ev, err
 }
 
-// attest is one attestation of h, whichever way its evidence comes: the
-// attestation's number, the answer, verification (the nonce consumed),
-// appraisal and the recorder.
-func (s *Service) attest(ctx context.Context, h store.Host, answer answerFunc) (verdict.Verdict, error) {
+// attest is attestation seq of h, whichever way its evidence comes: the
+// answer, verification (the nonce consumed), appraisal and the recorder.
+func (s *Service) attest(ctx context.Context, h store.Host, seq int64, answer answerFunc) (verdict.Verdict, error) {
 	host := h.Name
-	// The attestation's number orders its verdict against every other of
-	// this host, whatever the clocks do and whichever finishes first.
-	seq, err := s.store.NextSeq(ctx, host)
-	if err != nil {
-		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, err)
-	}
 	ak, err := s.akOf(h)
 	if err != nil {
 		return s.record(ctx, s.fail(host, seq, verdict.Untrusted, verdict.Reason{Code: verdict.CodeAKNotActivated,

@@ -171,7 +171,7 @@ func (s *Store) ListHosts(ctx context.Context) ([]Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
-	hs, err := collect(rows, scanHost)
+	hs, err := collect(rows, func(r scanner) (Host, error) { return scanHost(r) })
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
@@ -194,15 +194,16 @@ func (s *Store) DeleteHost(ctx context.Context, name string) error {
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
 
-func scanHost(r scanner) (Host, error) {
+// scanHost reads a row of hostColumns, then the more columns after them.
+func scanHost(r scanner, more ...any) (Host, error) {
 	var (
 		h                Host
 		state, mode      string
 		labels           sql.NullString
 		created, updated int64
 	)
-	err := r.Scan(&h.Name, &state, &h.EKPublic, &h.EKCert, &h.AKPublic, &h.AKName, &h.URL,
-		&h.AgentCert, &labels, &h.Policy, &created, &updated, &mode)
+	err := r.Scan(append([]any{&h.Name, &state, &h.EKPublic, &h.EKCert, &h.AKPublic, &h.AKName, &h.URL,
+		&h.AgentCert, &labels, &h.Policy, &created, &updated, &mode}, more...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Host{}, ErrNotFound
 	}

@@ -62,10 +62,11 @@ const (
 	verdictUpdate = `
 		ON CONFLICT (host) DO UPDATE SET level = excluded.level, vtime = excluded.vtime,
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
-	upsertVerdict = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
-	insertHistory = historyInsert + `($1, $2, $3, $4, $5, $6, $7)`
-	nextSeq       = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
-	lockHosts     = `SELECT name FROM hosts h ORDER BY name`
+	upsertVerdict     = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
+	insertHistory     = historyInsert + `($1, $2, $3, $4, $5, $6, $7)`
+	nextSeq           = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
+	numberAttestation = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING ` + hostColumns + `, attest_seq`
+	lockHosts         = `SELECT name FROM hosts h ORDER BY name`
 )
 
 // NextSeq numbers a new attestation of host: the Seq its verdict will
@@ -81,6 +82,18 @@ func (s *Store) NextSeq(ctx context.Context, host string) (int64, error) {
 		return 0, fmt.Errorf("number attestation of %s: %w", host, err)
 	}
 	return seq, nil
+}
+
+// NumberAttestation is NextSeq that also returns the host as it is once
+// numbered: the attestation path's one statement before the challenge
+// (reading the host and numbering apart cost two).
+func (s *Store) NumberAttestation(ctx context.Context, name string) (Host, int64, error) {
+	var seq int64
+	h, err := scanHost(s.queryRow(ctx, s.wdb, numberAttestation, name), &seq)
+	if err != nil {
+		return Host{}, 0, fmt.Errorf("number attestation of %s: %w", name, err)
+	}
+	return h, seq, nil
 }
 
 // stored is a host's stored verdict, as RecordVerdicts compares it.

@@ -419,6 +419,17 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			}
 			_, err := s.NextSeq(ctx, "ghost")
 			wantErr(t, "next seq of no host", err, store.ErrNotFound)
+			// NumberAttestation shares the numbering and returns the host.
+			h, seq, err := s.NumberAttestation(ctx, "a")
+			must(t, "number attestation", err)
+			if seq != 4 || h.Name != "a" || h.State != store.HostActive {
+				t.Fatalf("NumberAttestation(a) = %s %s %d, want a active 4", h.Name, h.State, seq)
+			}
+			if want, err := s.GetHost(ctx, "a"); err != nil || !reflect.DeepEqual(h, want) {
+				t.Fatalf("NumberAttestation(a) host = %+v, want GetHost's %+v (%v)", h, want, err)
+			}
+			_, _, err = s.NumberAttestation(ctx, "ghost")
+			wantErr(t, "number attestation of no host", err, store.ErrNotFound)
 		},
 		"Expire": func(t *testing.T, open Opener) {
 			s, ctx := open(t), t.Context()
