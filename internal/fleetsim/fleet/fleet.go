@@ -1,5 +1,8 @@
-// Package fleet is test equipment: a fleet of simulated compute nodes in
-// one process, for `trustpool bench fleet` and the fleet check. Every node
+// Package fleet is test equipment: a fleet of simulated compute nodes, for
+// `trustpool bench fleet` and the fleet check. A Fleet runs in one process;
+// bench fleet spreads a large one over simulator processes (proc.go), each
+// a Fleet of one slice of the nodes driven by its parent through a Proc, so
+// that no process's open-file limit bounds the fleet. Every node
 // has its own identity, as a real one does: an RSA-2048 EK in the TCG
 // default template and an AK (package fleetsim's software keys, real TPM 2.0
 // public areas), its own loopback address (127.0.0.0/8 is loopback on Linux;
@@ -22,6 +25,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -63,9 +67,20 @@ type Config struct {
 	Domain string
 	AK     fleetsim.Alg
 	// KeyCache is the RSA key cache file (fleetsim.RSAKeys); "" generates.
+	// Node i of the whole fleet takes key i (P-256 AKs) or keys 2i and
+	// 2i+1 (EK, RSA AK).
 	KeyCache string
-	// FirstIP is the first node's address (default 127.20.0.1); the others
-	// follow, skipping addresses that end in .0 or .255.
+	// SharedKeyCache reads the fleet's keys from KeyCache and never writes
+	// it: the fleet is a slice of one spread over processes, whose parent
+	// filled the cache first (fleetsim.FillRSAKeys).
+	SharedKeyCache bool
+	// First is the fleet's first node in a larger fleet spread over
+	// processes (proc.go): its nodes are numbered, addressed and keyed
+	// from there on, so slices never share a name, an address or a key.
+	First int
+	// FirstIP is the address of node 0 of the whole fleet (default
+	// 127.20.0.1); the others follow, skipping addresses that end in .0
+	// or .255.
 	FirstIP netip.Addr
 	// JoinToken returns a one-time join token for host: the operator's part
 	// of an admission (POST /v1/join-tokens as admin).
@@ -94,6 +109,7 @@ type Fleet struct {
 	pool   *x509.CertPool
 	nodes  []*Node
 	byAddr map[netip.Addr]*Node
+	byName map[string]*Node
 	srv    *http.Server
 	port   int
 	served sync.WaitGroup
@@ -185,7 +201,7 @@ func AdminJoinTokens(admin *httpjson.Client) func(ctx context.Context, host stri
 // New makes the fleet's nodes and binds each node's listener; nothing is
 // sent until Enroll.
 func New(cfg Config) (*Fleet, error) {
-	if cfg.Nodes <= 0 {
+	if cfg.Nodes <= 0 || cfg.First < 0 {
 		return nil, errors.New("fleet: no nodes")
 	}
 	if cfg.Domain == "" {
@@ -214,22 +230,20 @@ func New(cfg Config) (*Fleet, error) {
 	if !pool.AppendCertsFromPEM(cfg.ServerCA) {
 		return nil, errors.New("fleet: no certificate in the server CA")
 	}
-	addrs, err := addresses(cfg.FirstIP, cfg.Nodes)
+	addrs, err := addresses(cfg.FirstIP, cfg.First+cfg.Nodes)
 	if err != nil {
 		return nil, err
 	}
-	n := cfg.Nodes
-	if cfg.AK != fleetsim.P256 {
-		n *= 2
-	}
-	keys, err := fleetsim.RSAKeys(n, cfg.KeyCache)
+	addrs = addrs[cfg.First:]
+	keys, err := nodeKeys(cfg)
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{cfg: cfg, pool: pool, byAddr: make(map[netip.Addr]*Node, cfg.Nodes), boots: map[string]*boot{}}
+	f := &Fleet{cfg: cfg, pool: pool, byAddr: make(map[netip.Addr]*Node, cfg.Nodes), byName: make(map[string]*Node, cfg.Nodes), boots: map[string]*boot{}}
 	f.ctx, f.stop = context.WithCancel(context.Background())
+	per := KeysPerNode(cfg.AK)
 	for i := range cfg.Nodes {
-		ek, err := fleetsim.NewSoftEKWith(keys[i])
+		ek, err := fleetsim.NewSoftEKWith(keys[per*i])
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +251,7 @@ func New(cfg Config) (*Fleet, error) {
 		if cfg.AK == fleetsim.P256 {
 			ak, err = fleetsim.NewSoftAK(fleetsim.P256)
 		} else {
-			ak, err = fleetsim.NewSoftAKWith(cfg.AK, keys[cfg.Nodes+i])
+			ak, err = fleetsim.NewSoftAKWith(cfg.AK, keys[per*i+1])
 		}
 		if err != nil {
 			return nil, err
@@ -246,10 +260,11 @@ func New(cfg Config) (*Fleet, error) {
 		if err != nil {
 			return nil, err
 		}
-		nd := &Node{Name: fmt.Sprintf("node-%05d.%s", i+1, cfg.Domain), Addr: addrs[i], ek: ek, ak: ak, f: f, kick: make(chan chan error, 1)}
+		nd := &Node{Name: fmt.Sprintf("node-%05d.%s", cfg.First+i+1, cfg.Domain), Addr: addrs[i], ek: ek, ak: ak, f: f, kick: make(chan chan error, 1)}
 		nd.boot.Store(b)
 		f.nodes = append(f.nodes, nd)
 		f.byAddr[nd.Addr] = nd
+		f.byName[nd.Name] = nd
 	}
 	if cfg.Mode == evidence.ModePush {
 		return f, nil // a push node opens no port
@@ -258,6 +273,32 @@ func New(cfg Config) (*Fleet, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// KeysPerNode is how many RSA keys of the cache a node takes: its EK's,
+// and its AK's unless the AK is P-256.
+func KeysPerNode(ak fleetsim.Alg) int {
+	if ak == fleetsim.P256 {
+		return 1
+	}
+	return 2
+}
+
+// nodeKeys returns the RSA keys of cfg's nodes, in node order.
+func nodeKeys(cfg Config) ([]*rsa.PrivateKey, error) {
+	per := KeysPerNode(cfg.AK)
+	first, n := per*cfg.First, per*cfg.Nodes
+	switch {
+	case cfg.SharedKeyCache && cfg.KeyCache != "":
+		return fleetsim.CachedRSAKeys(cfg.KeyCache, first, n)
+	case cfg.KeyCache == "":
+		return fleetsim.RSAKeys(n, "")
+	}
+	keys, err := fleetsim.RSAKeys(first+n, cfg.KeyCache)
+	if err != nil {
+		return nil, err
+	}
+	return keys[first:], nil
 }
 
 // addresses returns n loopback addresses from first on, skipping .0 and
@@ -329,6 +370,9 @@ func (f *Fleet) listen() error {
 
 // Nodes returns the fleet's nodes.
 func (f *Fleet) Nodes() []*Node { return f.nodes }
+
+// Node returns the node named name, or nil.
+func (f *Fleet) Node(name string) *Node { return f.byName[name] }
 
 // Mode returns the nodes' agent mode, "pull" or "push".
 func (f *Fleet) Mode() string { return f.cfg.Mode }
@@ -627,11 +671,38 @@ type Percentiles struct {
 }
 
 // Stats returns the counts and the percentiles of the samples so far.
-func (f *Fleet) Stats() Stats {
+func (f *Fleet) Stats() Stats { return f.Samples().Stats() }
+
+// Samples are the fleet's counts and its latency samples (as Stats
+// describes them), unsorted: those of fleets in several processes are
+// merged before their percentiles are taken.
+type Samples struct {
+	Answered  int64           `json:"answered"`
+	Failed    int64           `json:"failed"`
+	Answer    []time.Duration `json:"answer_ns"`
+	Gap       []time.Duration `json:"gap_ns"`
+	RoundTrip []time.Duration `json:"round_trip_ns"`
+}
+
+// Samples returns a copy of the counts and the samples so far.
+func (f *Fleet) Samples() Samples {
 	f.mu.Lock()
-	answer, gap, trip := slices.Clone(f.answer), slices.Clone(f.gap), slices.Clone(f.trip)
-	f.mu.Unlock()
-	return Stats{Answered: f.answered.Load(), Failed: f.failed.Load(), Answer: percentiles(answer), Gap: percentiles(gap), RoundTrip: percentiles(trip)}
+	defer f.mu.Unlock()
+	return Samples{Answered: f.answered.Load(), Failed: f.failed.Load(), Answer: slices.Clone(f.answer), Gap: slices.Clone(f.gap), RoundTrip: slices.Clone(f.trip)}
+}
+
+// Add merges o's counts and samples into s.
+func (s *Samples) Add(o Samples) {
+	s.Answered += o.Answered
+	s.Failed += o.Failed
+	s.Answer = append(s.Answer, o.Answer...)
+	s.Gap = append(s.Gap, o.Gap...)
+	s.RoundTrip = append(s.RoundTrip, o.RoundTrip...)
+}
+
+// Stats returns the counts and the percentiles of s (sorting its samples).
+func (s Samples) Stats() Stats {
+	return Stats{Answered: s.Answered, Failed: s.Failed, Answer: PercentilesOf(s.Answer), Gap: PercentilesOf(s.Gap), RoundTrip: PercentilesOf(s.RoundTrip)}
 }
 
 // Answered returns how many challenges the fleet has answered.
@@ -645,7 +716,8 @@ func (f *Fleet) ResetSamples() {
 	f.mu.Unlock()
 }
 
-func percentiles(s []time.Duration) Percentiles {
+// PercentilesOf returns the percentiles of s, which it sorts.
+func PercentilesOf(s []time.Duration) Percentiles {
 	if len(s) == 0 {
 		return Percentiles{}
 	}
