@@ -112,6 +112,15 @@ func TestDependencies(t *testing.T) {
 	})
 	// Nor does the server carry simulated attesters.
 	forbid("the server links no test equipment", []string{"trustpool/internal/server"}, []string{"trustpool/internal/fleetsim"})
+	// Simulated attesters are test equipment: besides the test kits, only
+	// the bench and the binary's bench commands (bench fleet, its
+	// simulator processes) link them.
+	for _, p := range pkgs {
+		if testKit(p.path) || matches(p.path, []string{"trustpool/internal/fleetsim", "trustpool/internal/bench", "trustpool/cmd/trustpool"}) {
+			continue
+		}
+		forbid("only the bench links the simulator", []string{p.path}, []string{"trustpool/internal/fleetsim"})
+	}
 	// The control-plane kit speaks plain HTTP to the real binaries (built
 	// by test/kube, a module of its own): it links no Kubernetes module, and
 	// nothing links k8s.io/kubernetes itself.

@@ -13,6 +13,7 @@ import (
 
 	"trustpool/internal/bench"
 	"trustpool/internal/fleetsim"
+	simfleet "trustpool/internal/fleetsim/fleet"
 )
 
 func benchCmd(out *output) *cobra.Command {
@@ -42,8 +43,24 @@ func benchCmd(out *output) *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 3*time.Second, "time per throughput figure")
 	cmd.Flags().IntVar(&cfg.Hosts, "hosts", 10000, "hosts in the simulated fleet")
-	cmd.AddCommand(benchFleetCmd(out))
+	cmd.AddCommand(benchFleetCmd(out), benchFleetSimCmd())
 	return cmd
+}
+
+// benchFleetSimCmd is a simulator process of bench fleet: a slice of the
+// simulated fleet, driven by its parent over standard input and output
+// (simfleet.Serve); it logs to standard error.
+func benchFleetSimCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "fleet-sim",
+		Short:  "A simulator process of bench fleet (started by it; test equipment)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+			return simfleet.Serve(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), log)
+		},
+	}
 }
 
 func benchFleetCmd(out *output) *cobra.Command {
@@ -58,8 +75,9 @@ func benchFleetCmd(out *output) *cobra.Command {
 		Short: "Run a real server against a simulated fleet over loopback mutual TLS and measure it",
 		Long: `Starts a trustpool server process, or --replicas N of them sharing the database and
 the CA (and, with --db postgres, a throw-away PostgreSQL cluster), a simulated fleet in
-this process (test equipment: software EKs and AKs, each node on its own 127.0.0.0/8
-address), enrolls every node with join tokens, imports the first node as the golden host,
+simulator processes (test equipment: software EKs and AKs, each node on its own
+127.0.0.0/8 address; as few processes as keep every node's connection alive under the
+open-file limit, or --sim-procs), enrolls every node with join tokens, imports the first node as the golden host,
 says hello from every node, then measures for --duration and prints the result: a table
 of figures, or with --output json (or --json) one JSON object on one line.
 With replicas the fleet talks to replica 1 and the readers to the last replica alive;
@@ -67,7 +85,8 @@ With replicas the fleet talks to replica 1 and the readers to the last replica a
 be held again and whether any verdict was lost. With --mode push the nodes open no port:
 each enrolls in push mode and runs the agent's push loop (challenge, evidence, long-poll).
 RSA keys come from a cache file
-(--key-cache) so that large fleets start in seconds; only the missing keys are generated.
+(--key-cache) so that large fleets start in seconds; only the missing keys are generated,
+by this process, before the simulator processes read their slices of the cache.
 Progress (nodes enrolled, attested, seconds measured) goes to standard error when it is a
 terminal, or with --progress.`,
 		Args: cobra.NoArgs,
@@ -123,6 +142,7 @@ terminal, or with --progress.`,
 	f.StringVar(&cfg.KeyCache, "key-cache", cache, "file of cached RSA-2048 keys for the simulated EKs and AKs")
 	f.BoolVar(&noCache, "no-key-cache", false, "generate every key")
 	f.IntVar(&cfg.Workers, "workers", 16, "concurrent enrollments and hellos")
+	f.IntVar(&cfg.SimProcs, "sim-procs", 0, "simulator processes the fleet is spread over (0: as few as keep every node's connections alive under the open-file limit)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "server processes sharing the PostgreSQL database and the CA (more than 1 needs --db)")
 	f.DurationVar(&cfg.KillReplicaAfter, "kill-replica-after", 0, "with replicas: SIGKILL replica 2 this long into the window and measure the takeover")
 	f.DurationVar(&cfg.LeaseTime, "lease-time", 0, "with replicas: the servers' --lease-time (default the server's, 30s)")

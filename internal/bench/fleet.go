@@ -50,7 +50,11 @@ type FleetConfig struct {
 	KeyCache string       // RSA key cache file (fleetsim.RSAKeys); "" generates every key
 	Exe      string       // the trustpool binary (default: this one)
 	Dir      string       // scratch directory
-	Workers  int          // concurrent enrollments and hellos (default 16)
+	Workers  int          // concurrent enrollments and hellos over the whole fleet (default 16)
+	// SimProcs is the number of simulator processes the fleet is spread
+	// over (0: as few as keep two files per pull node, one per push node,
+	// under the open-file limit).
+	SimProcs int
 	// Replicas is the number of server processes sharing the PostgreSQL
 	// database and the CA (default 1; more need DB).
 	Replicas int
@@ -113,9 +117,13 @@ type FleetResult struct {
 	ServerCPUS        float64 `json:"server_cpu_s"`
 	ServerCPUPerAtt   float64 `json:"server_cpu_s_per_attestation"`
 	DBCPUS            float64 `json:"db_cpu_s,omitempty"` // PostgreSQL's processes, when the bench started them
-	SimCPUS           float64 `json:"sim_cpu_s"`          // this process: the simulated fleet, PollHosts and pool readers
-	ServerRSS         int64   `json:"server_rss_bytes"`
-	ServerRSSPerNode  float64 `json:"server_rss_bytes_per_node"`
+	// SimCPUS is the simulator processes' CPU, summed; BenchCPUS this
+	// process's (PollHosts, the pool and lease readers).
+	SimCPUS          float64 `json:"sim_cpu_s"`
+	BenchCPUS        float64 `json:"bench_cpu_s"`
+	SimProcs         int     `json:"sim_procs"` // simulator processes
+	ServerRSS        int64   `json:"server_rss_bytes"`
+	ServerRSSPerNode float64 `json:"server_rss_bytes_per_node"`
 	// AttestLatency is the simulator's answer time (challenge handler
 	// start to evidence written); the server's own round trip is not
 	// visible from outside it.
@@ -137,8 +145,8 @@ type FleetResult struct {
 	BytesPerAtt       float64 `json:"bytes_written_per_attestation"`
 	IOWritePerAtt     float64 `json:"server_io_write_bytes_per_attestation"` // /proc/PID/io write_bytes (SQLite) or the WAL (PostgreSQL)
 	// KeepAlive says whether the nodes kept the server's connections open
-	// between challenges, as the agent does (false when the open-file limit
-	// cannot hold two files per node).
+	// between challenges, as the agent does (false when a simulator
+	// process's open-file limit cannot hold two files per node).
 	KeepAlive bool `json:"agent_keepalive"`
 	// With replicas: LeaseTimeS is their lease time; ReplicaKilled the one
 	// killed with SIGKILL; ReclaimedWithinS the time from the kill until the
@@ -205,18 +213,12 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		}
 		cfg.Exe = exe
 	}
-	// A pull node holds its listener and the server's connection; a push
-	// node its one connection to the server.
-	files := cfg.Nodes
-	if cfg.Mode == "push" {
-		files = (cfg.Nodes + 1) / 2
-	}
-	keepAlive, err := fileLimit(files)
+	procs, err := simProcs(cfg)
 	if err != nil {
 		return nil, err
 	}
-	res := &FleetResult{KeepAlive: keepAlive, Nodes: cfg.Nodes, Mode: cfg.Mode, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: cfg.Replicas,
-		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite"}
+	res := &FleetResult{Nodes: cfg.Nodes, Mode: cfg.Mode, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: cfg.Replicas,
+		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite", SimProcs: procs}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -276,17 +278,15 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		defer leases.Close()
 	}
 
-	// The fleet.
-	fl, err := simfleet.New(simfleet.Config{
-		Server: srv.url, ServerCA: srv.ca, Nodes: cfg.Nodes, AK: cfg.AK, KeyCache: cfg.KeyCache, Workers: cfg.Workers, Log: cfg.Log,
-		NoKeepAlive: !keepAlive, Mode: cfg.Mode, Progress: cfg.Progress,
-		JoinToken: simfleet.AdminJoinTokens(admin),
-	})
+	// The fleet, in simulator processes.
+	cfg.Log.Info("bench fleet: starting the simulator", "nodes", cfg.Nodes, "processes", procs)
+	fl, err := startSimulator(ctx, cfg, srv, procs)
 	if err != nil {
 		return nil, err
 	}
 	defer fl.Close()
-	nodes := fl.Nodes()
+	res.KeepAlive = fl.KeepAlive()
+	nodes := fl.Names()
 
 	// Enrollment: every node, then the golden import from the first one.
 	cfg.Log.Info("bench fleet: enrolling", "nodes", cfg.Nodes)
@@ -299,10 +299,10 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	if res.Enrolled == 0 {
 		return res, fmt.Errorf("bench fleet: no node enrolled: %w", err)
 	}
-	if err := nodes[0].Hello(ctx); err != nil {
-		return res, fmt.Errorf("bench fleet: hello from the golden host: %w", err)
+	if failed, err := fl.HelloNodes(ctx, nodes[:1]); err != nil || len(failed) > 0 {
+		return res, fmt.Errorf("bench fleet: hello from the golden host: %v %v", err, failed)
 	}
-	if err := golden(ctx, admin, nodes[0].Name); err != nil {
+	if err := golden(ctx, admin, nodes[0]); err != nil {
 		return res, err
 	}
 	cfg.Log.Info("bench fleet: enrolled; every node says hello", "enrolled", res.Enrolled, "s", res.EnrollS)
@@ -330,17 +330,21 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		}
 	}
 	dbCPU0 := pg.cpu()
-	sim0 := selfCPU()
-	att0, ref0 := fl.Stats().Answered, fl.Stats().Failed
-	fl.ResetSamples()
+	sim0, simErr := fl.CPU()
+	bench0 := selfCPU()
+	if err := fl.ResetSamples(ctx); err != nil {
+		return res, fmt.Errorf("bench fleet: %w", err)
+	}
+	s0, err := fl.Samples(ctx)
+	if err != nil {
+		return res, fmt.Errorf("bench fleet: %w", err)
+	}
+	att0, ref0 := s0.Answered, s0.Failed
 	t0 := time.Now()
 	wctx, wcancel := context.WithDeadline(ctx, t0.Add(cfg.Duration))
 	defer wcancel()
 	poller := newPoller(reader.url, reader.ca, strings.TrimSpace(string(blob)))
-	var names []string
-	for _, nd := range nodes[:min(1000, len(nodes))] {
-		names = append(names, nd.Name)
-	}
+	names := nodes[:min(1000, len(nodes))]
 	var wg sync.WaitGroup
 	if cfg.Progress != nil {
 		wg.Go(func() {
@@ -362,8 +366,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	wg.Go(func() { pollTimes = poller.sample(wctx, names) })
 	var tamperTimes []time.Duration
 	tampered := map[string]bool{}
-	for _, nd := range nodes[len(nodes)-cfg.Tampered:] {
-		tampered[nd.Name] = true
+	for _, name := range nodes[len(nodes)-cfg.Tampered:] {
+		tampered[name] = true
 	}
 	if cfg.Tampered > 0 {
 		wg.Go(func() {
@@ -437,7 +441,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	window := time.Since(t0)
 
 	// The end.
-	st := fl.Stats()
+	smp, err := fl.Samples(ctx)
+	if err != nil {
+		return res, fmt.Errorf("bench fleet: %w", err)
+	}
+	st := smp.Stats()
 	res.Attestations = st.Answered - att0
 	res.ChallengesRefused = st.Failed - ref0
 	res.AttestationsPerS = float64(res.Attestations) / window.Seconds()
@@ -461,7 +469,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	if pg != nil {
 		res.DBCPUS = pg.cpu() - dbCPU0
 	}
-	res.SimCPUS = selfCPU() - sim0
+	sim1, err := fl.CPU()
+	if err == nil && simErr == nil {
+		res.SimCPUS = sim1 - sim0
+	}
+	res.BenchCPUS = selfCPU() - bench0
 	for i, s := range srvs {
 		if i != killIdx || !killed {
 			res.ServerRSS += procRSS(s.cmd.Process.Pid)
@@ -515,7 +527,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	res.UnknownAtEnd += cfg.Nodes - len(pool.Hosts) // never enrolled
 	res.WrongAtEnd += cfg.Nodes - len(pool.Hosts)
 	res.Notes = append(res.Notes,
-		"one machine: the server, the simulated fleet and the bench's readers share its CPUs; sim_cpu_s is this process")
+		fmt.Sprintf("one machine: the server, the simulated fleet and the bench's readers share its CPUs; sim_cpu_s is the sum over the %d simulator processes, bench_cpu_s the bench's readers (PollHosts, the pool)", procs))
 	if cfg.Mode == "push" {
 		res.Notes = append(res.Notes,
 			"push mode: every node runs the agent's push loop (challenge, evidence, long-poll until next_in) in a goroutine; its hellos (the first, and after the tampered reboot) are immediate pushes",
@@ -525,8 +537,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		res.Notes = append(res.Notes, "attest_latency_ms is the simulator's answer time; the server-side round trip is not visible from outside the server")
 	}
 	res.Notes = append(res.Notes, "pollhosts_1000_ms is timed at the client over loopback HTTPS with a kept-alive connection")
-	if !keepAlive && cfg.Mode == "pull" {
-		res.Notes = append(res.Notes, "the open-file limit holds one file per node: nodes close each challenge's connection, so every attestation pays a TLS handshake (agents keep it alive)")
+	if !res.KeepAlive && cfg.Mode == "pull" {
+		res.Notes = append(res.Notes, "a simulator process's open-file limit holds one file per node: nodes close each challenge's connection, so every attestation pays a TLS handshake (agents keep it alive)")
 	}
 	if pg != nil {
 		res.Notes = append(res.Notes, "server_cpu_s excludes PostgreSQL's processes (db_cpu_s)")
@@ -613,47 +625,43 @@ func waitAttested(ctx context.Context, admin *httpjson.Client, n int, limit time
 	return false
 }
 
-// tamper reboots nodes into a tampered state, each says hello, and PollHosts
-// is asked every 10 ms (at most 60 s) until it answers untrusted for each.
-func tamper(ctx context.Context, fl *simfleet.Fleet, p *poller, nodes []*simfleet.Node) ([]time.Duration, int) {
-	sent := map[string]time.Time{}
-	var names []string
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		if err := fl.Reboot(nd, simfleet.Tampered); err != nil {
-			continue
-		}
-		names = append(names, nd.Name)
-		wg.Go(func() {
-			t := time.Now()
-			if nd.Hello(ctx) == nil {
-				mu.Lock()
-				sent[nd.Name] = t
-				mu.Unlock()
-			}
-		})
+// tamper reboots nodes into a tampered state, they say hello at once, and
+// PollHosts is asked every 10 ms (at most 60 s) until it answers untrusted
+// for each: the time from the hellos sent to each node's untrusted answer,
+// for the nodes whose hello succeeded, and how many were not seen so.
+func tamper(ctx context.Context, fl *simulator, p *poller, names []string) ([]time.Duration, int) {
+	if err := fl.Reboot(ctx, names, simfleet.Tampered); err != nil {
+		return nil, len(names)
 	}
-	var times []time.Duration
-	seen := map[string]bool{}
-	deadline := time.Now().Add(time.Minute)
+	sent := time.Now()
+	var failed map[string]string
+	hellos := make(chan struct{})
+	go func() {
+		defer close(hellos)
+		failed, _ = fl.HelloNodes(ctx, names) // a process that failed names its nodes in failed
+	}()
+	seen := map[string]time.Duration{}
+	deadline := sent.Add(time.Minute)
 	for len(seen) < len(names) && time.Now().Before(deadline) && ctx.Err() == nil {
 		levels, err := p.poll(ctx, names)
 		now := time.Now()
 		if err == nil {
-			mu.Lock()
 			for name, lvl := range levels {
-				if t, ok := sent[name]; ok && !seen[name] && lvl == string(verdict.Untrusted) {
-					seen[name] = true
-					times = append(times, now.Sub(t))
+				if _, ok := seen[name]; !ok && lvl == string(verdict.Untrusted) {
+					seen[name] = now.Sub(sent)
 				}
 			}
-			mu.Unlock()
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	wg.Wait()
-	return times, len(names) - len(seen)
+	<-hellos
+	var times []time.Duration
+	for name, d := range seen {
+		if _, bad := failed[name]; !bad {
+			times = append(times, d)
+		}
+	}
+	return times, len(names) - len(times)
 }
 
 // poller asks PollHosts as Nova does, with the x-auth-blob.
@@ -959,34 +967,6 @@ func (s *serverProc) stop() {
 		}
 	}
 	s.logFile.Close()
-}
-
-// fileLimit makes sure this process may open the files the fleet needs: a
-// node holds its listener and, kept alive, the server's connection. It
-// raises the limit when it may, and reports whether connections can be kept
-// alive (false when only one file per node fits).
-func fileLimit(nodes int) (keepAlive bool, err error) {
-	const spare = 2048 // the bench's own clients, enrollments in flight
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return false, err
-	}
-	want := uint64(2*nodes + spare)
-	if l.Cur < want {
-		r := syscall.Rlimit{Cur: want, Max: max(l.Max, want)}
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r) != nil && l.Max > l.Cur {
-			r = syscall.Rlimit{Cur: l.Max, Max: l.Max}
-			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
-		}
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-	switch {
-	case l.Cur >= want:
-		return true, nil
-	case l.Cur >= uint64(nodes+spare):
-		return false, nil
-	}
-	return false, fmt.Errorf("bench fleet: %d nodes need at least %d open files, the limit is %d (ulimit -n)", nodes, nodes+spare, l.Cur)
 }
 
 // clockTick is USER_HZ, the unit of /proc/PID/stat's times on Linux.

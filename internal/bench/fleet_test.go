@@ -16,18 +16,21 @@ import (
 )
 
 // TestFleet is the fleet check: a real server process and 200 simulated
-// nodes for about two intervals of 5 s, two of them rebooting into a
-// tampered hypervisor. It asserts correctness only (every node enrolled
-// and fresh, each at the level it booted), never timings.
-func TestFleet(t *testing.T) { fleetCheck(t, "pull") }
+// nodes in two simulator processes for about two intervals of 5 s, two of
+// them (both in the second process) rebooting into a tampered hypervisor.
+// It asserts correctness only (every node enrolled and fresh, each at the
+// level it booted, the simulator's CPU read from its processes), never
+// timings.
+func TestFleet(t *testing.T) { fleetCheck(t, "pull", 2) }
 
-// TestFleetPush is the fleet check in push mode: the 200 nodes open no
-// port, enroll in push mode and push their evidence (challenge, evidence,
+// TestFleetPush is the fleet check in push mode: the 200 nodes, in as few
+// simulator processes as the open-file limit allows (one), open no port,
+// enroll in push mode and push their evidence (challenge, evidence,
 // long-poll until next_in); the tampered ones push at once after their
 // reboot.
-func TestFleetPush(t *testing.T) { fleetCheck(t, "push") }
+func TestFleetPush(t *testing.T) { fleetCheck(t, "push", 0) }
 
-func fleetCheck(t *testing.T, mode string) {
+func fleetCheck(t *testing.T, mode string, procs int) {
 	if testing.Short() {
 		t.Skip("starts a server process and 200 simulated nodes")
 	}
@@ -40,8 +43,8 @@ func fleetCheck(t *testing.T, mode string) {
 	}
 	var pr progressLog
 	res, err := RunFleet(t.Context(), FleetConfig{
-		Nodes: 200, Interval: 5 * time.Second, Duration: 12 * time.Second, Tampered: 2, Mode: mode,
-		AK: fleetsim.P256, Exe: exe, Dir: t.TempDir(), Workers: 8, Progress: pr.report,
+		Nodes: 200, Interval: 5 * time.Second, Duration: 12 * time.Second, Tampered: 2, Mode: mode, SimProcs: procs,
+		AK: fleetsim.P256, KeyCache: filepath.Join(t.TempDir(), "rsa2048.pem"), Exe: exe, Dir: t.TempDir(), Workers: 8, Progress: pr.report,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -52,6 +55,14 @@ func fleetCheck(t *testing.T, mode string) {
 	t.Logf("%+v", *res)
 	if res.Mode != mode {
 		t.Errorf("mode %q, want %q", res.Mode, mode)
+	}
+	if want := max(procs, 1); res.SimProcs != want || !res.KeepAlive {
+		t.Errorf("%d simulator processes, keep-alive %v; want %d and true", res.SimProcs, res.KeepAlive, want)
+	}
+	// The simulator's CPU is its processes' (/proc/PID/stat): 400
+	// attestations at least cost more than a clock tick.
+	if res.SimCPUS <= 0 {
+		t.Errorf("sim_cpu_s %v, want the simulator processes' CPU", res.SimCPUS)
 	}
 	if res.Enrolled != 200 {
 		t.Errorf("enrolled %d of 200 nodes (%v)", res.Enrolled, res.Notes)
