@@ -120,7 +120,13 @@ func (c *Client) send(ctx context.Context, method, url string, in any) ([]byte, 
 		return nil, err
 	}
 	defer resp.Body.Close()
-	limit := c.MaxAnswer
+	return ReadAnswer(resp, c.MaxAnswer)
+}
+
+// ReadAnswer returns a 2xx answer's body, at most limit bytes
+// (DefaultMaxAnswer when not positive; a longer body is ErrAnswer), or the
+// StatusError of another answer. It does not close the body.
+func ReadAnswer(resp *http.Response, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxAnswer
 	}

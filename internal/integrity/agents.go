@@ -1,15 +1,22 @@
 package integrity
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"trustpool/internal/evidence"
@@ -31,33 +38,44 @@ type HostVerifier func(chain []*x509.Certificate, host string, pinned []byte, us
 // presents its certificate as a client, and accepts only the agent
 // certificate admitted for the host it means to reach, whatever the
 // address.
+//
+// It speaks HTTP/1.1 on connections of its own rather than through an
+// http.Transport, one challenge at a time on a connection: a connection
+// kept between challenges then costs its TLS state and no goroutine (a
+// Transport runs two per connection), and the challenge is written and
+// read by its caller alone. At most MaxIdle connections are kept across
+// all hosts, so that a fleet larger than the open-file limit still fits;
+// a host whose connection was not kept dials anew and resumes its TLS
+// session, which spares the handshake's signatures (the pinned certificate
+// is checked on every connection, resumed or not).
 type HTTPAgents struct {
 	cert   tls.Certificate
 	verify HostVerifier
-	base   *http.Transport
+	// MaxIdle bounds the connections kept open between challenges, across
+	// every host (set before the first challenge; 0 keeps none).
+	MaxIdle int64
+	idle    atomic.Int64
 	// clients holds one client per host name (string → *agentClient): the
 	// TLS identity check is per host and pinned certificate, and
-	// connections are reused until the pin changes.
+	// connections are reused until the pin or the URL changes.
 	clients sync.Map
 	// Observe, when set before the first challenge, is told of every
 	// round trip and its result: ok, agent_error or unreachable.
 	Observe func(d time.Duration, result string)
 }
 
-type agentClient struct {
-	pinned []byte
-	*httpjson.Client
-}
+// Timeouts of a challenge's connection, besides the caller's context.
+const (
+	dialTimeout = 10 * time.Second // TCP connect and TLS handshake
+	idleTimeout = 90 * time.Second // a kept connection older than this is not reused
+	// maxAnswerHeader bounds an agent's answer's status line and header.
+	maxAnswerHeader = 64 << 10
+)
 
-// NewHTTPAgents returns a challenger presenting cert and checking agents with verify.
-func NewHTTPAgents(cert tls.Certificate, verify HostVerifier) *HTTPAgents {
-	return &HTTPAgents{cert: cert, verify: verify, base: &http.Transport{
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ForceAttemptHTTP2:     false,
-	}}
+// NewHTTPAgents returns a challenger presenting cert and checking agents
+// with verify, keeping at most maxIdle connections open.
+func NewHTTPAgents(cert tls.Certificate, verify HostVerifier, maxIdle int64) *HTTPAgents {
+	return &HTTPAgents{cert: cert, verify: verify, MaxIdle: maxIdle}
 }
 
 // Challenge sends c to h's agent and returns its evidence, decoded strictly
@@ -66,7 +84,7 @@ func NewHTTPAgents(cert tls.Certificate, verify HostVerifier) *HTTPAgents {
 // reached is not.
 func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Challenge) (*evidence.Evidence, error) {
 	start := time.Now()
-	received, err := a.client(h).Raw(ctx, http.MethodPost, strings.TrimSuffix(h.URL, "/")+QuotePath, c)
+	received, err := a.roundTrip(ctx, h, c)
 	var ev *evidence.Evidence
 	if err == nil {
 		if ev, err = DecodeEvidence(received); err != nil {
@@ -91,6 +109,242 @@ func (a *HTTPAgents) Challenge(ctx context.Context, h store.Host, c *evidence.Ch
 	return ev, nil
 }
 
+// roundTrip posts c to h's agent and returns its 2xx answer's body.
+func (a *HTTPAgents) roundTrip(ctx context.Context, h store.Host, c *evidence.Challenge) ([]byte, error) {
+	ac, err := a.client(h)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	req := ac.request(body)
+	conn := a.take(ac)
+	reused := conn != nil
+	for {
+		if conn == nil {
+			if conn, err = ac.dial(ctx); err != nil {
+				return nil, fmt.Errorf("POST %s: %w", ac.url, timedOut(ctx, err))
+			}
+		}
+		b, answered, reusable, err := conn.exchange(ctx, req)
+		if err != nil && reused && !answered && ctx.Err() == nil {
+			// A kept connection the agent had closed meanwhile: the
+			// challenge once more, on a new one (answering it twice is
+			// harmless: the nonce verifies once).
+			conn.Close()
+			conn, reused = nil, false
+			continue
+		}
+		if err != nil || !reusable {
+			conn.Close()
+		} else {
+			a.keep(ac, conn)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("POST %s: %w", ac.url, timedOut(ctx, err))
+		}
+		return b, nil
+	}
+}
+
+// timedOut names the challenge's deadline (or cancellation) as the cause
+// of err when it is: the connection's own error says only "i/o timeout".
+func timedOut(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	var ne net.Error
+	if d, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(d) && errors.As(err, &ne) && ne.Timeout() {
+		cerr = context.DeadlineExceeded // the connection's deadline, the context's, fired first
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %v", cerr, err)
+	}
+	return err
+}
+
+// take returns ac's kept connection, if it has one still young enough.
+func (a *HTTPAgents) take(ac *agentClient) *agentConn {
+	ac.mu.Lock()
+	conn := ac.idle
+	ac.idle = nil
+	ac.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	a.idle.Add(-1)
+	if time.Since(conn.since) > idleTimeout {
+		conn.Close()
+		return nil
+	}
+	return conn
+}
+
+// keep keeps conn as ac's connection for the next challenge, or closes it
+// when ac has one already or MaxIdle are kept.
+func (a *HTTPAgents) keep(ac *agentClient, conn *agentConn) {
+	if a.idle.Add(1) > a.MaxIdle {
+		a.idle.Add(-1)
+		conn.Close()
+		return
+	}
+	conn.since = time.Now()
+	ac.mu.Lock()
+	if ac.idle == nil && !ac.closed {
+		ac.idle, conn = conn, nil
+	}
+	ac.mu.Unlock()
+	if conn != nil {
+		a.idle.Add(-1)
+		conn.Close()
+	}
+}
+
+// client returns h's client, made anew when h's pinned certificate or URL
+// changed (a re-admission: the old client's connection is closed).
+func (a *HTTPAgents) client(h store.Host) (*agentClient, error) {
+	if c, ok := a.clients.Load(h.Name); ok {
+		if c := c.(*agentClient); bytes.Equal(c.pinned, h.AgentCert) && c.url == h.URL {
+			return c, nil
+		}
+	}
+	c, err := a.newClient(h)
+	if err != nil {
+		return nil, err
+	}
+	if old, ok := a.clients.Swap(h.Name, c); ok {
+		a.closeIdle(old.(*agentClient))
+	}
+	return c, nil
+}
+
+func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
+	u, err := url.Parse(h.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("agent URL %q: want https://host:port", h.URL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	host, pinned := h.Name, h.AgentCert
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{a.cert},
+		// The chain is checked below against the host's pinned certificate,
+		// not the dialled address; the standard check would use the latter.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return a.verify(cs.PeerCertificates, host, pinned, x509.ExtKeyUsageServerAuth)
+		},
+		ClientSessionCache: tls.NewLRUClientSessionCache(1),
+	}
+	path := strings.TrimSuffix(u.EscapedPath(), "/") + QuotePath
+	return &agentClient{
+		pinned: pinned, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port), cfg: cfg,
+		head: "POST " + path + " HTTP/1.1\r\nHost: " + u.Host +
+			"\r\nUser-Agent: trustpool\r\nContent-Type: application/json\r\nContent-Length: ",
+	}, nil
+}
+
+// Forget drops host's client and its connection (the host was deleted).
+func (a *HTTPAgents) Forget(host string) {
+	if old, ok := a.clients.LoadAndDelete(host); ok {
+		a.closeIdle(old.(*agentClient))
+	}
+}
+
+// closeIdle closes ac's kept connection, and keeps none after.
+func (a *HTTPAgents) closeIdle(ac *agentClient) {
+	ac.mu.Lock()
+	conn := ac.idle
+	ac.idle, ac.closed = nil, true
+	ac.mu.Unlock()
+	if conn != nil {
+		a.idle.Add(-1)
+		conn.Close()
+	}
+}
+
+// agentClient reaches one host's agent, as admitted with pinned and url.
+type agentClient struct {
+	pinned []byte
+	url    string
+	addr   string // host:port to dial
+	head   string // the request up to its Content-Length value
+	cfg    *tls.Config
+
+	mu     sync.Mutex // guards idle and closed
+	idle   *agentConn
+	closed bool // replaced or forgotten: keeps no connection
+}
+
+// request is the challenge's HTTP/1.1 request with body.
+func (ac *agentClient) request(body []byte) []byte {
+	b := make([]byte, 0, len(ac.head)+len(body)+24)
+	b = append(b, ac.head...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	return append(b, body...)
+}
+
+func (ac *agentClient) dial(ctx context.Context) (*agentConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	d := tls.Dialer{Config: ac.cfg}
+	c, err := d.DialContext(ctx, "tcp", ac.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &agentConn{Conn: c.(*tls.Conn)}, nil
+}
+
+// agentConn is a connection to an agent, between challenges or in one.
+type agentConn struct {
+	*tls.Conn
+	since time.Time // kept since
+}
+
+// readers are the buffered readers of exchanges in progress.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+
+// exchange writes req and reads the answer's body (at most
+// evidence.MaxBody bytes), within ctx. answered says the agent sent
+// something back, reusable that the connection may carry the next
+// challenge.
+func (c *agentConn) exchange(ctx context.Context, req []byte) (body []byte, answered, reusable bool, err error) {
+	deadline, _ := ctx.Deadline()
+	if err := c.SetDeadline(deadline); err != nil {
+		return nil, false, false, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := c.Write(req); err != nil {
+		return nil, false, false, err
+	}
+	// The answer's header and body together are bounded: a hostile agent
+	// cannot send headers without end.
+	r := readers.Get().(*bufio.Reader)
+	r.Reset(&io.LimitedReader{R: c.Conn, N: maxAnswerHeader + evidence.MaxBody})
+	defer func() {
+		r.Reset(nil)
+		readers.Put(r)
+	}()
+	if _, err := r.Peek(1); err != nil {
+		return nil, false, false, err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return nil, true, false, err
+	}
+	defer resp.Body.Close()
+	if body, err = httpjson.ReadAnswer(resp, evidence.MaxBody); err != nil {
+		return nil, true, false, err
+	}
+	// Not kept: an agent that closes, or that sent more than one answer.
+	return body, true, !resp.Close && r.Buffered() == 0, nil
+}
+
 // DecodeEvidence parses an agent's evidence document strictly and
 // validates it; the evidence keeps the document (evidence.Received).
 func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
@@ -102,34 +356,4 @@ func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
 		return nil, fmt.Errorf("invalid evidence: %w", err)
 	}
 	return ev, nil
-}
-
-func (a *HTTPAgents) client(h store.Host) *agentClient {
-	if c, ok := a.clients.Load(h.Name); ok && bytes.Equal(c.(*agentClient).pinned, h.AgentCert) {
-		return c.(*agentClient)
-	}
-	host, pinned := h.Name, h.AgentCert
-	t := a.base.Clone()
-	t.TLSClientConfig = &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{a.cert},
-		// The chain is checked below against the host's pinned certificate,
-		// not the dialled address; the standard check would use the latter.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return a.verify(cs.PeerCertificates, host, pinned, x509.ExtKeyUsageServerAuth)
-		},
-	}
-	c := &agentClient{pinned: pinned, Client: &httpjson.Client{HTTP: &http.Client{Transport: t}, MaxAnswer: evidence.MaxBody}}
-	if old, ok := a.clients.Swap(h.Name, c); ok {
-		old.(*agentClient).HTTP.CloseIdleConnections() // a revoked certificate's connections
-	}
-	return c
-}
-
-// Forget drops host's client and its connections (the host was deleted).
-func (a *HTTPAgents) Forget(host string) {
-	if old, ok := a.clients.LoadAndDelete(host); ok {
-		old.(*agentClient).HTTP.CloseIdleConnections()
-	}
 }

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"trustpool/internal/api"
@@ -353,7 +354,7 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 	icfg := cfg.Integrity
 	icfg.Recorder = rec
 	icfg.Appraised = m.Appraisal
-	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent)
+	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, keptAgentConns())
 	agents.Observe = m.Challenge
 	s.integrity = integrity.New(icfg, s.store, agents)
 	if err := s.integrity.Load(ctx); err != nil {
@@ -610,4 +611,21 @@ func dedupe(ss []string) []string {
 		}
 	}
 	return out
+}
+
+// keptAgentConns is how many agent connections the server keeps open
+// between challenges: its open-file limit (which Go raises to the hard
+// limit at start) but for a reserve for the API's clients, the database
+// and challenges in flight. Above it, challenges dial anew and resume
+// their TLS sessions.
+func keptAgentConns() int64 {
+	const reserve = 4096
+	var l syscall.Rlimit
+	switch err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); {
+	case err != nil:
+		return 256
+	case l.Cur < 2*reserve:
+		return int64(l.Cur / 4) // a small limit: keep a quarter
+	}
+	return int64(min(l.Cur, 1<<30) - reserve)
 }

@@ -1,7 +1,9 @@
 package tamper_test
 
 import (
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -29,11 +31,16 @@ type simAgent struct {
 	url  string
 	node *verifytest.Node
 
-	own *tls.Certificate // the certificate enrollment issued
+	own     *tls.Certificate // the certificate enrollment issued
+	clients *x509.CertPool   // whom it answers: the server's CA
 
 	mu     sync.Mutex // guards the fields below
 	answer answerFunc // nil: answer honestly
-	cert   *tls.Certificate
+	// tls is the agent's TLS configuration: one per certificate,
+	// since each has its own session ticket keys. An impostor taking over
+	// the address with another certificate cannot resume the sessions the
+	// real agent's keys sealed.
+	tls *tls.Config
 	// hang, when set, makes the agent accept the challenge and never answer.
 	hang bool
 }
@@ -66,9 +73,10 @@ func identicalNode(t *testing.T) *verifytest.Node {
 // TPM; the swtpm cases and package enroll cover it.)
 func (f *fixture) addSim(name string) *simAgent {
 	f.t.Helper()
-	a := &simAgent{name: name, node: identicalNode(f.t)}
+	a := &simAgent{name: name, node: identicalNode(f.t), clients: f.ca.Pool()}
 	certPEM, cert := f.agentCert(name)
-	a.cert, a.own = cert, cert
+	a.own = cert
+	a.setCert(cert)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.t.Fatal(err)
@@ -78,11 +86,7 @@ func (f *fixture) addSim(name string) *simAgent {
 		Handler:           a,
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.certificate(), nil },
-			// Like the real agent: only the attestation server may ask.
-			ClientAuth: tls.RequireAndVerifyClientCert,
-			ClientCAs:  f.ca.Pool(),
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return a.tlsConfig(), nil },
 		},
 		ErrorLog: discardLog(),
 	}
@@ -130,12 +134,6 @@ func issueCert(t *testing.T, ca *pki.CA, host string) ([]byte, *tls.Certificate)
 	return certPEM, &cert
 }
 
-func (a *simAgent) certificate() *tls.Certificate {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.cert
-}
-
 // set makes the agent answer with f (nil: honestly) until the next set.
 func (a *simAgent) set(f answerFunc) {
 	a.mu.Lock()
@@ -150,10 +148,28 @@ func (a *simAgent) setHang() {
 	a.mu.Unlock()
 }
 
+// setCert makes the agent present c from the next handshake on, with
+// session ticket keys of its own.
 func (a *simAgent) setCert(c *tls.Certificate) {
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{*c},
+		// Like the real agent: only the attestation server may ask.
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  a.clients,
+	}
+	var key [32]byte
+	rand.Read(key[:])
+	cfg.SetSessionTicketKeys([][32]byte{key})
 	a.mu.Lock()
-	a.cert = c
+	a.tls = cfg
 	a.mu.Unlock()
+}
+
+func (a *simAgent) tlsConfig() *tls.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.tls
 }
 
 func (a *simAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {

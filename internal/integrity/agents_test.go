@@ -1,0 +1,258 @@
+package integrity
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"trustpool/internal/evidence"
+	"trustpool/internal/pki"
+	"trustpool/internal/store"
+	"trustpool/internal/verify/verifytest"
+)
+
+// agentPKI is a CA, the server's certificate and a way to issue agents'.
+type agentPKI struct {
+	ca     *pki.CA
+	server tls.Certificate
+}
+
+func newAgentPKI(t *testing.T) *agentPKI {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.LoadOrCreateCA(dir, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.LoadOrCreateServerCert(dir, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &agentPKI{ca: ca, server: srv}
+}
+
+// agentCert issues host's agent certificate: the pair and its PEM, as
+// pinned at admission.
+func (p *agentPKI) agentCert(t *testing.T, host string) (tls.Certificate, []byte) {
+	t.Helper()
+	key, csr, err := pki.NewKeyAndCSR(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := p.ca.SignAgentCSR(csr, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair, certPEM
+}
+
+// testAgent is an agent's listener on loopback answering challenges with
+// a node's evidence; it counts connections and TLS resumptions.
+type testAgent struct {
+	*httptest.Server
+	conns, resumed atomic.Int64
+}
+
+func (p *agentPKI) startAgent(t *testing.T, cert tls.Certificate, node *verifytest.Node) *testAgent {
+	t.Helper()
+	a := &testAgent{}
+	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var c evidence.Challenge
+		if r.URL.Path != QuotePath || json.NewDecoder(r.Body).Decode(&c) != nil {
+			http.Error(w, "bad challenge", http.StatusBadRequest)
+			return
+		}
+		ev, err := node.EvidenceFor(c.Nonce, c.Selection)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		json.NewEncoder(w).Encode(ev)
+	}))
+	a.TLS = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    p.ca.Pool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.DidResume {
+				a.resumed.Add(1)
+			}
+			return nil
+		},
+	}
+	a.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			a.conns.Add(1)
+		}
+	}
+	a.StartTLS()
+	t.Cleanup(a.Close)
+	return a
+}
+
+// challengeOnce challenges h through ag and checks the evidence answers.
+func challengeOnce(t *testing.T, ag *HTTPAgents, h store.Host) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c := &evidence.Challenge{Nonce: []byte(strings.Repeat("n", 32)), Selection: verifytest.DefaultSelection()}
+	_, err := ag.Challenge(ctx, h, c)
+	return err
+}
+
+func newAgentSetup(t *testing.T, maxIdle int64) (*HTTPAgents, store.Host, *testAgent) {
+	t.Helper()
+	p := newAgentPKI(t)
+	node, err := verifytest.NewNode(verifytest.P256, "node-1.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, pinned := p.agentCert(t, "node-1.test")
+	a := p.startAgent(t, cert, node)
+	ag := NewHTTPAgents(p.server, p.ca.VerifyAgent, maxIdle)
+	return ag, store.Host{Name: "node-1.test", URL: a.URL, AgentCert: pinned}, a
+}
+
+func TestAgentConnectionKept(t *testing.T) {
+	ag, h, a := newAgentSetup(t, 10)
+	for range 3 {
+		if err := challengeOnce(t, ag, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := a.conns.Load(); n != 1 {
+		t.Fatalf("3 challenges took %d connections, want 1 kept between them", n)
+	}
+	if n := ag.idle.Load(); n != 1 {
+		t.Fatalf("%d connections counted as kept, want 1", n)
+	}
+	ag.Forget(h.Name)
+	if n := ag.idle.Load(); n != 0 {
+		t.Fatalf("%d connections counted as kept after Forget, want 0", n)
+	}
+}
+
+// An agent that closed the kept connection (a restart, its idle timeout)
+// is challenged again on a new one, not reported unreachable.
+func TestAgentClosedKeptConnection(t *testing.T) {
+	ag, h, a := newAgentSetup(t, 10)
+	if err := challengeOnce(t, ag, h); err != nil {
+		t.Fatal(err)
+	}
+	a.CloseClientConnections()
+	if err := challengeOnce(t, ag, h); err != nil {
+		t.Fatalf("challenge after the agent closed the kept connection: %v", err)
+	}
+	if n := a.conns.Load(); n != 2 {
+		t.Fatalf("connections = %d, want 2", n)
+	}
+}
+
+// Beyond MaxIdle every challenge dials, and resumes the TLS session; the
+// pinned certificate is checked on every connection, resumed or not.
+func TestAgentConnectionsBeyondMaxIdle(t *testing.T) {
+	ag, h, a := newAgentSetup(t, 0)
+	var checked atomic.Int64
+	verify := ag.verify
+	ag.verify = func(chain []*x509.Certificate, host string, pinned []byte, usage x509.ExtKeyUsage) error {
+		checked.Add(1)
+		return verify(chain, host, pinned, usage)
+	}
+	for range 3 {
+		if err := challengeOnce(t, ag, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := a.conns.Load(); n != 3 {
+		t.Fatalf("connections = %d, want 3 (none kept)", n)
+	}
+	if n := a.resumed.Load(); n < 1 {
+		t.Fatalf("resumed handshakes = %d, want the later dials to resume", n)
+	}
+	if n := checked.Load(); n != 3 {
+		t.Fatalf("pinned certificate checked %d times, want on each of 3 connections", n)
+	}
+}
+
+// A host re-admitted with a new certificate: an agent still presenting
+// the old one is refused, resumption or not.
+func TestAgentNewPinRefusesOldCertificate(t *testing.T) {
+	ag, h, _ := newAgentSetup(t, 0)
+	if err := challengeOnce(t, ag, h); err != nil {
+		t.Fatal(err)
+	}
+	p := newAgentPKI(t)
+	_, other := p.agentCert(t, h.Name)
+	h.AgentCert = other
+	err := challengeOnce(t, ag, h)
+	if err == nil || !strings.Contains(err.Error(), "not the one admitted") {
+		t.Fatalf("challenge of an agent not presenting the pinned certificate = %v, want refused", err)
+	}
+}
+
+// A hostile agent that sends headers without end is cut off after a
+// bounded read.
+func TestAgentEndlessHeaderBounded(t *testing.T) {
+	p := newAgentPKI(t)
+	cert, pinned := p.agentCert(t, "node-1.test")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var sent atomic.Int64
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.ReadAll(io.LimitReader(c, 1)) // the handshake, and the request begins
+		line := []byte("X-Filler: " + strings.Repeat("a", 1000) + "\r\n")
+		c.Write([]byte("HTTP/1.1 200 OK\r\n"))
+		for {
+			n, err := c.Write(line)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	ag := NewHTTPAgents(p.server, p.ca.VerifyAgent, 10)
+	h := store.Host{Name: "node-1.test", URL: "https://" + ln.Addr().String(), AgentCert: pinned}
+	if err := challengeOnce(t, ag, h); err == nil {
+		t.Fatal("an endless header was accepted")
+	}
+	// What the agent got written: the bound, and what the socket buffers held.
+	if n := sent.Load(); n > maxAnswerHeader+evidence.MaxBody+32<<20 {
+		t.Fatalf("the agent wrote %d bytes before it was cut off", n)
+	}
+}
+
+// An agent's error answer is an agent error, with its message.
+func TestAgentErrorAnswer(t *testing.T) {
+	ag, h, _ := newAgentSetup(t, 10)
+	h.URL += "/elsewhere" // the agent answers 400 for another path
+	err := challengeOnce(t, ag, h)
+	if !errors.Is(err, ErrAgent) || !strings.Contains(err.Error(), "bad challenge") {
+		t.Fatalf("error answer = %v, want ErrAgent with the agent's message", err)
+	}
+}
