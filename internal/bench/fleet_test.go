@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,4 +194,34 @@ func TestRunProgress(t *testing.T) {
 		"measuring PollHosts of 300 names, figure": {3, 7}, "measuring filter, figure": {4, 7},
 		"measuring restart, figure": {5, 7}, "measuring re-evaluation, figure": {6, 7}, "measuring, figure": {7, 7},
 	})
+}
+
+// TestSimProcs: --sim-procs is taken as given within 1 to --nodes, and 0
+// spreads the fleet over as few processes as hold two files per pull node
+// (one per push node) under the hard open-file limit.
+func TestSimProcs(t *testing.T) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		t.Fatal(err)
+	}
+	per := (int(min(l.Max, 1<<24)) - 2048) / 2
+	for _, c := range []struct {
+		nodes, procs int
+		mode         string
+		want         int // 0: an error
+	}{
+		{nodes: 10, procs: 3, mode: "pull", want: 3},
+		{nodes: 10, procs: 11, mode: "pull"},
+		{nodes: 10, procs: -1, mode: "pull"},
+		{nodes: 10, mode: "pull", want: 1},
+		{nodes: per, mode: "pull", want: 1},
+		{nodes: per + 1, mode: "pull", want: 2},
+		{nodes: 2*per + 1, mode: "pull", want: 3},
+		{nodes: per + 1, mode: "push", want: 1},
+	} {
+		got, err := simProcs(FleetConfig{Nodes: c.nodes, SimProcs: c.procs, Mode: c.mode})
+		if c.want == 0 && err == nil || c.want != 0 && (err != nil || got != c.want) {
+			t.Errorf("%d %s nodes, --sim-procs %d: %d processes (%v), want %d", c.nodes, c.mode, c.procs, got, err, c.want)
+		}
+	}
 }
