@@ -55,11 +55,14 @@ type Consequences func(v verdict.Verdict, prev verdict.Level) Transition
 // a history row are written alone or, in a batch, many rows a statement
 // (rowBatch): the multi-row forms are the same statement with more rows.
 const (
-	selectStored  = `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`
-	verdictInsert = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq) VALUES `
-	historyInsert = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq) VALUES `
-	verdictRow    = `(?, ?, ?, ?, ?, ?, ?)`
-	verdictUpdate = `
+	selectStored = `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`
+	// selectHostStored is lockOne and selectStored in one, for engines
+	// without row locks.
+	selectHostStored = `SELECT v.level, v.vtime, v.expiry, v.seq FROM hosts h LEFT JOIN verdicts v ON v.host = h.name WHERE h.name = $1`
+	verdictInsert    = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq) VALUES `
+	historyInsert    = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq) VALUES `
+	verdictRow       = `(?, ?, ?, ?, ?, ?, ?)`
+	verdictUpdate    = `
 		ON CONFLICT (host) DO UPDATE SET level = excluded.level, vtime = excluded.vtime,
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
 	upsertVerdict     = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
@@ -139,7 +142,7 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 	}
 	out := make([]Recorded, len(recs))
 	lockOne := `SELECT 1 FROM hosts h WHERE h.name = $1` + s.eng.forUpdate("h", false)
-	s.warm(ctx, lockOne, selectStored, upsertVerdict, insertHistory, touchEvidence, upsertEvidence, upsertTrait,
+	s.warm(ctx, lockOne, selectStored, selectHostStored, upsertVerdict, insertHistory, touchEvidence, upsertEvidence, upsertTrait,
 		advanceHead, insertAudit, updateHead, insertNotification)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		prev, err := s.lockStored(ctx, tx, recs, lockOne)
@@ -294,6 +297,23 @@ func (s *Store) lockStored(ctx context.Context, tx *sql.Tx, recs []Record, lockO
 // lockHost locks host's row and reads its stored verdict into prev; a host
 // that does not exist is left out.
 func (s *Store) lockHost(ctx context.Context, tx *sql.Tx, host, lockOne string, prev map[string]stored) error {
+	if !s.eng.rowLocks {
+		// The transaction holds the database's write lock already: the
+		// host and its verdict are read at once.
+		var level sql.NullString
+		var p stored
+		var vtime, expiry, seq sql.NullInt64
+		switch err := s.txQueryRow(ctx, tx, selectHostStored, host).Scan(&level, &vtime, &expiry, &seq); {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read stored verdict: %w", err)
+		}
+		p.hostKnown, p.had = true, level.Valid
+		p.level, p.vtime, p.expiry, p.seq = verdict.Level(level.String), vtime.Int64, expiry.Int64, seq.Int64
+		prev[host] = p
+		return nil
+	}
 	var one int
 	switch err := s.txQueryRow(ctx, tx, lockOne, host).Scan(&one); {
 	case errors.Is(err, sql.ErrNoRows):
