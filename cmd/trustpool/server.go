@@ -51,6 +51,7 @@ func serverCommand(run func(cmd *cobra.Command, c config.Server, cfg server.Conf
 	f.DurationVar(&fl.Interval, "interval", fl.Interval, "re-attestation interval (keep it below Nova's attestation_auth_timeout)")
 	f.DurationVar(&fl.Validity, "validity", 0, "how long a verdict stands (default 3 × interval)")
 	f.DurationVar(&fl.ChallengeTimeout, "challenge-timeout", fl.ChallengeTimeout, "deadline for one challenge round trip")
+	f.IntVar(&fl.AgentConns, "agent-conns", fl.AgentConns, "agent connections kept open between challenges: 0 as many as the open-file limit allows, -1 none")
 	f.Float64Var(&fl.EnrollRate, "enroll-rate", fl.EnrollRate, "enrollment requests allowed per client address per minute")
 	f.StringVar(&fl.EKCABundle, "ek-ca-bundle", "", "PEM bundle of TPM vendor CAs: EK certificates agents present must chain to one")
 	f.BoolVar(&fl.RequireEKCert, "require-ek-cert", false, "admit only TPMs with a valid EK certificate (needs --ek-ca-bundle)")
@@ -131,6 +132,7 @@ func serverConfig(c config.Server, placementToken string) (server.Config, error)
 		LeaseTime:       c.LeaseTime,
 		AllowIPNames:    c.AllowIPNames,
 		EnrollPerMinute: c.EnrollRate,
+		AgentConns:      c.AgentConns,
 	}
 	var errs []error
 	if c.EKCABundle != "" {

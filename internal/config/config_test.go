@@ -111,6 +111,7 @@ listen = "nope"
 interval = "0s"
 validity = "-1s"
 enroll_rate = 0.0
+agent_conns = -2
 require_ek_cert = true
 keystone_interface = "private"
 db = "postgres://trustpool:hunter2@db.example/trustpool"
@@ -124,7 +125,7 @@ webhooks = ["https://hooks.example/x"]
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, w := range []string{"listen", "interval", "validity", "enroll_rate", "ek_ca_bundle", "keystone_interface", "db: the URL carries a password", "webhook_secret_env"} {
+	for _, w := range []string{"listen", "interval", "validity", "enroll_rate", "agent_conns", "ek_ca_bundle", "keystone_interface", "db: the URL carries a password", "webhook_secret_env"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error does not name %s:\n%v", w, err)
 		}

@@ -19,6 +19,7 @@ type Server struct {
 	Interval         time.Duration `toml:"interval"`
 	Validity         time.Duration `toml:"validity"`
 	ChallengeTimeout time.Duration `toml:"challenge_timeout"`
+	AgentConns       int           `toml:"agent_conns"`
 	EnrollRate       float64       `toml:"enroll_rate"`
 	EKCABundle       string        `toml:"ek_ca_bundle"`
 	RequireEKCert    bool          `toml:"require_ek_cert"`
@@ -118,6 +119,9 @@ func (c *Server) Validate() error {
 		if p.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: want a positive duration such as \"30s\"", p.key, p.d))
 		}
+	}
+	if c.AgentConns < -1 {
+		errs = append(errs, fmt.Errorf("agent_conns %d: want 0 (as many as the open-file limit allows), -1 (none) or a number of connections", c.AgentConns))
 	}
 	if c.Validity < 0 {
 		errs = append(errs, fmt.Errorf("validity %v: want 0 (3 × interval) or a positive duration", c.Validity))

@@ -105,7 +105,11 @@ type Config struct {
 	// EnrollPerMinute bounds enrollment requests per client address
 	// (default 60 a minute, burst 120).
 	EnrollPerMinute float64
-	Log             *slog.Logger
+	// AgentConns bounds the agent connections kept open between
+	// challenges, across every host: 0 as many as the open-file limit
+	// allows (keptAgentConns), -1 none.
+	AgentConns int
+	Log        *slog.Logger
 }
 
 // Validate reports every problem at once.
@@ -354,7 +358,14 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 	icfg := cfg.Integrity
 	icfg.Recorder = rec
 	icfg.Appraised = m.Appraisal
-	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, keptAgentConns())
+	kept := int64(cfg.AgentConns)
+	switch {
+	case kept == 0:
+		kept = keptAgentConns()
+	case kept < 0:
+		kept = 0
+	}
+	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, kept)
 	agents.Observe = m.Challenge
 	s.integrity = integrity.New(icfg, s.store, agents)
 	if err := s.integrity.Load(ctx); err != nil {
