@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,7 +29,7 @@ type agentPKI struct {
 	server tls.Certificate
 }
 
-func newAgentPKI(t *testing.T) *agentPKI {
+func newAgentPKI(t testing.TB) *agentPKI {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.LoadOrCreateCA(dir, time.Now)
@@ -43,7 +45,7 @@ func newAgentPKI(t *testing.T) *agentPKI {
 
 // agentCert issues host's agent certificate: the pair and its PEM, as
 // pinned at admission.
-func (p *agentPKI) agentCert(t *testing.T, host string) (tls.Certificate, []byte) {
+func (p *agentPKI) agentCert(t testing.TB, host string) (tls.Certificate, []byte) {
 	t.Helper()
 	key, csr, err := pki.NewKeyAndCSR(host)
 	if err != nil {
@@ -71,7 +73,7 @@ type testAgent struct {
 	conns, resumed atomic.Int64
 }
 
-func (p *agentPKI) startAgent(t *testing.T, cert tls.Certificate, node *verifytest.Node) *testAgent {
+func (p *agentPKI) startAgent(t testing.TB, cert tls.Certificate, node *verifytest.Node) *testAgent {
 	t.Helper()
 	a := &testAgent{}
 	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +111,7 @@ func (p *agentPKI) startAgent(t *testing.T, cert tls.Certificate, node *verifyte
 }
 
 // challengeOnce challenges h through ag and checks the evidence answers.
-func challengeOnce(t *testing.T, ag *HTTPAgents, h store.Host) error {
+func challengeOnce(t testing.TB, ag *HTTPAgents, h store.Host) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -254,5 +256,65 @@ func TestAgentErrorAnswer(t *testing.T) {
 	err := challengeOnce(t, ag, h)
 	if !errors.Is(err, ErrAgent) || !strings.Contains(err.Error(), "bad challenge") {
 		t.Fatalf("error answer = %v, want ErrAgent with the agent's message", err)
+	}
+}
+
+// BenchmarkAgentConnMemory reports the server's heap for each agent it
+// keeps a connection to (kept) or only a TLS session for (resumed), after
+// enough challenges that the agents send full-size TLS records (Go's
+// servers start with small ones). Run with -benchtime 1x.
+func BenchmarkAgentConnMemory(b *testing.B) {
+	const agents, rounds = 100, 16
+	p := newAgentPKI(b)
+	node, err := verifytest.NewNode(verifytest.P256, "node")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var (
+		hosts   []store.Host
+		servers []*testAgent
+	)
+	for i := range agents {
+		name := fmt.Sprintf("node-%d.test", i)
+		cert, pinned := p.agentCert(b, name)
+		a := p.startAgent(b, cert, node)
+		hosts = append(hosts, store.Host{Name: name, URL: a.URL, AgentCert: pinned})
+		servers = append(servers, a)
+	}
+	for _, mode := range []struct {
+		name    string
+		maxIdle int64
+	}{{"kept", agents}, {"resumed", 0}} {
+		b.Run(mode.name, func(b *testing.B) {
+			for b.Loop() {
+				heap := func() uint64 {
+					runtime.GC()
+					var m runtime.MemStats
+					runtime.ReadMemStats(&m)
+					return m.HeapAlloc
+				}
+				before := heap()
+				ag := NewHTTPAgents(p.server, p.ca.VerifyAgent, mode.maxIdle)
+				for range rounds {
+					for _, h := range hosts {
+						if err := challengeOnce(b, ag, h); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				// The agents' ends of the connections go: the heap left is
+				// the server's.
+				for _, a := range servers {
+					a.CloseClientConnections()
+				}
+				time.Sleep(100 * time.Millisecond)
+				after := heap()
+				b.ReportMetric(float64(int64(after)-int64(before))/agents, "heap-B/agent")
+				runtime.KeepAlive(ag)
+				for _, h := range hosts {
+					ag.Forget(h.Name)
+				}
+			}
+		})
 	}
 }
