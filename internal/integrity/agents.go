@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -46,8 +47,9 @@ type HostVerifier func(chain []*x509.Certificate, host string, pinned []byte, us
 // read by its caller alone. At most MaxIdle connections are kept across
 // all hosts, so that a fleet larger than the open-file limit still fits;
 // a host whose connection was not kept dials anew and resumes its TLS
-// session, which spares the handshake's signatures (the pinned certificate
-// is checked on every connection, resumed or not).
+// session, which spares the handshake's signatures. Every connection,
+// resumed or not, must present the pinned certificate, byte for byte; its
+// full check (checkedBefore) is repeated every ten minutes.
 type HTTPAgents struct {
 	cert   tls.Certificate
 	verify HostVerifier
@@ -227,24 +229,50 @@ func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
 	if port == "" {
 		port = "443"
 	}
-	host, pinned := h.Name, h.AgentCert
-	cfg := &tls.Config{
+	ac := &agentClient{
+		pinned: h.AgentCert, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
+		head: "POST " + strings.TrimSuffix(u.EscapedPath(), "/") + QuotePath + " HTTP/1.1\r\nHost: " + u.Host +
+			"\r\nUser-Agent: trustpool\r\nContent-Type: application/json\r\nContent-Length: ",
+	}
+	if block, _ := pem.Decode(h.AgentCert); block != nil {
+		ac.pinnedDER = block.Bytes
+	}
+	host := h.Name
+	ac.cfg = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{a.cert},
 		// The chain is checked below against the host's pinned certificate,
 		// not the dialled address; the standard check would use the latter.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return a.verify(cs.PeerCertificates, host, pinned, x509.ExtKeyUsageServerAuth)
+			if ac.checkedBefore(cs.PeerCertificates) {
+				return nil
+			}
+			if err := a.verify(cs.PeerCertificates, host, ac.pinned, x509.ExtKeyUsageServerAuth); err != nil {
+				return err
+			}
+			ac.checked.Store(min(cs.PeerCertificates[0].NotAfter.UnixNano(), time.Now().Add(recheck).UnixNano()))
+			return nil
 		},
 		ClientSessionCache: tls.NewLRUClientSessionCache(1),
 	}
-	path := strings.TrimSuffix(u.EscapedPath(), "/") + QuotePath
-	return &agentClient{
-		pinned: pinned, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port), cfg: cfg,
-		head: "POST " + path + " HTTP/1.1\r\nHost: " + u.Host +
-			"\r\nUser-Agent: trustpool\r\nContent-Type: application/json\r\nContent-Length: ",
-	}, nil
+	return ac, nil
+}
+
+// recheck is how long a pinned certificate's full check stands for later
+// connections presenting the same bytes (within its validity).
+const recheck = 10 * time.Minute
+
+// checkedBefore reports whether chain's leaf is, byte for byte, the pinned
+// certificate that passed the full check less than recheck ago: the
+// check's other parts (names, issuer, signature) depend on those bytes
+// alone, and its time on the clock, which bounds the answer.
+func (ac *agentClient) checkedBefore(chain []*x509.Certificate) bool {
+	if len(chain) == 0 || ac.pinnedDER == nil || time.Now().UnixNano() >= ac.checked.Load() {
+		return false
+	}
+	leaf := chain[0]
+	return bytes.Equal(leaf.Raw, ac.pinnedDER) && !time.Now().Before(leaf.NotBefore)
 }
 
 // Forget drops host's client and its connection (the host was deleted).
@@ -268,11 +296,16 @@ func (a *HTTPAgents) closeIdle(ac *agentClient) {
 
 // agentClient reaches one host's agent, as admitted with pinned and url.
 type agentClient struct {
-	pinned []byte
-	url    string
-	addr   string // host:port to dial
-	head   string // the request up to its Content-Length value
-	cfg    *tls.Config
+	pinned    []byte
+	pinnedDER []byte // the pinned certificate's DER, nil when it is not PEM
+	url       string
+	addr      string // host:port to dial
+	head      string // the request up to its Content-Length value
+	cfg       *tls.Config
+	// checked is until when (unix nanoseconds) pinnedDER's full check
+	// stands (checkedBefore): a new connection, resumed or not, then only
+	// compares the bytes.
+	checked atomic.Int64
 
 	mu     sync.Mutex // guards idle and closed
 	idle   *agentConn

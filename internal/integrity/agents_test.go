@@ -2,6 +2,7 @@ package integrity
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -71,6 +72,27 @@ func (p *agentPKI) agentCert(t testing.TB, host string) (tls.Certificate, []byte
 type testAgent struct {
 	*httptest.Server
 	conns, resumed atomic.Int64
+	tls            atomic.Pointer[tls.Config]
+}
+
+// setCert makes the agent present cert from the next handshake on, with
+// session ticket keys of its own (as another process at the address has).
+func (a *testAgent) setCert(p *agentPKI, cert tls.Certificate) {
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    p.ca.Pool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.DidResume {
+				a.resumed.Add(1)
+			}
+			return nil
+		},
+	}
+	var key [32]byte
+	rand.Read(key[:])
+	cfg.SetSessionTicketKeys([][32]byte{key})
+	a.tls.Store(cfg)
 }
 
 func (p *agentPKI) startAgent(t testing.TB, cert tls.Certificate, node *verifytest.Node) *testAgent {
@@ -89,17 +111,8 @@ func (p *agentPKI) startAgent(t testing.TB, cert tls.Certificate, node *verifyte
 		}
 		json.NewEncoder(w).Encode(ev)
 	}))
-	a.TLS = &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.ca.Pool(),
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if cs.DidResume {
-				a.resumed.Add(1)
-			}
-			return nil
-		},
-	}
+	a.setCert(p, cert)
+	a.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return a.tls.Load(), nil }}
 	a.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			a.conns.Add(1)
@@ -120,7 +133,7 @@ func challengeOnce(t testing.TB, ag *HTTPAgents, h store.Host) error {
 	return err
 }
 
-func newAgentSetup(t *testing.T, maxIdle int64) (*HTTPAgents, store.Host, *testAgent) {
+func newAgentSetup(t *testing.T, maxIdle int64) (*HTTPAgents, store.Host, *testAgent, *agentPKI) {
 	t.Helper()
 	p := newAgentPKI(t)
 	node, err := verifytest.NewNode(verifytest.P256, "node-1.test")
@@ -130,11 +143,11 @@ func newAgentSetup(t *testing.T, maxIdle int64) (*HTTPAgents, store.Host, *testA
 	cert, pinned := p.agentCert(t, "node-1.test")
 	a := p.startAgent(t, cert, node)
 	ag := NewHTTPAgents(p.server, p.ca.VerifyAgent, maxIdle)
-	return ag, store.Host{Name: "node-1.test", URL: a.URL, AgentCert: pinned}, a
+	return ag, store.Host{Name: "node-1.test", URL: a.URL, AgentCert: pinned}, a, p
 }
 
 func TestAgentConnectionKept(t *testing.T) {
-	ag, h, a := newAgentSetup(t, 10)
+	ag, h, a, _ := newAgentSetup(t, 10)
 	for range 3 {
 		if err := challengeOnce(t, ag, h); err != nil {
 			t.Fatal(err)
@@ -155,7 +168,7 @@ func TestAgentConnectionKept(t *testing.T) {
 // An agent that closed the kept connection (a restart, its idle timeout)
 // is challenged again on a new one, not reported unreachable.
 func TestAgentClosedKeptConnection(t *testing.T) {
-	ag, h, a := newAgentSetup(t, 10)
+	ag, h, a, _ := newAgentSetup(t, 10)
 	if err := challengeOnce(t, ag, h); err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +182,9 @@ func TestAgentClosedKeptConnection(t *testing.T) {
 }
 
 // Beyond MaxIdle every challenge dials, and resumes the TLS session; the
-// pinned certificate is checked on every connection, resumed or not.
+// pinned certificate's full check is made once, not at every connection.
 func TestAgentConnectionsBeyondMaxIdle(t *testing.T) {
-	ag, h, a := newAgentSetup(t, 0)
+	ag, h, a, _ := newAgentSetup(t, 0)
 	var checked atomic.Int64
 	verify := ag.verify
 	ag.verify = func(chain []*x509.Certificate, host string, pinned []byte, usage x509.ExtKeyUsage) error {
@@ -189,15 +202,31 @@ func TestAgentConnectionsBeyondMaxIdle(t *testing.T) {
 	if n := a.resumed.Load(); n < 1 {
 		t.Fatalf("resumed handshakes = %d, want the later dials to resume", n)
 	}
-	if n := checked.Load(); n != 3 {
-		t.Fatalf("pinned certificate checked %d times, want on each of 3 connections", n)
+	if n := checked.Load(); n != 1 {
+		t.Fatalf("pinned certificate fully checked %d times, want once for 3 connections", n)
+	}
+}
+
+// Once the pinned certificate passed its check, an impostor at the address
+// presenting another certificate of the same CA and name is still refused:
+// the bytes are compared at every connection.
+func TestAgentImpostorAfterCheck(t *testing.T) {
+	ag, h, a, p := newAgentSetup(t, 0)
+	if err := challengeOnce(t, ag, h); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := p.agentCert(t, h.Name)
+	a.setCert(p, other)
+	err := challengeOnce(t, ag, h)
+	if err == nil || !strings.Contains(err.Error(), "not the one admitted") {
+		t.Fatalf("challenge of an impostor with another certificate of the CA = %v, want refused", err)
 	}
 }
 
 // A host re-admitted with a new certificate: an agent still presenting
 // the old one is refused, resumption or not.
 func TestAgentNewPinRefusesOldCertificate(t *testing.T) {
-	ag, h, _ := newAgentSetup(t, 0)
+	ag, h, _, _ := newAgentSetup(t, 0)
 	if err := challengeOnce(t, ag, h); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +280,7 @@ func TestAgentEndlessHeaderBounded(t *testing.T) {
 
 // An agent's error answer is an agent error, with its message.
 func TestAgentErrorAnswer(t *testing.T) {
-	ag, h, _ := newAgentSetup(t, 10)
+	ag, h, _, _ := newAgentSetup(t, 10)
 	h.URL += "/elsewhere" // the agent answers 400 for another path
 	err := challengeOnce(t, ag, h)
 	if !errors.Is(err, ErrAgent) || !strings.Contains(err.Error(), "bad challenge") {
