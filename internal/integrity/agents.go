@@ -254,9 +254,50 @@ func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
 			ac.checked.Store(min(cs.PeerCertificates[0].NotAfter.UnixNano(), time.Now().Add(recheck).UnixNano()))
 			return nil
 		},
-		ClientSessionCache: tls.NewLRUClientSessionCache(1),
+		ClientSessionCache: &sessionCache{},
 	}
 	return ac, nil
+}
+
+// sessionCache keeps one host's TLS session, serialized: a parsed session
+// holds the agent's certificate as x509 structures (several kilobytes a
+// host), its bytes about a kilobyte and a half; they are parsed again
+// only when a dial resumes.
+type sessionCache struct {
+	mu            sync.Mutex
+	ticket, state []byte
+}
+
+func (c *sessionCache) Get(string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	ticket, state := c.ticket, c.state
+	c.mu.Unlock()
+	if ticket == nil {
+		return nil, false
+	}
+	ss, err := tls.ParseSessionState(state)
+	if err != nil {
+		return nil, false
+	}
+	cs, err := tls.NewResumptionState(ticket, ss)
+	return cs, err == nil
+}
+
+func (c *sessionCache) Put(_ string, cs *tls.ClientSessionState) {
+	var ticket, state []byte
+	if cs != nil { // nil: forget the session
+		t, ss, err := cs.ResumptionState()
+		if err != nil || ss == nil {
+			return
+		}
+		if state, err = ss.Bytes(); err != nil {
+			return
+		}
+		ticket = t
+	}
+	c.mu.Lock()
+	c.ticket, c.state = ticket, state
+	c.mu.Unlock()
 }
 
 // recheck is how long a pinned certificate's full check stands for later
