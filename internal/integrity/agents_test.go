@@ -181,7 +181,7 @@ func TestAgentClosedKeptConnection(t *testing.T) {
 	}
 }
 
-// Beyond MaxIdle every challenge dials, and resumes the TLS session; the
+// Beyond maxIdle every challenge dials, and resumes the TLS session; the
 // pinned certificate's full check is made once, not at every connection.
 func TestAgentConnectionsBeyondMaxIdle(t *testing.T) {
 	ag, h, a, _ := newAgentSetup(t, 0)

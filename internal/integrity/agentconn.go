@@ -1,0 +1,271 @@
+package integrity
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"trustpool/internal/evidence"
+	"trustpool/internal/httpjson"
+	"trustpool/internal/store"
+)
+
+// take returns ac's kept connection, if it has one still young enough.
+func (a *HTTPAgents) take(ac *agentClient) *agentConn {
+	ac.mu.Lock()
+	conn := ac.idle
+	ac.idle = nil
+	ac.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	a.idle.Add(-1)
+	if time.Since(conn.since) > idleTimeout {
+		conn.Close()
+		return nil
+	}
+	return conn
+}
+
+// keep keeps conn as ac's connection for the next challenge, or closes it
+// when ac has one already or maxIdle are kept.
+func (a *HTTPAgents) keep(ac *agentClient, conn *agentConn) {
+	if a.idle.Add(1) > a.maxIdle {
+		a.idle.Add(-1)
+		conn.Close()
+		return
+	}
+	conn.since = time.Now()
+	ac.mu.Lock()
+	if ac.idle == nil && !ac.closed {
+		ac.idle, conn = conn, nil
+	}
+	ac.mu.Unlock()
+	if conn != nil {
+		a.idle.Add(-1)
+		conn.Close()
+	}
+}
+
+// client returns h's client, made anew when h's pinned certificate or URL
+// changed (a re-admission: the old client's connection is closed).
+func (a *HTTPAgents) client(h store.Host) (*agentClient, error) {
+	if c, ok := a.clients.Load(h.Name); ok {
+		if c := c.(*agentClient); bytes.Equal(c.pinned, h.AgentCert) && c.url == h.URL {
+			return c, nil
+		}
+	}
+	c, err := a.newClient(h)
+	if err != nil {
+		return nil, err
+	}
+	if old, ok := a.clients.Swap(h.Name, c); ok {
+		a.closeIdle(old.(*agentClient))
+	}
+	return c, nil
+}
+
+func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
+	u, err := url.Parse(h.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("agent URL %q: want https://host:port", h.URL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	ac := &agentClient{
+		pinned: h.AgentCert, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
+		head: "POST " + strings.TrimSuffix(u.EscapedPath(), "/") + QuotePath + " HTTP/1.1\r\nHost: " + u.Host +
+			"\r\nUser-Agent: trustpool\r\nContent-Type: application/json\r\nContent-Length: ",
+	}
+	if block, _ := pem.Decode(h.AgentCert); block != nil {
+		ac.pinnedDER = block.Bytes
+	}
+	host := h.Name
+	ac.cfg = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{a.cert},
+		// The chain is checked below against the host's pinned certificate,
+		// not the dialled address; the standard check would use the latter.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if ac.checkedBefore(cs.PeerCertificates) {
+				return nil
+			}
+			if err := a.verify(cs.PeerCertificates, host, ac.pinned, x509.ExtKeyUsageServerAuth); err != nil {
+				return err
+			}
+			ac.checked.Store(min(cs.PeerCertificates[0].NotAfter.UnixNano(), time.Now().Add(recheck).UnixNano()))
+			return nil
+		},
+		ClientSessionCache: &sessionCache{},
+	}
+	return ac, nil
+}
+
+// sessionCache keeps one host's TLS session, serialized: a parsed session
+// holds the agent's certificate as x509 structures (several kilobytes a
+// host), its bytes about a kilobyte and a half; they are parsed again
+// only when a dial resumes.
+type sessionCache struct {
+	mu            sync.Mutex
+	ticket, state []byte
+}
+
+func (c *sessionCache) Get(string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	ticket, state := c.ticket, c.state
+	c.mu.Unlock()
+	if ticket == nil {
+		return nil, false
+	}
+	ss, err := tls.ParseSessionState(state)
+	if err != nil {
+		return nil, false
+	}
+	cs, err := tls.NewResumptionState(ticket, ss)
+	return cs, err == nil
+}
+
+func (c *sessionCache) Put(_ string, cs *tls.ClientSessionState) {
+	var ticket, state []byte
+	if cs != nil { // nil: forget the session
+		t, ss, err := cs.ResumptionState()
+		if err != nil || ss == nil {
+			return
+		}
+		if state, err = ss.Bytes(); err != nil {
+			return
+		}
+		ticket = t
+	}
+	c.mu.Lock()
+	c.ticket, c.state = ticket, state
+	c.mu.Unlock()
+}
+
+// recheck is how long a pinned certificate's full check stands for later
+// connections presenting the same bytes (within its validity).
+const recheck = 10 * time.Minute
+
+// checkedBefore reports whether chain's leaf is, byte for byte, the pinned
+// certificate that passed the full check less than recheck ago: the
+// check's other parts (names, issuer, signature) depend on those bytes
+// alone, and its time on the clock, which bounds the answer.
+func (ac *agentClient) checkedBefore(chain []*x509.Certificate) bool {
+	if len(chain) == 0 || ac.pinnedDER == nil || time.Now().UnixNano() >= ac.checked.Load() {
+		return false
+	}
+	leaf := chain[0]
+	return bytes.Equal(leaf.Raw, ac.pinnedDER) && !time.Now().Before(leaf.NotBefore)
+}
+
+// closeIdle closes ac's kept connection, and keeps none after.
+func (a *HTTPAgents) closeIdle(ac *agentClient) {
+	ac.mu.Lock()
+	conn := ac.idle
+	ac.idle, ac.closed = nil, true
+	ac.mu.Unlock()
+	if conn != nil {
+		a.idle.Add(-1)
+		conn.Close()
+	}
+}
+
+// agentClient reaches one host's agent, as admitted with pinned and url.
+type agentClient struct {
+	pinned    []byte
+	pinnedDER []byte // the pinned certificate's DER, nil when it is not PEM
+	url       string
+	addr      string // host:port to dial
+	head      string // the request up to its Content-Length value
+	cfg       *tls.Config
+	// checked is until when (unix nanoseconds) pinnedDER's full check
+	// stands (checkedBefore): a new connection, resumed or not, then only
+	// compares the bytes.
+	checked atomic.Int64
+
+	mu     sync.Mutex // guards idle and closed
+	idle   *agentConn
+	closed bool // replaced or forgotten: keeps no connection
+}
+
+// request is the challenge's HTTP/1.1 request with body.
+func (ac *agentClient) request(body []byte) []byte {
+	b := make([]byte, 0, len(ac.head)+len(body)+24)
+	b = append(b, ac.head...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	return append(b, body...)
+}
+
+func (ac *agentClient) dial(ctx context.Context) (*agentConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	d := tls.Dialer{Config: ac.cfg}
+	c, err := d.DialContext(ctx, "tcp", ac.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &agentConn{Conn: c.(*tls.Conn)}, nil
+}
+
+// agentConn is a connection to an agent, between challenges or in one.
+type agentConn struct {
+	*tls.Conn
+	since time.Time // kept since
+}
+
+// readers are the buffered readers of exchanges in progress.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+
+// exchange writes req and reads the answer's body (at most
+// evidence.MaxBody bytes), within ctx. answered says the agent sent
+// something back, reusable that the connection may carry the next
+// challenge.
+func (c *agentConn) exchange(ctx context.Context, req []byte) (body []byte, answered, reusable bool, err error) {
+	deadline, _ := ctx.Deadline()
+	if err := c.SetDeadline(deadline); err != nil {
+		return nil, false, false, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := c.Write(req); err != nil {
+		return nil, false, false, err
+	}
+	// The answer's header and body together are bounded: a hostile agent
+	// cannot send headers without end.
+	r := readers.Get().(*bufio.Reader)
+	r.Reset(&io.LimitedReader{R: c.Conn, N: maxAnswerHeader + evidence.MaxBody})
+	defer func() {
+		r.Reset(nil)
+		readers.Put(r)
+	}()
+	if _, err := r.Peek(1); err != nil {
+		return nil, false, false, err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return nil, true, false, err
+	}
+	defer resp.Body.Close()
+	if body, err = httpjson.ReadAnswer(resp, evidence.MaxBody); err != nil {
+		return nil, true, false, err
+	}
+	// Not kept: an agent that closes, or that sent more than one answer.
+	return body, true, !resp.Close && r.Buffered() == 0, nil
+}
