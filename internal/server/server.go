@@ -106,8 +106,8 @@ type Config struct {
 	// (default 60 a minute, burst 120).
 	EnrollPerMinute float64
 	// AgentConns bounds the agent connections kept open between
-	// challenges, across every host: 0 as many as the open-file limit
-	// allows (keptAgentConns), -1 none.
+	// challenges, across every host: 0 DefaultAgentConns, -1 none
+	// (keptAgentConns).
 	AgentConns int
 	Log        *slog.Logger
 }
@@ -358,14 +358,7 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 	icfg := cfg.Integrity
 	icfg.Recorder = rec
 	icfg.Appraised = m.Appraisal
-	kept := int64(cfg.AgentConns)
-	switch {
-	case kept == 0:
-		kept = keptAgentConns()
-	case kept < 0:
-		kept = 0
-	}
-	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, kept)
+	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, keptAgentConns(cfg.AgentConns))
 	agents.Observe = m.Challenge
 	s.integrity = integrity.New(icfg, s.store, agents)
 	if err := s.integrity.Load(ctx); err != nil {
@@ -624,19 +617,35 @@ func dedupe(ss []string) []string {
 	return out
 }
 
+// DefaultAgentConns is how many agent connections the server keeps open
+// between challenges by default. A kept connection spares each challenge
+// a TLS handshake (about half the server's CPU per attestation) but holds
+// some 25 KB of TLS state; a fleet larger than this is mostly dialled at
+// each challenge, resuming TLS sessions (BENCHMARKS.md, "Agent
+// connections").
+const DefaultAgentConns = 1024
+
 // keptAgentConns is how many agent connections the server keeps open
-// between challenges: its open-file limit (which Go raises to the hard
-// limit at start) but for a reserve for the API's clients, the database
-// and challenges in flight. Above it, challenges dial anew and resume
-// their TLS sessions.
-func keptAgentConns() int64 {
+// between challenges for Config.AgentConns want: none when negative,
+// DefaultAgentConns when zero, and never more than the open-file limit
+// (which Go raises to the hard limit at start) less a reserve for the
+// API's clients, the database and challenges in flight.
+func keptAgentConns(want int) int64 {
+	if want < 0 {
+		return 0
+	}
+	if want == 0 {
+		want = DefaultAgentConns
+	}
 	const reserve = 4096
 	var l syscall.Rlimit
+	budget := int64(256)
 	switch err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); {
 	case err != nil:
-		return 256
 	case l.Cur < 2*reserve:
-		return int64(l.Cur / 4) // a small limit: keep a quarter
+		budget = int64(l.Cur / 4) // a small limit: a quarter of it
+	default:
+		budget = int64(min(l.Cur, 1<<30) - reserve)
 	}
-	return int64(min(l.Cur, 1<<30) - reserve)
+	return min(int64(want), budget)
 }
