@@ -124,6 +124,11 @@ type FleetResult struct {
 	SimProcs         int     `json:"sim_procs"` // simulator processes
 	ServerRSS        int64   `json:"server_rss_bytes"`
 	ServerRSSPerNode float64 `json:"server_rss_bytes_per_node"`
+	// ServerFiles are the files the server (replica 1) holds open at the
+	// end of the window, and ServerFileLimit its limit: a kept-alive agent
+	// connection is one of them.
+	ServerFiles     int `json:"server_open_files"`
+	ServerFileLimit int `json:"server_open_file_limit"`
 	// AttestLatency is the simulator's answer time (challenge handler
 	// start to evidence written); the server's own round trip is not
 	// visible from outside it.
@@ -137,8 +142,9 @@ type FleetResult struct {
 	// timed at the client over loopback HTTPS, once a second in the window.
 	PollHosts1000 Latency `json:"pollhosts_1000_ms"`
 	PollHostsP99  float64 `json:"pollhosts_1000_p99_ms"`
-	// TamperToUntrusted: a node's hello after a tampered reboot to
-	// PollHosts answering untrusted for it (polled every 10 ms).
+	// TamperToUntrusted: the tampered nodes' hellos after their reboot
+	// (asked of their simulator processes at once) to PollHosts answering
+	// untrusted for each (polled every 10 ms).
 	TamperToUntrusted Latency `json:"tamper_to_untrusted_ms"`
 	TamperMissed      int     `json:"tamper_not_untrusted_within_60s"`
 	BytesWritten      int64   `json:"bytes_written"` // growth of the store in the window
@@ -480,6 +486,10 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		}
 	}
 	res.ServerRSSPerNode = float64(res.ServerRSS) / float64(cfg.Nodes)
+	res.ServerFiles, res.ServerFileLimit = procFiles(srv.cmd.Process.Pid)
+	if res.ServerFileLimit > 0 && res.ServerFiles >= res.ServerFileLimit-64 {
+		res.Notes = append(res.Notes, fmt.Sprintf("the server holds %d open files, its limit is %d: it cannot accept more connections (one per kept-alive agent)", res.ServerFiles, res.ServerFileLimit))
+	}
 	res.BytesWritten = storeSize(ctx, srv.dir, dsn) - size
 	ioEnd := ioWritten(ctx, srv.cmd.Process.Pid, dsn)
 	if res.Attestations > 0 {
@@ -992,6 +1002,21 @@ func procCPU(pid int) (float64, error) {
 		return 0, errors.New("bad /proc stat")
 	}
 	return float64(u+s) / clockTick, nil
+}
+
+// procFiles returns how many files a process holds open and its soft
+// limit (0 when unknown).
+func procFiles(pid int) (open, limit int) {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				limit, _ = strconv.Atoi(f[0])
+			}
+		}
+	}
+	return len(ents), limit
 }
 
 // procRSS returns a process's resident set (VmRSS) in bytes.

@@ -65,6 +65,9 @@ func fleetCheck(t *testing.T, mode string, procs int) {
 	if res.SimCPUS <= 0 {
 		t.Errorf("sim_cpu_s %v, want the simulator processes' CPU", res.SimCPUS)
 	}
+	if res.ServerFiles <= 0 || res.ServerFileLimit < res.ServerFiles {
+		t.Errorf("the server holds %d open files of its limit %d", res.ServerFiles, res.ServerFileLimit)
+	}
 	if res.Enrolled != 200 {
 		t.Errorf("enrolled %d of 200 nodes (%v)", res.Enrolled, res.Notes)
 	}
