@@ -88,33 +88,29 @@ func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
 		port = "443"
 	}
 	ac := &agentClient{
-		pinned: h.AgentCert, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
-		head: "POST " + strings.TrimSuffix(u.EscapedPath(), "/") + QuotePath + " HTTP/1.1\r\nHost: " + u.Host +
-			"\r\nUser-Agent: trustpool\r\nContent-Type: application/json\r\nContent-Length: ",
+		name: h.Name, pinned: h.AgentCert, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
+		host: u.Host, path: QuotePath,
+	}
+	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
+		ac.path = p + QuotePath
 	}
 	if block, _ := pem.Decode(h.AgentCert); block != nil {
 		ac.pinnedDER = block.Bytes
 	}
-	host := h.Name
-	ac.cfg = &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{a.cert},
-		// The chain is checked below against the host's pinned certificate,
-		// not the dialled address; the standard check would use the latter.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if ac.checkedBefore(cs.PeerCertificates) {
-				return nil
-			}
-			if err := a.verify(cs.PeerCertificates, host, ac.pinned, x509.ExtKeyUsageServerAuth); err != nil {
-				return err
-			}
-			ac.checked.Store(min(cs.PeerCertificates[0].NotAfter.UnixNano(), time.Now().Add(recheck).UnixNano()))
-			return nil
-		},
-		ClientSessionCache: &sessionCache{},
-	}
 	return ac, nil
+}
+
+// verifyConnection accepts only ac's pinned certificate: its full check,
+// or the bytes alone while an earlier full check stands (checkedBefore).
+func (a *HTTPAgents) verifyConnection(ac *agentClient, cs tls.ConnectionState) error {
+	if ac.checkedBefore(cs.PeerCertificates) {
+		return nil
+	}
+	if err := a.verify(cs.PeerCertificates, ac.name, ac.pinned, x509.ExtKeyUsageServerAuth); err != nil {
+		return err
+	}
+	ac.checked.Store(min(cs.PeerCertificates[0].NotAfter.UnixNano(), time.Now().Add(recheck).UnixNano()))
+	return nil
 }
 
 // sessionCache keeps one host's TLS session, serialized: a parsed session
@@ -187,13 +183,17 @@ func (a *HTTPAgents) closeIdle(ac *agentClient) {
 }
 
 // agentClient reaches one host's agent, as admitted with pinned and url.
+// It holds no TLS configuration: each dial clones the server's, so that a
+// host costs its names, its pin and its session.
 type agentClient struct {
+	name      string
 	pinned    []byte
 	pinnedDER []byte // the pinned certificate's DER, nil when it is not PEM
 	url       string
 	addr      string // host:port to dial
-	head      string // the request up to its Content-Length value
-	cfg       *tls.Config
+	host      string // the Host header
+	path      string
+	sessions  sessionCache
 	// checked is until when (unix nanoseconds) pinnedDER's full check
 	// stands (checkedBefore): a new connection, resumed or not, then only
 	// compares the bytes.
@@ -206,17 +206,24 @@ type agentClient struct {
 
 // request is the challenge's HTTP/1.1 request with body.
 func (ac *agentClient) request(body []byte) []byte {
-	b := make([]byte, 0, len(ac.head)+len(body)+24)
-	b = append(b, ac.head...)
+	b := make([]byte, 0, len(ac.path)+len(ac.host)+len(body)+128)
+	b = append(b, "POST "...)
+	b = append(b, ac.path...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, ac.host...)
+	b = append(b, "\r\nUser-Agent: trustpool\r\nContent-Type: application/json\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
 	return append(b, body...)
 }
 
-func (ac *agentClient) dial(ctx context.Context) (*agentConn, error) {
+func (a *HTTPAgents) dial(ctx context.Context, ac *agentClient) (*agentConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	d := tls.Dialer{Config: ac.cfg}
+	cfg := a.tls.Clone()
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return a.verifyConnection(ac, cs) }
+	cfg.ClientSessionCache = &ac.sessions
+	d := tls.Dialer{Config: cfg}
 	c, err := d.DialContext(ctx, "tcp", ac.addr)
 	if err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ type HostVerifier func(chain []*x509.Certificate, host string, pinned []byte, us
 // resumed or not, must present the pinned certificate, byte for byte; its
 // full check (checkedBefore) is repeated every ten minutes.
 type HTTPAgents struct {
-	cert    tls.Certificate
+	tls     *tls.Config // cloned for each dial, with the host's check and session
 	verify  HostVerifier
 	maxIdle int64 // connections kept open between challenges, across hosts
 	idle    atomic.Int64
@@ -67,7 +67,14 @@ const (
 // NewHTTPAgents returns a challenger presenting cert and checking agents
 // with verify, keeping at most maxIdle connections open.
 func NewHTTPAgents(cert tls.Certificate, verify HostVerifier, maxIdle int64) *HTTPAgents {
-	return &HTTPAgents{cert: cert, verify: verify, maxIdle: maxIdle}
+	return &HTTPAgents{verify: verify, maxIdle: maxIdle, tls: &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// The chain is checked against the host's pinned certificate
+		// (verifyConnection), not the dialled address; the standard check
+		// would use the latter.
+		InsecureSkipVerify: true,
+	}}
 }
 
 // Challenge sends c to h's agent and returns its evidence, decoded strictly
@@ -116,7 +123,7 @@ func (a *HTTPAgents) roundTrip(ctx context.Context, h store.Host, c *evidence.Ch
 	reused := conn != nil
 	for {
 		if conn == nil {
-			if conn, err = ac.dial(ctx); err != nil {
+			if conn, err = a.dial(ctx, ac); err != nil {
 				return nil, fmt.Errorf("POST %s: %w", ac.url, timedOut(ctx, err))
 			}
 		}
