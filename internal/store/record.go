@@ -67,7 +67,6 @@ const (
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
 	upsertVerdict     = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
 	insertHistory     = historyInsert + `($1, $2, $3, $4, $5, $6, $7)`
-	nextSeq           = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING attest_seq`
 	numberAttestation = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING ` + hostColumns + `, attest_seq`
 	lockHosts         = `SELECT name FROM hosts h ORDER BY name`
 )
@@ -76,20 +75,12 @@ const (
 // carry, higher than that of every attestation before it. A host that does
 // not exist is ErrNotFound.
 func (s *Store) NextSeq(ctx context.Context, host string) (int64, error) {
-	var seq int64
-	err := s.queryRow(ctx, s.wdb, nextSeq, host).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
-	}
-	if err != nil {
-		return 0, fmt.Errorf("number attestation of %s: %w", host, err)
-	}
-	return seq, nil
+	_, seq, err := s.NumberAttestation(ctx, host)
+	return seq, err
 }
 
 // NumberAttestation is NextSeq that also returns the host as it is once
-// numbered: the attestation path's one statement before the challenge
-// (reading the host and numbering apart cost two).
+// numbered: the attestation path's one statement before the challenge.
 func (s *Store) NumberAttestation(ctx context.Context, name string) (Host, int64, error) {
 	var seq int64
 	h, err := scanHost(s.queryRow(ctx, s.wdb, numberAttestation, name), &seq)
