@@ -33,7 +33,7 @@ func (a *HTTPAgents) take(ac *agentClient) *agentConn {
 		return nil
 	}
 	a.idle.Add(-1)
-	if time.Since(conn.since) > idleTimeout {
+	if time.Since(conn.since) > MaxConnIdle {
 		conn.Close()
 		return nil
 	}

@@ -59,7 +59,9 @@ type HTTPAgents struct {
 // Timeouts of a challenge's connection, besides the caller's context.
 const (
 	dialTimeout = 10 * time.Second // TCP connect and TLS handshake
-	idleTimeout = 90 * time.Second // a kept connection older than this is not reused
+	// MaxConnIdle is how long a kept connection is reused: agents close
+	// theirs after two idle minutes.
+	MaxConnIdle = 90 * time.Second
 	// maxAnswerHeader bounds an agent's answer's status line and header.
 	maxAnswerHeader = 64 << 10
 )

@@ -358,7 +358,7 @@ func (s *Server) wire(ctx context.Context, cfg Config) error {
 	icfg := cfg.Integrity
 	icfg.Recorder = rec
 	icfg.Appraised = m.Appraisal
-	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, keptAgentConns(cfg.AgentConns))
+	agents := integrity.NewHTTPAgents(s.cert, s.ca.VerifyAgent, keptAgentConns(cfg.AgentConns, icfg.Interval))
 	agents.Observe = m.Challenge
 	s.integrity = integrity.New(icfg, s.store, agents)
 	if err := s.integrity.Load(ctx); err != nil {
@@ -626,12 +626,15 @@ func dedupe(ss []string) []string {
 const DefaultAgentConns = 1024
 
 // keptAgentConns is how many agent connections the server keeps open
-// between challenges for Config.AgentConns want: none when negative,
-// DefaultAgentConns when zero, and never more than the open-file limit
-// (which Go raises to the hard limit at start) less a reserve for the
-// API's clients, the database and challenges in flight.
-func keptAgentConns(want int) int64 {
-	if want < 0 {
+// between challenges for Config.AgentConns want: none when negative or
+// when the interval between a host's challenges is longer than a kept
+// connection is reused (integrity.MaxConnIdle: it would only hold memory
+// and a file until the next round closed it), DefaultAgentConns when
+// zero, and never more than the open-file limit (which Go raises to the
+// hard limit at start) less a reserve for the API's clients, the database
+// and challenges in flight.
+func keptAgentConns(want int, interval time.Duration) int64 {
+	if want < 0 || interval >= integrity.MaxConnIdle {
 		return 0
 	}
 	if want == 0 {
