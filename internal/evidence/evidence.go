@@ -165,7 +165,7 @@ type Evidence struct {
 // wherever the document stands in a larger one, and keeps its bytes in
 // Received.
 func (e *Evidence) UnmarshalJSON(b []byte) error {
-	d, err := Decode(b)
+	d, err := Decode(bytes.Clone(b)) // b is the caller's decoder's
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,8 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 // differently, so the evidence stored as received is the evidence that
 // was judged. It uses the JSON v2 decoder (github.com/go-json-experiment/json),
 // which has those checks and is the cheaper on the attestation path
-// (BenchmarkDecode, BENCHMARKS.md).
+// (BenchmarkDecode, BENCHMARKS.md). The evidence keeps b as Received: the
+// caller hands it over and must not change it.
 func Decode(b []byte) (*Evidence, error) {
 	type document Evidence // without the UnmarshalJSON method
 	var d document
@@ -187,7 +188,7 @@ func Decode(b []byte) (*Evidence, error) {
 		return nil, err
 	}
 	e := Evidence(d)
-	e.Received = bytes.Clone(b)
+	e.Received = b
 	return &e, nil
 }
 

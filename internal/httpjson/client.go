@@ -135,7 +135,7 @@ func ReadAnswer(resp *http.Response, limit int64) ([]byte, error) {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		return nil, &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: errorMessage(b)}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	b, err := readAll(resp, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("read answer: %w", err)
 	}
@@ -143,6 +143,31 @@ func ReadAnswer(resp *http.Response, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: body exceeds %d bytes", ErrAnswer, limit)
 	}
 	return b, nil
+}
+
+// readAll reads at most limit bytes of resp's body into a buffer sized by
+// its Content-Length, when that is small (a larger one grows as the bytes
+// come: a claimed length is not an allocation the peer can ask for).
+func readAll(resp *http.Response, limit int64) ([]byte, error) {
+	const presize = 64 << 10
+	if n := resp.ContentLength; n < 0 || n > presize {
+		return io.ReadAll(io.LimitReader(resp.Body, limit))
+	}
+	r := io.LimitReader(resp.Body, limit)
+	b := make([]byte, 0, resp.ContentLength+1) // +1: reading to EOF needs no growth
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // more than claimed: grow
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // errorMessage is the text of an error answer: its {"error": …} when it
