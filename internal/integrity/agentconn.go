@@ -94,9 +94,6 @@ func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
 	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
 		ac.path = p + QuotePath
 	}
-	if block, _ := pem.Decode(h.AgentCert); block != nil {
-		ac.pinnedDER = block.Bytes
-	}
 	return ac, nil
 }
 
@@ -147,6 +144,7 @@ func (c *sessionCache) Put(_ string, cs *tls.ClientSessionState) {
 		if state, err = ss.Bytes(); err != nil {
 			return
 		}
+		state = bytes.Clone(state) // without the encoder's spare capacity
 		ticket = t
 	}
 	c.mu.Lock()
@@ -163,11 +161,14 @@ const recheck = 10 * time.Minute
 // check's other parts (names, issuer, signature) depend on those bytes
 // alone, and its time on the clock, which bounds the answer.
 func (ac *agentClient) checkedBefore(chain []*x509.Certificate) bool {
-	if len(chain) == 0 || ac.pinnedDER == nil || time.Now().UnixNano() >= ac.checked.Load() {
+	if len(chain) == 0 || time.Now().UnixNano() >= ac.checked.Load() {
 		return false
 	}
+	// The pin is decoded at each connection rather than kept decoded too:
+	// half a kilobyte a host.
+	block, _ := pem.Decode(ac.pinned)
 	leaf := chain[0]
-	return bytes.Equal(leaf.Raw, ac.pinnedDER) && !time.Now().Before(leaf.NotBefore)
+	return block != nil && bytes.Equal(leaf.Raw, block.Bytes) && !time.Now().Before(leaf.NotBefore)
 }
 
 // closeIdle closes ac's kept connection, and keeps none after.
@@ -186,17 +187,16 @@ func (a *HTTPAgents) closeIdle(ac *agentClient) {
 // It holds no TLS configuration: each dial clones the server's, so that a
 // host costs its names, its pin and its session.
 type agentClient struct {
-	name      string
-	pinned    []byte
-	pinnedDER []byte // the pinned certificate's DER, nil when it is not PEM
-	url       string
-	addr      string // host:port to dial
-	host      string // the Host header
-	path      string
-	sessions  sessionCache
-	// checked is until when (unix nanoseconds) pinnedDER's full check
-	// stands (checkedBefore): a new connection, resumed or not, then only
-	// compares the bytes.
+	name     string
+	pinned   []byte // PEM, as admitted
+	url      string
+	addr     string // host:port to dial
+	host     string // the Host header
+	path     string
+	sessions sessionCache
+	// checked is until when (unix nanoseconds) the pinned certificate's
+	// full check stands (checkedBefore): a new connection, resumed or not,
+	// then only compares the bytes.
 	checked atomic.Int64
 
 	mu     sync.Mutex // guards idle and closed

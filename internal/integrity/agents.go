@@ -172,7 +172,7 @@ func (a *HTTPAgents) Forget(host string) {
 }
 
 // DecodeEvidence parses an agent's evidence document strictly and
-// validates it; the evidence keeps the document (evidence.Received).
+// validates it; the evidence keeps b as its document (evidence.Received).
 func DecodeEvidence(b []byte) (*evidence.Evidence, error) {
 	ev, err := evidence.Decode(b)
 	if err != nil {
