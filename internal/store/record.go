@@ -67,7 +67,11 @@ const (
 			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
 	upsertVerdict     = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
 	insertHistory     = historyInsert + `($1, $2, $3, $4, $5, $6, $7)`
-	numberAttestation = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING ` + hostColumns + `, attest_seq`
+	numberAttestation = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING ` + attestColumns + `, attest_seq`
+	// attestColumns are hostColumns with NULL for the EK's public area and
+	// certificate, which only admission reads (a kilobyte or two a host
+	// not copied out of the database at every attestation).
+	attestColumns = `name, state, NULL, NULL, ak_public, ak_name, url, agent_cert, labels, policy, created_at, updated_at, mode`
 	lockHosts         = `SELECT name FROM hosts h ORDER BY name`
 )
 
@@ -80,7 +84,8 @@ func (s *Store) NextSeq(ctx context.Context, host string) (int64, error) {
 }
 
 // NumberAttestation is NextSeq that also returns the host as it is once
-// numbered: the attestation path's one statement before the challenge.
+// numbered, without its EK (EKPublic and EKCert are nil): the attestation
+// path's one statement before the challenge.
 func (s *Store) NumberAttestation(ctx context.Context, name string) (Host, int64, error) {
 	var seq int64
 	h, err := scanHost(s.queryRow(ctx, s.wdb, numberAttestation, name), &seq)
