@@ -83,7 +83,7 @@ func TestDependencies(t *testing.T) {
 	// The verification core is pure functions over bytes: the server's
 	// verification path needs no networking, SQL, subprocess, TPM access
 	// code or cgo, and fuzzing it touches nothing outside the process.
-	core := []string{"evidence", "eventlog", "verify", "policy", "uefi", "verdict", "appraisal"}
+	core := []string{"evidence", "eventlog", "verify", "policy", "uefi", "verdict", "appraisal", "wire"}
 	for i, c := range core {
 		core[i] = "trustpool/internal/" + c
 	}

@@ -16,11 +16,11 @@ package eventlog
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"trustpool/internal/evidence"
+	"trustpool/internal/wire"
 )
 
 // Limits on what Parse accepts. Real firmware logs hold a few hundred events
@@ -135,7 +135,7 @@ func Parse(b []byte) (*Log, error) {
 	if !isCryptoAgile(b) {
 		return parseSHA1(b)
 	}
-	r := reader{b: b}
+	r := wire.LittleEndian(b)
 	algs, banks, err := parseHeader(&r)
 	if err != nil {
 		return nil, fmt.Errorf("parse event log: %w", err)
@@ -146,11 +146,11 @@ func Parse(b []byte) (*Log, error) {
 	// are a prefix of digests[i*len(banks) : (i+1)*len(banks)].
 	body := r
 	n := 0
-	for r.len() > 0 {
+	for r.Len() > 0 {
 		if n == MaxEvents {
 			return nil, fmt.Errorf("parse event log: more than %d events", MaxEvents)
 		}
-		off := r.off
+		off := r.Offset()
 		if _, err := parseEvent(&r, algs, banks, nil); err != nil {
 			return nil, fmt.Errorf("parse event log: event %d at offset %d: %w", n, off, err)
 		}
@@ -180,31 +180,31 @@ func isCryptoAgile(b []byte) bool {
 // eventType, a 20-byte SHA-1 digest, eventSize, event data).
 func parseSHA1(b []byte) (*Log, error) {
 	var events []Event
-	r := reader{b: b}
-	if r.len() == 0 {
-		return nil, fmt.Errorf("parse event log: %w", errShort)
+	r := wire.LittleEndian(b)
+	if r.Len() == 0 {
+		return nil, fmt.Errorf("parse event log: %w", wire.ErrShort)
 	}
 	// A TCG_PCR_EVENT is at least 32 bytes: the bound keeps a hostile log
 	// from making Parse allocate more than the log's own size in events.
-	events = make([]Event, 0, min(r.len()/32+1, MaxEvents))
+	events = make([]Event, 0, min(r.Len()/32+1, MaxEvents))
 	digests := make([]Digest, 0, cap(events))
-	for r.len() > 0 {
+	for r.Len() > 0 {
 		n := len(events)
 		if n == MaxEvents {
 			return nil, fmt.Errorf("parse event log: more than %d events", MaxEvents)
 		}
-		off := r.off
-		pcr, typ := r.u32(), r.u32()
-		d := r.bytes(evidence.SHA1.Size())
-		size := r.u32()
-		if r.err == nil {
-			r.err = checkEvent(pcr, typ, size, r.len())
+		off := r.Offset()
+		pcr, typ := r.U32(), r.U32()
+		d := r.Bytes(evidence.SHA1.Size())
+		size := r.U32()
+		if r.Err() == nil {
+			r.Fail(checkEvent(pcr, typ, size, r.Len()))
 		}
-		if r.err != nil {
-			return nil, fmt.Errorf("parse event log (SHA-1 format): event %d at offset %d: %w", n, off, r.err)
+		if r.Err() != nil {
+			return nil, fmt.Errorf("parse event log (SHA-1 format): event %d at offset %d: %w", n, off, r.Err())
 		}
 		digests = append(digests, Digest{Bank: evidence.SHA1, Value: d})
-		events = append(events, Event{Index: n, PCR: int(pcr), Type: typ, Digests: digests[n : n+1 : n+1], Data: r.bytes(int(size))})
+		events = append(events, Event{Index: n, PCR: int(pcr), Type: typ, Digests: digests[n : n+1 : n+1], Data: r.Bytes(int(size))})
 	}
 	return &Log{Format: SHA1Format, Banks: []evidence.Bank{evidence.SHA1}, Events: events}, nil
 }
@@ -226,13 +226,13 @@ func checkEvent(pcr, typ, size uint32, left int) error {
 
 // parseHeader decodes the TCG_PCR_EVENT that carries the TCG_EfiSpecIDEvent
 // and returns its algorithm list and the known banks among them.
-func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
-	pcr := r.u32()
-	typ := r.u32()
-	digest := r.bytes(20)
-	size := r.u32()
-	if r.err != nil {
-		return nil, nil, fmt.Errorf("spec ID event: %w", r.err)
+func parseHeader(r *wire.Reader) ([]specAlg, []evidence.Bank, error) {
+	pcr := r.U32()
+	typ := r.U32()
+	digest := r.Bytes(20)
+	size := r.U32()
+	if r.Err() != nil {
+		return nil, nil, fmt.Errorf("spec ID event: %w", r.Err())
 	}
 	if pcr != 0 || typ != EvNoAction {
 		return nil, nil, fmt.Errorf("first event is PCR %d type %s, want the spec ID event (PCR 0, EV_NO_ACTION)", pcr, TypeName(typ))
@@ -240,16 +240,16 @@ func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
 	if !allZero(digest) {
 		return nil, nil, errors.New("spec ID event has a non-zero digest")
 	}
-	if size > uint32(r.len()) {
-		return nil, nil, fmt.Errorf("spec ID event: %d data bytes, %d left", size, r.len())
+	if size > uint32(r.Len()) {
+		return nil, nil, fmt.Errorf("spec ID event: %d data bytes, %d left", size, r.Len())
 	}
-	data := reader{b: r.bytes(int(size))}
-	sig := data.bytes(len(specIDSignature))
-	data.u32() // platformClass: client or server, irrelevant to replay
-	minor, major, _, uintn := data.u8(), data.u8(), data.u8(), data.u8()
-	n := data.u32()
-	if data.err != nil {
-		return nil, nil, fmt.Errorf("spec ID event: %w", data.err)
+	data := wire.LittleEndian(r.Bytes(int(size)))
+	sig := data.Bytes(len(specIDSignature))
+	data.U32() // platformClass: client or server, irrelevant to replay
+	minor, major, _, uintn := data.U8(), data.U8(), data.U8(), data.U8()
+	n := data.U32()
+	if data.Err() != nil {
+		return nil, nil, fmt.Errorf("spec ID event: %w", data.Err())
 	}
 	if !bytes.Equal(sig, specIDSignature) {
 		return nil, nil, fmt.Errorf("spec ID event signature %q, want %q (not a crypto-agile TPM 2.0 log)", sig, specIDSignature)
@@ -266,9 +266,9 @@ func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
 	algs := make([]specAlg, 0, n)
 	var banks []evidence.Bank
 	for range n {
-		id, sz := data.u16(), int(data.u16())
-		if data.err != nil {
-			return nil, nil, fmt.Errorf("spec ID event algorithms: %w", data.err)
+		id, sz := data.U16(), int(data.U16())
+		if data.Err() != nil {
+			return nil, nil, fmt.Errorf("spec ID event algorithms: %w", data.Err())
 		}
 		for _, a := range algs {
 			if a.id == id {
@@ -287,13 +287,13 @@ func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
 		}
 		algs = append(algs, a)
 	}
-	vendor := int(data.u8())
-	data.bytes(vendor)
-	if data.err != nil {
-		return nil, nil, fmt.Errorf("spec ID event vendor info: %w", data.err)
+	vendor := int(data.U8())
+	data.Bytes(vendor)
+	if data.Err() != nil {
+		return nil, nil, fmt.Errorf("spec ID event vendor info: %w", data.Err())
 	}
-	if data.len() != 0 {
-		return nil, nil, fmt.Errorf("spec ID event has %d trailing bytes", data.len())
+	if data.Len() != 0 {
+		return nil, nil, fmt.Errorf("spec ID event has %d trailing bytes", data.Len())
 	}
 	if len(banks) == 0 {
 		return nil, nil, errors.New("spec ID event lists no PCR bank trustpool knows (sha1, sha256, sha384)")
@@ -304,12 +304,12 @@ func parseHeader(r *reader) ([]specAlg, []evidence.Bank, error) {
 // parseEvent decodes one TCG_PCR_EVENT2. If digests is not nil, it receives
 // the event's known-bank digests in bank order, and the returned event's
 // Digests is the filled prefix of it.
-func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Digest) (Event, error) {
-	pcr := r.u32()
-	typ := r.u32()
-	count := r.u32()
-	if r.err != nil {
-		return Event{}, r.err
+func parseEvent(r *wire.Reader, algs []specAlg, banks []evidence.Bank, digests []Digest) (Event, error) {
+	pcr := r.U32()
+	typ := r.U32()
+	count := r.U32()
+	if r.Err() != nil {
+		return Event{}, r.Err()
 	}
 	if pcr >= evidence.NumPCRs && typ != EvNoAction {
 		return Event{}, checkEvent(pcr, typ, 0, 0)
@@ -320,9 +320,9 @@ func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Dige
 	var seen uint32 // bit i: algs[i] already read
 	var vals [maxAlgorithms][]byte
 	for range count {
-		id := r.u16()
-		if r.err != nil {
-			return Event{}, r.err
+		id := r.U16()
+		if r.Err() != nil {
+			return Event{}, r.Err()
 		}
 		i := algIndex(algs, id)
 		if i < 0 {
@@ -332,22 +332,22 @@ func parseEvent(r *reader, algs []specAlg, banks []evidence.Bank, digests []Dige
 			return Event{}, fmt.Errorf("two digests of algorithm 0x%04x", id)
 		}
 		seen |= 1 << i
-		v := r.bytes(algs[i].size)
-		if r.err != nil {
-			return Event{}, r.err
+		v := r.Bytes(algs[i].size)
+		if r.Err() != nil {
+			return Event{}, r.Err()
 		}
 		if s := algs[i].slot; s >= 0 {
 			vals[s] = v
 		}
 	}
-	size := r.u32()
-	if r.err != nil {
-		return Event{}, r.err
+	size := r.U32()
+	if r.Err() != nil {
+		return Event{}, r.Err()
 	}
-	if err := checkEvent(pcr, typ, size, r.len()); err != nil {
+	if err := checkEvent(pcr, typ, size, r.Len()); err != nil {
 		return Event{}, err
 	}
-	e := Event{PCR: int(pcr), Type: typ, Data: r.bytes(int(size))}
+	e := Event{PCR: int(pcr), Type: typ, Data: r.Bytes(int(size))}
 	if digests != nil {
 		k := 0
 		for s, v := range vals[:len(banks)] {
@@ -377,52 +377,4 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// errShort reports a structure that runs past the end of its buffer.
-var errShort = errors.New("truncated")
-
-// reader decodes little-endian integers (the byte order of UEFI event logs)
-// with bounds checks. The first short read sets err; later reads return
-// zero values, so callers check err once after a group of reads.
-type reader struct {
-	b   []byte
-	off int
-	err error
-}
-
-func (r *reader) len() int { return len(r.b) - r.off }
-
-func (r *reader) bytes(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || n > r.len() {
-		r.err = errShort
-		return nil
-	}
-	v := r.b[r.off : r.off+n : r.off+n]
-	r.off += n
-	return v
-}
-
-func (r *reader) u8() uint8 {
-	if v := r.bytes(1); v != nil {
-		return v[0]
-	}
-	return 0
-}
-
-func (r *reader) u16() uint16 {
-	if v := r.bytes(2); v != nil {
-		return binary.LittleEndian.Uint16(v)
-	}
-	return 0
-}
-
-func (r *reader) u32() uint32 {
-	if v := r.bytes(4); v != nil {
-		return binary.LittleEndian.Uint32(v)
-	}
-	return 0
 }

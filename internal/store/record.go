@@ -72,7 +72,7 @@ const (
 	// certificate, which only admission reads (a kilobyte or two a host
 	// not copied out of the database at every attestation).
 	attestColumns = `name, state, NULL, NULL, ak_public, ak_name, url, agent_cert, labels, policy, created_at, updated_at, mode`
-	lockHosts         = `SELECT name FROM hosts h ORDER BY name`
+	lockHosts     = `SELECT name FROM hosts h ORDER BY name`
 )
 
 // NextSeq numbers a new attestation of host: the Seq its verdict will

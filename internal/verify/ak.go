@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+
+	"trustpool/internal/wire"
 )
 
 // Bounds on AK parameters. RSA keys above 4096 bits are refused so that a
@@ -57,13 +59,13 @@ func parseAK(public []byte) (*AK, error) {
 	if len(public) > maxPublic {
 		return nil, fmt.Errorf("TPMT_PUBLIC is %d bytes, limit %d", len(public), maxPublic)
 	}
-	r := reader{b: public}
-	typ := r.u16()
-	nameAlg := r.u16()
-	attrs := r.u32()
-	r.tpm2b(64) // authPolicy: how the key may be used, not what it signs
-	if r.err != nil {
-		return nil, fmt.Errorf("TPMT_PUBLIC: %w", r.err)
+	r := wire.BigEndian(public)
+	typ := r.U16()
+	nameAlg := r.U16()
+	attrs := r.U32()
+	r.Sized16(64) // authPolicy: how the key may be used, not what it signs
+	if r.Err() != nil {
+		return nil, fmt.Errorf("TPMT_PUBLIC: %w", r.Err())
 	}
 	nameHash, ok := hashForAlg(nameAlg)
 	if !ok {
@@ -90,7 +92,7 @@ func parseAK(public []byte) (*AK, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.end(); err != nil {
+	if err := r.End(); err != nil {
 		return nil, fmt.Errorf("TPMT_PUBLIC: %w", err)
 	}
 
@@ -109,11 +111,11 @@ func parseAK(public []byte) (*AK, error) {
 
 // parseSigScheme reads the key's symmetric definition (which must be NULL
 // for a signing key) and its signing scheme, returning scheme and hash.
-func parseSigScheme(r *reader, ak *AK, allowed ...uint16) error {
-	sym := r.u16()
-	scheme := r.u16()
-	if r.err != nil {
-		return fmt.Errorf("TPMT_PUBLIC parameters: %w", r.err)
+func parseSigScheme(r *wire.Reader, ak *AK, allowed ...uint16) error {
+	sym := r.U16()
+	scheme := r.U16()
+	if r.Err() != nil {
+		return fmt.Errorf("TPMT_PUBLIC parameters: %w", r.Err())
 	}
 	if sym != algNull {
 		return fmt.Errorf("symmetric algorithm 0x%04x, want NULL for a signing key", sym)
@@ -125,9 +127,9 @@ func parseSigScheme(r *reader, ak *AK, allowed ...uint16) error {
 	if !ok {
 		return fmt.Errorf("signing scheme 0x%04x not allowed for this key type", scheme)
 	}
-	hashAlg := r.u16()
-	if r.err != nil {
-		return fmt.Errorf("TPMT_PUBLIC scheme: %w", r.err)
+	hashAlg := r.U16()
+	if r.Err() != nil {
+		return fmt.Errorf("TPMT_PUBLIC scheme: %w", r.Err())
 	}
 	hash, ok := hashForAlg(hashAlg)
 	if !ok {
@@ -137,15 +139,15 @@ func parseSigScheme(r *reader, ak *AK, allowed ...uint16) error {
 	return nil
 }
 
-func parseRSA(r *reader, ak *AK) error {
+func parseRSA(r *wire.Reader, ak *AK) error {
 	if err := parseSigScheme(r, ak, algRSASSA, algRSAPSS); err != nil {
 		return err
 	}
-	bits := int(r.u16())
-	exp := r.u32()
-	n := r.tpm2b(maxRSABits / 8)
-	if r.err != nil {
-		return fmt.Errorf("TPMS_RSA_PARMS: %w", r.err)
+	bits := int(r.U16())
+	exp := r.U32()
+	n := r.Sized16(maxRSABits / 8)
+	if r.Err() != nil {
+		return fmt.Errorf("TPMS_RSA_PARMS: %w", r.Err())
 	}
 	if bits < minRSABits || bits > maxRSABits || bits%8 != 0 {
 		return fmt.Errorf("RSA key of %d bits, want %d to %d", bits, minRSABits, maxRSABits)
@@ -163,16 +165,16 @@ func parseRSA(r *reader, ak *AK) error {
 	return nil
 }
 
-func parseECC(r *reader, ak *AK) error {
+func parseECC(r *wire.Reader, ak *AK) error {
 	if err := parseSigScheme(r, ak, algECDSA); err != nil {
 		return err
 	}
-	curveID := r.u16()
-	kdf := r.u16()
-	x := r.tpm2b(maxECCBytes)
-	y := r.tpm2b(maxECCBytes)
-	if r.err != nil {
-		return fmt.Errorf("TPMS_ECC_PARMS: %w", r.err)
+	curveID := r.U16()
+	kdf := r.U16()
+	x := r.Sized16(maxECCBytes)
+	y := r.Sized16(maxECCBytes)
+	if r.Err() != nil {
+		return fmt.Errorf("TPMS_ECC_PARMS: %w", r.Err())
 	}
 	if kdf != algNull {
 		return fmt.Errorf("ECC KDF 0x%04x, want NULL for a signing key", kdf)

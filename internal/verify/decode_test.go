@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"trustpool/internal/evidence"
+	"trustpool/internal/wire"
 )
 
 // be builds big-endian TPM structures for tests.
@@ -71,7 +72,7 @@ func TestDecodeAttest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := append(attestHeader(), tc.info...)
 			var a attest
-			r := reader{b: b}
+			r := wire.BigEndian(b)
 			if err := decodeAttestHeader(&r, &a); err != nil {
 				t.Fatal(err)
 			}
@@ -105,18 +106,18 @@ func TestDecodeAttestHeaderRejects(t *testing.T) {
 	full := attestHeader()
 	for n := range len(full) {
 		var a attest
-		if err := decodeAttestHeader(&reader{b: full[:n]}, &a); err == nil {
+		if err := decodeAttestHeader(readerOf(full[:n]), &a); err == nil {
 			t.Errorf("header of %d of %d bytes decoded", n, len(full))
 		}
 	}
 	var a attest
 	bad := bytes.Clone(full)
 	bad[len(bad)-9] = 2 // safe
-	if err := decodeAttestHeader(&reader{b: bad}, &a); err == nil || !strings.Contains(err.Error(), "safe") {
+	if err := decodeAttestHeader(readerOf(bad), &a); err == nil || !strings.Contains(err.Error(), "safe") {
 		t.Errorf("safe=2: error %v", err)
 	}
 	long := be{}.u32(generated).u16(stAttestQuot).b2(make([]byte, 67))
-	if err := decodeAttestHeader(&reader{b: long}, &a); err == nil || !strings.Contains(err.Error(), "limit") {
+	if err := decodeAttestHeader(readerOf(long), &a); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("67-byte name: error %v", err)
 	}
 }
@@ -227,7 +228,7 @@ func TestRealTPMQuote(t *testing.T) {
 	}
 
 	var a attest
-	r := reader{b: d.Quote.Quote}
+	r := wire.BigEndian(d.Quote.Quote)
 	if err := decodeAttestHeader(&r, &a); err != nil {
 		t.Fatal(err)
 	}
@@ -252,17 +253,17 @@ func TestRealTPMQuote(t *testing.T) {
 	// TPMS_CREATION_DATA names the AK's parent; the TPM's qualified name of
 	// the AK must be nameAlg || H(parent's qualified name || AK name), the
 	// formula whose hierarchy case ParseAK precomputes.
-	cr := reader{b: d.AK.CreateData}
-	if n := cr.u32(); n != 0 {
+	cr := wire.BigEndian(d.AK.CreateData)
+	if n := cr.U32(); n != 0 {
 		t.Fatalf("creation data selects %d banks; test expects none", n)
 	}
-	cr.tpm2b(64) // pcrDigest
-	cr.u8()      // locality
-	cr.u16()     // parentNameAlg
-	cr.tpm2b(66) // parentName
-	parentQN := cr.tpm2b(66)
-	cr.tpm2b(64) // outsideInfo
-	if err := cr.end(); err != nil {
+	cr.Sized16(64) // pcrDigest
+	cr.U8()        // locality
+	cr.U16()       // parentNameAlg
+	cr.Sized16(66) // parentName
+	parentQN := cr.Sized16(66)
+	cr.Sized16(64) // outsideInfo
+	if err := cr.End(); err != nil {
 		t.Fatal(err)
 	}
 	h := sha256.New()
@@ -271,4 +272,10 @@ func TestRealTPMQuote(t *testing.T) {
 	if want := h.Sum([]byte{0, 0x0b}); !bytes.Equal(a.qualifiedSigner, want) {
 		t.Errorf("qualifiedSigner %x, formula gives %x", a.qualifiedSigner, want)
 	}
+}
+
+// readerOf is a reader of b for the decoders' tests.
+func readerOf(b []byte) *wire.Reader {
+	r := wire.BigEndian(b)
+	return &r
 }

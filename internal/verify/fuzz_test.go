@@ -12,6 +12,7 @@ import (
 	"trustpool/internal/evidence"
 	"trustpool/internal/verdict"
 	"trustpool/internal/verify/verifytest"
+	"trustpool/internal/wire"
 )
 
 // fuzzNode is the attester whose evidence seeds the fuzzers. Its key is new
@@ -47,7 +48,7 @@ func FuzzDecodeAttest(f *testing.F) {
 	f.Add([]byte(append(attestHeader(), be{}.u32(2).u16(0xb).u8(3).raw(0xff, 0, 0).u16(0x12).u8(0).b2(make([]byte, 32))...)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var a attest
-		r := reader{b: b}
+		r := wire.BigEndian(b)
 		if decodeAttestHeader(&r, &a) != nil || decodeQuoteInfo(&r, &a) != nil {
 			return
 		}

@@ -1,11 +1,10 @@
 package verify
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"trustpool/internal/evidence"
+	"trustpool/internal/wire"
 )
 
 // TPM 2.0 constants (TPM 2.0 Library, Part 2: Structures).
@@ -42,82 +41,6 @@ const (
 	attrSign                uint32 = 1 << 18
 )
 
-// errShort reports a structure that runs past the end of its buffer.
-var errShort = errors.New("truncated")
-
-// reader decodes the TPM's big-endian wire format with bounds checks. The
-// first short read sets err and later reads return zero values, so callers
-// check err once after a group of reads. Returned slices alias the input.
-type reader struct {
-	b   []byte
-	off int
-	err error
-}
-
-func (r *reader) len() int { return len(r.b) - r.off }
-
-func (r *reader) bytes(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || n > r.len() {
-		r.err = errShort
-		return nil
-	}
-	v := r.b[r.off : r.off+n : r.off+n]
-	r.off += n
-	return v
-}
-
-func (r *reader) u8() uint8 {
-	if v := r.bytes(1); v != nil {
-		return v[0]
-	}
-	return 0
-}
-
-func (r *reader) u16() uint16 {
-	if v := r.bytes(2); v != nil {
-		return binary.BigEndian.Uint16(v)
-	}
-	return 0
-}
-
-func (r *reader) u32() uint32 {
-	if v := r.bytes(4); v != nil {
-		return binary.BigEndian.Uint32(v)
-	}
-	return 0
-}
-
-func (r *reader) u64() uint64 {
-	if v := r.bytes(8); v != nil {
-		return binary.BigEndian.Uint64(v)
-	}
-	return 0
-}
-
-// tpm2b reads a TPM2B: a 16-bit size, then that many bytes, at most max.
-func (r *reader) tpm2b(max int) []byte {
-	n := int(r.u16())
-	if r.err == nil && n > max {
-		r.err = fmt.Errorf("%d-byte field, limit %d", n, max)
-		return nil
-	}
-	return r.bytes(n)
-}
-
-// end reports an error if decoding failed or left bytes over.
-func (r *reader) end() error {
-	if r.err != nil {
-		return r.err
-	}
-	if r.len() != 0 {
-		return fmt.Errorf("%d trailing bytes", r.len())
-	}
-	return nil
-}
-
 // attest is a decoded TPMS_ATTEST of a quote. Its byte fields alias the
 // decoded buffer.
 type attest struct {
@@ -139,18 +62,18 @@ type attest struct {
 
 // decodeAttestHeader decodes the fields common to every TPMS_ATTEST, up to
 // and including firmwareVersion, leaving r at the type-specific part.
-func decodeAttestHeader(r *reader, a *attest) error {
-	a.magic = r.u32()
-	a.typ = r.u16()
-	a.qualifiedSigner = r.tpm2b(2 + 64) // TPM2B_NAME: alg + digest
-	a.extraData = r.tpm2b(64)           // TPM2B_DATA: sizeof(TPMT_HA)
-	a.clock = r.u64()
-	a.resetCount = r.u32()
-	a.restartCount = r.u32()
-	safe := r.u8()
-	a.firmwareVersion = r.u64()
-	if r.err != nil {
-		return fmt.Errorf("TPMS_ATTEST header: %w", r.err)
+func decodeAttestHeader(r *wire.Reader, a *attest) error {
+	a.magic = r.U32()
+	a.typ = r.U16()
+	a.qualifiedSigner = r.Sized16(2 + 64) // TPM2B_NAME: alg + digest
+	a.extraData = r.Sized16(64)           // TPM2B_DATA: sizeof(TPMT_HA)
+	a.clock = r.U64()
+	a.resetCount = r.U32()
+	a.restartCount = r.U32()
+	safe := r.U8()
+	a.firmwareVersion = r.U64()
+	if r.Err() != nil {
+		return fmt.Errorf("TPMS_ATTEST header: %w", r.Err())
 	}
 	if safe > 1 {
 		return fmt.Errorf("TPMS_CLOCK_INFO.safe is %d, want 0 or 1", safe)
@@ -161,24 +84,24 @@ func decodeAttestHeader(r *reader, a *attest) error {
 
 // decodeQuoteInfo decodes a TPMS_QUOTE_INFO and requires it to end the
 // buffer. A bank trustpool does not know may appear only with no PCR selected.
-func decodeQuoteInfo(r *reader, a *attest) error {
-	n := r.u32()
-	if r.err != nil {
-		return fmt.Errorf("TPMS_QUOTE_INFO: %w", r.err)
+func decodeQuoteInfo(r *wire.Reader, a *attest) error {
+	n := r.U32()
+	if r.Err() != nil {
+		return fmt.Errorf("TPMS_QUOTE_INFO: %w", r.Err())
 	}
 	if n > maxSelections {
 		return fmt.Errorf("TPML_PCR_SELECTION has %d entries, limit %d", n, maxSelections)
 	}
 	var seen [maxSelections]uint16
 	for i := range n {
-		alg := r.u16()
-		size := int(r.u8())
-		if r.err == nil && size > maxSelectBytes {
+		alg := r.U16()
+		size := int(r.U8())
+		if r.Err() == nil && size > maxSelectBytes {
 			return fmt.Errorf("PCR selection of %d bytes, limit %d", size, maxSelectBytes)
 		}
-		bits := r.bytes(size)
-		if r.err != nil {
-			return fmt.Errorf("TPML_PCR_SELECTION: %w", r.err)
+		bits := r.Bytes(size)
+		if r.Err() != nil {
+			return fmt.Errorf("TPML_PCR_SELECTION: %w", r.Err())
 		}
 		for _, s := range seen[:i] {
 			if s == alg {
@@ -212,8 +135,8 @@ func decodeQuoteInfo(r *reader, a *attest) error {
 		a.selection = append(a.selection, evidence.Selection{Bank: bank, PCRs: pcrs})
 		a.masks = append(a.masks, mask)
 	}
-	a.pcrDigest = r.tpm2b(64)
-	if err := r.end(); err != nil {
+	a.pcrDigest = r.Sized16(64)
+	if err := r.End(); err != nil {
 		return fmt.Errorf("TPMS_QUOTE_INFO: %w", err)
 	}
 	return nil
@@ -231,21 +154,21 @@ type signature struct {
 // decodeSignature decodes a TPMT_SIGNATURE of scheme RSASSA, RSAPSS or
 // ECDSA, with no trailing bytes.
 func decodeSignature(b []byte) (signature, error) {
-	r := reader{b: b}
-	s := signature{alg: r.u16(), hash: r.u16()}
-	if r.err != nil {
-		return s, fmt.Errorf("TPMT_SIGNATURE: %w", r.err)
+	r := wire.BigEndian(b)
+	s := signature{alg: r.U16(), hash: r.U16()}
+	if r.Err() != nil {
+		return s, fmt.Errorf("TPMT_SIGNATURE: %w", r.Err())
 	}
 	switch s.alg {
 	case algRSASSA, algRSAPSS:
-		s.sig = r.tpm2b(maxRSABits / 8)
+		s.sig = r.Sized16(maxRSABits / 8)
 	case algECDSA:
-		s.r = r.tpm2b(maxECCBytes)
-		s.s = r.tpm2b(maxECCBytes)
+		s.r = r.Sized16(maxECCBytes)
+		s.s = r.Sized16(maxECCBytes)
 	default:
 		return s, fmt.Errorf("TPMT_SIGNATURE: unsupported scheme 0x%04x", s.alg)
 	}
-	if err := r.end(); err != nil {
+	if err := r.End(); err != nil {
 		return s, fmt.Errorf("TPMT_SIGNATURE: %w", err)
 	}
 	return s, nil

@@ -26,6 +26,7 @@ import (
 	"trustpool/internal/eventlog"
 	"trustpool/internal/evidence"
 	"trustpool/internal/verdict"
+	"trustpool/internal/wire"
 )
 
 // Input is one attestation to verify.
@@ -128,7 +129,7 @@ func (ak *AK) Verify(in Input) Result {
 	}
 
 	var a attest
-	r := reader{b: ev.Quote}
+	r := wire.BigEndian(ev.Quote)
 	if err := decodeAttestHeader(&r, &a); err != nil {
 		return fail(verdict.CodeMalformed, "quote: %v", err)
 	}
