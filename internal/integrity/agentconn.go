@@ -64,7 +64,7 @@ func (a *HTTPAgents) keep(ac *agentClient, conn *agentConn) {
 // changed (a re-admission: the old client's connection is closed).
 func (a *HTTPAgents) client(h store.Host) (*agentClient, error) {
 	if c, ok := a.clients.Load(h.Name); ok {
-		if c := c.(*agentClient); bytes.Equal(c.pinned, h.AgentCert) && c.url == h.URL {
+		if c := c.(*agentClient); c.url == h.URL && bytes.Equal(c.pinned, pinnedDER(h.AgentCert)) {
 			return c, nil
 		}
 	}
@@ -87,8 +87,12 @@ func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
 	if port == "" {
 		port = "443"
 	}
+	pinned := pinnedDER(h.AgentCert)
+	if pinned == nil {
+		return nil, fmt.Errorf("the agent certificate pinned for %s is not a PEM certificate", h.Name)
+	}
 	ac := &agentClient{
-		name: h.Name, pinned: h.AgentCert, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
+		name: h.Name, pinned: pinned, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
 		host: u.Host, path: QuotePath,
 	}
 	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
@@ -103,7 +107,8 @@ func (a *HTTPAgents) verifyConnection(ac *agentClient, cs tls.ConnectionState) e
 	if ac.checkedBefore(cs.PeerCertificates) {
 		return nil
 	}
-	if err := a.verify(cs.PeerCertificates, ac.name, ac.pinned, x509.ExtKeyUsageServerAuth); err != nil {
+	pinned := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ac.pinned})
+	if err := a.verify(cs.PeerCertificates, ac.name, pinned, x509.ExtKeyUsageServerAuth); err != nil {
 		return err
 	}
 	ac.checked.Store(min(cs.PeerCertificates[0].NotAfter.UnixNano(), time.Now().Add(recheck).UnixNano()))
@@ -164,11 +169,18 @@ func (ac *agentClient) checkedBefore(chain []*x509.Certificate) bool {
 	if len(chain) == 0 || time.Now().UnixNano() >= ac.checked.Load() {
 		return false
 	}
-	// The pin is decoded at each connection rather than kept decoded too:
-	// half a kilobyte a host.
-	block, _ := pem.Decode(ac.pinned)
 	leaf := chain[0]
-	return block != nil && bytes.Equal(leaf.Raw, block.Bytes) && !time.Now().Before(leaf.NotBefore)
+	return bytes.Equal(leaf.Raw, ac.pinned) && !time.Now().Before(leaf.NotBefore)
+}
+
+// pinnedDER is the DER of a pinned certificate as the store keeps it (PEM),
+// nil when it is not one: a client keeps the DER, half the size.
+func pinnedDER(certPEM []byte) []byte {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil
+	}
+	return block.Bytes
 }
 
 // closeIdle closes ac's kept connection, and keeps none after.
@@ -188,7 +200,7 @@ func (a *HTTPAgents) closeIdle(ac *agentClient) {
 // host costs its names, its pin and its session.
 type agentClient struct {
 	name     string
-	pinned   []byte // PEM, as admitted
+	pinned   []byte // the admitted certificate, DER
 	url      string
 	addr     string // host:port to dial
 	host     string // the Host header

@@ -108,12 +108,7 @@ type Service struct {
 	push *pushHub
 
 	mu  sync.Mutex // guards aks
-	aks map[string]*akEntry
-}
-
-type akEntry struct {
-	public []byte
-	ak     *verify.AK
+	aks map[string]*verify.AK
 }
 
 // New builds the service. Call Load before serving relying parties.
@@ -125,7 +120,7 @@ func New(cfg Config, s Store, agents Challenger) *Service {
 	}
 	svc := &Service{
 		cfg: cfg, store: s, agents: agents, rec: rec, nonces: newNonces(),
-		sched: newSchedule(cfg.Interval, cfg.Now), aks: map[string]*akEntry{},
+		sched: newSchedule(cfg.Interval, cfg.Now), aks: map[string]*verify.AK{},
 		push: newPushHub(),
 	}
 	svc.sched.pushDue = svc.push.want
@@ -492,14 +487,14 @@ func (s *Service) plan(ctx context.Context, kg *knowngood.Set) ([]verdict.Verdic
 func (s *Service) akOf(h store.Host) (*verify.AK, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.aks[h.Name]; e != nil && string(e.public) == string(h.AKPublic) {
-		return e.ak, nil
+	if ak := s.aks[h.Name]; ak != nil && ak.Is(h.AKPublic) {
+		return ak, nil
 	}
 	ak, err := verify.ParseAK(h.AKPublic)
 	if err != nil {
 		return nil, err
 	}
-	s.aks[h.Name] = &akEntry{public: h.AKPublic, ak: ak}
+	s.aks[h.Name] = ak
 	return ak, nil
 }
 

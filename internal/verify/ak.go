@@ -243,5 +243,8 @@ func (ak *AK) QualifiedName() []byte { return bytes.Clone(ak.qualifiedName) }
 // Public returns the TPMT_PUBLIC bytes the AK was parsed from.
 func (ak *AK) Public() []byte { return bytes.Clone(ak.public) }
 
+// Is reports whether public is this key's TPMT_PUBLIC, byte for byte.
+func (ak *AK) Is(public []byte) bool { return bytes.Equal(ak.public, public) }
+
 // PublicKey returns the AK's public key: *rsa.PublicKey or *ecdsa.PublicKey.
 func (ak *AK) PublicKey() crypto.PublicKey { return ak.key }
