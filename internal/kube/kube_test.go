@@ -32,6 +32,7 @@ import (
 	"trustpool/internal/kube"
 	"trustpool/internal/kube/kubetest"
 	"trustpool/internal/server"
+	"trustpool/internal/server/servertest"
 	"trustpool/internal/verdict"
 )
 
@@ -260,34 +261,18 @@ type trustpool struct {
 // makes the first the golden host, so that all are trusted.
 func startTrustpool(t testing.TB, n int, edit func(*server.Config)) *trustpool {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	log := testLog(t)
 	cfg := server.Config{StateDir: t.TempDir(), Listen: "127.0.0.1:0", Log: log, EnrollPerMinute: 6000,
 		Integrity: integrity.Config{Interval: time.Hour, Log: log}}
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		srv.Close()
-	})
-	tok, err := os.ReadFile(filepath.Join(cfg.StateDir, server.AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &trustpool{srv: srv, api: api.NewClient(srv.URL(), srv.CAPEM(), strings.TrimSpace(string(tok)))}
+	srv, ctx, tok := servertest.Start(t, cfg)
+	tp := &trustpool{srv: srv, api: api.NewClient(srv.URL(), srv.CAPEM(), tok)}
 	if n == 0 {
 		return tp
 	}
+	var err error
 	tp.fleet, err = fleet.New(fleet.Config{Server: srv.URL(), ServerCA: srv.CAPEM(), Nodes: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		JoinToken: fleet.AdminJoinTokens(tp.api)})
 	if err != nil {

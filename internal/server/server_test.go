@@ -25,6 +25,7 @@ import (
 	"trustpool/internal/evidence"
 	"trustpool/internal/integrity"
 	"trustpool/internal/server"
+	"trustpool/internal/server/servertest"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
@@ -54,31 +55,14 @@ func startServerWith(t *testing.T, edit func(*server.Config)) *env {
 // startServerIn is startServerWith in the state directory dir.
 func startServerIn(t *testing.T, dir string, edit func(*server.Config)) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log,
 		Integrity: integrity.Config{Interval: time.Hour, Log: log}}
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		srv.Close()
-	})
-	tok, err := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, srv: srv, http: api.NewHTTPClient(srv.CAPEM()), token: strings.TrimSpace(string(tok)), ctx: ctx}
+	srv, ctx, tok := servertest.Start(t, cfg)
+	return &env{t: t, srv: srv, http: api.NewHTTPClient(srv.CAPEM()), token: tok, ctx: ctx}
 }
 
 // call sends body (raw bytes or a value to encode) and returns status and body.

@@ -22,6 +22,7 @@ import (
 	"trustpool/internal/integrity"
 	"trustpool/internal/pki"
 	"trustpool/internal/server"
+	"trustpool/internal/server/servertest"
 	"trustpool/internal/store"
 	"trustpool/internal/verdict"
 )
@@ -70,7 +71,6 @@ type fixture struct {
 // back: tests attest through the API.
 func newFixture(t *testing.T, cfg integrity.Config, opts ...func(*server.Config)) *fixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
 	// Attacks make the server log warnings by design; show only errors.
@@ -83,20 +83,7 @@ func newFixture(t *testing.T, cfg integrity.Config, opts ...func(*server.Config)
 	for _, o := range opts {
 		o(&scfg)
 	}
-	srv, err := server.New(ctx, scfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		srv.Close()
-	})
+	srv, ctx, admin := servertest.Start(t, scfg)
 	ca, err := pki.LoadOrCreateCA(dir, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +91,7 @@ func newFixture(t *testing.T, cfg integrity.Config, opts ...func(*server.Config)
 	return &fixture{
 		t: t, ctx: ctx, dir: dir, clock: clk, srv: srv, ca: ca,
 		http:     api.NewHTTPClient(srv.CAPEM()),
-		admin:    readSecret(t, filepath.Join(dir, server.AdminTokenFile)),
+		admin:    admin,
 		novaBlob: readSecret(t, filepath.Join(dir, server.NovaBlobFile)),
 		sims:     map[string]*simAgent{}, nodes: map[string]*swNode{},
 	}

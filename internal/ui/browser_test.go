@@ -30,6 +30,7 @@ import (
 	"trustpool/internal/integrity"
 	"trustpool/internal/pki"
 	"trustpool/internal/server"
+	"trustpool/internal/server/servertest"
 	"trustpool/internal/store"
 	"trustpool/internal/ui"
 	"trustpool/internal/verdict"
@@ -104,34 +105,16 @@ type dash struct {
 
 func startDash(t *testing.T) *dash {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.New(ctx, server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log,
+	srv, ctx, tok := servertest.Start(t, server.Config{StateDir: dir, Listen: "127.0.0.1:0", Log: log,
 		Integrity: integrity.Config{Interval: time.Hour, Log: log}})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		srv.Close()
-	})
 	ca, err := pki.LoadOrCreateCA(dir, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := os.ReadFile(filepath.Join(dir, server.AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &dash{t: t, ctx: ctx, srv: srv, ca: ca, http: api.NewHTTPClient(srv.CAPEM()),
-		admin: strings.TrimSpace(string(tok)), nodes: map[string]*simNode{}}
+		admin: tok, nodes: map[string]*simNode{}}
 }
 
 // addNode starts a simulated node booted with hypervisor and stores it as
