@@ -146,6 +146,7 @@ terminal, or with --progress.`,
 	f.IntVar(&cfg.Replicas, "replicas", 1, "server processes sharing the PostgreSQL database and the CA (more than 1 needs --db)")
 	f.DurationVar(&cfg.KillReplicaAfter, "kill-replica-after", 0, "with replicas: SIGKILL replica 2 this long into the window and measure the takeover")
 	f.DurationVar(&cfg.LeaseTime, "lease-time", 0, "with replicas: the servers' --lease-time (default the server's, 30s)")
+	f.IntVar(&cfg.AgentConns, "agent-conns", 0, "the servers' --agent-conns: agent connections kept open between challenges (0 the server's default, -1 none)")
 	f.StringVar(&cfg.Mode, "mode", "pull", "the nodes' agent mode: pull (the server challenges each node) or push (each node pushes its evidence)")
 	f.BoolVar(&keepLogs, "keep", false, "keep the scratch directory (the server's log and state)")
 	return cmd

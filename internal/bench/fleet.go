@@ -62,6 +62,9 @@ type FleetConfig struct {
 	// the window (needs Replicas > 1).
 	KillReplicaAfter time.Duration
 	LeaseTime        time.Duration // the replicas' --lease-time (default: the server's, 30 s)
+	// AgentConns is the servers' --agent-conns: agent connections kept
+	// open between challenges (0: the server's default, -1 none).
+	AgentConns int
 	// Mode is the nodes' agent mode: "pull" (the default) or "push"
 	// (docs/push.md: the nodes open no port and push their evidence).
 	Mode string
@@ -87,6 +90,7 @@ type FleetResult struct {
 	ValidityS  float64 `json:"validity_s"`
 	DurationS  float64 `json:"duration_s"` // the measured window
 	Replicas   int     `json:"replicas"`
+	AgentConns int     `json:"agent_conns"` // --agent-conns given to the servers, 0 their default
 	DB         string  `json:"db"`
 	AK         string  `json:"ak"`
 	CPUs       int     `json:"cpus"`
@@ -202,6 +206,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 	if cfg.LeaseTime < 0 {
 		return nil, errors.New("bench fleet: --lease-time must not be negative")
 	}
+	if cfg.AgentConns < -1 {
+		return nil, fmt.Errorf("bench fleet: --agent-conns %d: want 0 (the server's default), -1 (none) or a number of connections", cfg.AgentConns)
+	}
 	switch cfg.Mode {
 	case "":
 		cfg.Mode = "pull"
@@ -224,7 +231,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		return nil, err
 	}
 	res := &FleetResult{Nodes: cfg.Nodes, Mode: cfg.Mode, IntervalS: cfg.Interval.Seconds(), DurationS: cfg.Duration.Seconds(), Replicas: cfg.Replicas,
-		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite", SimProcs: procs}
+		AK: cfg.AK.String(), CPUs: runtime.NumCPU(), Tampered: cfg.Tampered, DB: "sqlite", SimProcs: procs,
+		AgentConns: cfg.AgentConns}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -813,6 +821,9 @@ func startServer(ctx context.Context, cfg FleetConfig, dsn string, n int, seed s
 		"--validity", validity.String(), "--enroll-rate", "1000000"}
 	if dsn != "" {
 		args = append(args, "--db", dsn)
+	}
+	if cfg.AgentConns != 0 {
+		args = append(args, "--agent-conns", strconv.Itoa(cfg.AgentConns))
 	}
 	if cfg.Replicas > 1 {
 		args = append(args, "--replica", name)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -225,6 +226,28 @@ func TestSimProcs(t *testing.T) {
 		got, err := simProcs(FleetConfig{Nodes: c.nodes, SimProcs: c.procs, Mode: c.mode})
 		if c.want == 0 && err == nil || c.want != 0 && (err != nil || got != c.want) {
 			t.Errorf("%d %s nodes, --sim-procs %d: %d processes (%v), want %d", c.nodes, c.mode, c.procs, got, err, c.want)
+		}
+	}
+}
+
+// TestFleetConfigRefused: a configuration the bench cannot run is refused
+// before anything starts, with the flag it is about.
+func TestFleetConfigRefused(t *testing.T) {
+	ok := FleetConfig{Nodes: 10, Interval: time.Second, Duration: time.Second}
+	for _, tc := range []struct {
+		edit func(*FleetConfig)
+		want string
+	}{
+		{func(c *FleetConfig) { c.Nodes = 0 }, "--nodes"},
+		{func(c *FleetConfig) { c.Tampered = 10 }, "--tampered 10"},
+		{func(c *FleetConfig) { c.Replicas = 3 }, "--replicas 3 needs --db"},
+		{func(c *FleetConfig) { c.AgentConns = -2 }, "--agent-conns -2"},
+		{func(c *FleetConfig) { c.Mode = "poll" }, "--mode"},
+	} {
+		cfg := ok
+		tc.edit(&cfg)
+		if _, err := RunFleet(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("RunFleet(%+v) = %v, want an error naming %q", cfg, err, tc.want)
 		}
 	}
 }
