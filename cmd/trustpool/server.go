@@ -51,7 +51,7 @@ func serverCommand(run func(cmd *cobra.Command, c config.Server, cfg server.Conf
 	f.DurationVar(&fl.Interval, "interval", fl.Interval, "re-attestation interval (keep it below Nova's attestation_auth_timeout)")
 	f.DurationVar(&fl.Validity, "validity", 0, "how long a verdict stands (default 3 × interval)")
 	f.DurationVar(&fl.ChallengeTimeout, "challenge-timeout", fl.ChallengeTimeout, "deadline for one challenge round trip")
-	f.IntVar(&fl.AgentConns, "agent-conns", fl.AgentConns, "agent connections kept open between challenges (each spares a TLS handshake a challenge, holds ~25 KB): 0 the default 1024, -1 none; none at an interval of 90s or more")
+	f.IntVar(&fl.AgentConns, "agent-conns", fl.AgentConns, "agent connections kept open between challenges (each spares a TLS handshake a challenge, holds ~25 KB): 0 the default 256, -1 none; none at an interval of 90s or more")
 	f.Float64Var(&fl.EnrollRate, "enroll-rate", fl.EnrollRate, "enrollment requests allowed per client address per minute")
 	f.StringVar(&fl.EKCABundle, "ek-ca-bundle", "", "PEM bundle of TPM vendor CAs: EK certificates agents present must chain to one")
 	f.BoolVar(&fl.RequireEKCert, "require-ek-cert", false, "admit only TPMs with a valid EK certificate (needs --ek-ca-bundle)")

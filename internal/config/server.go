@@ -121,7 +121,7 @@ func (c *Server) Validate() error {
 		}
 	}
 	if c.AgentConns < -1 {
-		errs = append(errs, fmt.Errorf("agent_conns %d: want 0 (the default, 1024), -1 (none) or a number of connections", c.AgentConns))
+		errs = append(errs, fmt.Errorf("agent_conns %d: want 0 (the default, 256), -1 (none) or a number of connections", c.AgentConns))
 	}
 	if c.Validity < 0 {
 		errs = append(errs, fmt.Errorf("validity %v: want 0 (3 × interval) or a positive duration", c.Validity))
