@@ -351,3 +351,19 @@ func BenchmarkAgentConnMemory(b *testing.B) {
 		})
 	}
 }
+
+// A host whose pinned certificate is not a PEM certificate is not dialled:
+// nothing could match it.
+func TestAgentPinNotPEM(t *testing.T) {
+	ag, h, a, _ := newAgentSetup(t, 10)
+	for _, pin := range [][]byte{nil, []byte("not PEM"), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")} {
+		h.AgentCert = pin
+		err := challengeOnce(t, ag, h)
+		if err == nil || errors.Is(err, ErrAgent) || !strings.Contains(err.Error(), "not a PEM certificate") {
+			t.Errorf("pin %q: err = %v, want a refusal naming the pin", pin, err)
+		}
+	}
+	if n := a.conns.Load(); n != 0 {
+		t.Errorf("the agent saw %d connections, want none", n)
+	}
+}
