@@ -179,6 +179,10 @@ func TestTraitSyncReplicas(t *testing.T) {
 		}
 	}
 
+	// The start reconcile first: one that read the levels after a verdict
+	// below and Placement before its change was applied would find drift
+	// and look the host up once more (and write nothing twice).
+	waitFor(t, "the start reconcile", func() bool { return w.TraitListings() == 1 })
 	record(map[string]verdict.Level{"r1": verdict.Trusted, "r2": verdict.Trusted, "r3": verdict.Trusted, "r4": verdict.Untrusted, "r5": verdict.Trusted})
 	waitFor(t, "r1, r2, r3, r5 marked", candidatesAre(t, p, rp, "r1", "r2", "r3", "r5"))
 	for _, n := range []string{"r1", "r2", "r3", "r5"} {

@@ -304,10 +304,11 @@ type Wire struct {
 	// unreachable Placement does.
 	Down atomic.Bool
 
-	mu       sync.Mutex     // guards writes, lookups and listings
+	mu       sync.Mutex     // guards writes, lookups and the listings
 	writes   map[string]int // provider UUID → accepted trait writes
 	lookups  map[string]int // name → GET /resource_providers?name=
 	listings int            // GET /resource_providers with no filter
+	required int            // GET /resource_providers?required=: a reconcile's second listing
 }
 
 // NewWire returns a Wire in front of next (the server's Client.Transport).
@@ -334,6 +335,8 @@ func (w *Wire) RoundTrip(req *http.Request) (*http.Response, error) {
 		w.lookups[q.Get("name")]++
 	case req.Method == http.MethodGet && p == "/resource_providers" && len(q) == 0:
 		w.listings++
+	case req.Method == http.MethodGet && p == "/resource_providers" && q.Has("required"):
+		w.required++
 	}
 	return res, err
 }
@@ -344,4 +347,13 @@ func (w *Wire) Counts() (writes, lookups map[string]int, listings int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return maps.Clone(w.writes), maps.Clone(w.lookups), w.listings
+}
+
+// TraitListings is how many listings of the providers with a required
+// trait were answered: a reconcile's second and last look at Placement,
+// after which it decides from the levels alone.
+func (w *Wire) TraitListings() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.required
 }
