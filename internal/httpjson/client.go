@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -150,22 +151,31 @@ func ReadAnswer(resp *http.Response, limit int64) ([]byte, error) {
 // come: a claimed length is not an allocation the peer can ask for).
 func readAll(resp *http.Response, limit int64) ([]byte, error) {
 	const presize = 64 << 10
-	if n := resp.ContentLength; n < 0 || n > presize {
-		return io.ReadAll(io.LimitReader(resp.Body, limit))
+	claimed := resp.ContentLength
+	if claimed > presize {
+		claimed = 0
 	}
-	r := io.LimitReader(resp.Body, limit)
-	b := make([]byte, 0, resp.ContentLength+1) // +1: reading to EOF needs no growth
+	return AppendBody(nil, io.LimitReader(resp.Body, limit), claimed)
+}
+
+// AppendBody appends all of r to buf. A positive claimed length (a
+// Content-Length the caller has bounded) grows buf once, with room to see
+// io.EOF without growing again; beyond it buf grows as the bytes come.
+func AppendBody(buf []byte, r io.Reader, claimed int64) ([]byte, error) {
+	if claimed > 0 {
+		buf = slices.Grow(buf, int(claimed)+1)
+	}
 	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)] // more than claimed: grow
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 4096)
 		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
 		if err == io.EOF {
-			return b, nil
+			return buf, nil
 		}
 		if err != nil {
-			return b, err
+			return buf, err
 		}
 	}
 }

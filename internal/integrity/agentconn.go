@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -64,7 +65,7 @@ func (a *HTTPAgents) keep(ac *agentClient, conn *agentConn) {
 // changed (a re-admission: the old client's connection is closed).
 func (a *HTTPAgents) client(h store.Host) (*agentClient, error) {
 	if c, ok := a.clients.Load(h.Name); ok {
-		if c := c.(*agentClient); c.url == h.URL && bytes.Equal(c.pinned, pinnedDER(h.AgentCert)) {
+		if c := c.(*agentClient); c.url == h.URL && c.pinSum == sha256.Sum256(h.AgentCert) {
 			return c, nil
 		}
 	}
@@ -92,8 +93,8 @@ func (a *HTTPAgents) newClient(h store.Host) (*agentClient, error) {
 		return nil, fmt.Errorf("the agent certificate pinned for %s is not a PEM certificate", h.Name)
 	}
 	ac := &agentClient{
-		name: h.Name, pinned: pinned, url: h.URL, addr: net.JoinHostPort(u.Hostname(), port),
-		host: u.Host, path: QuotePath,
+		name: h.Name, pinned: pinned, pinSum: sha256.Sum256(h.AgentCert), url: h.URL,
+		addr: net.JoinHostPort(u.Hostname(), port), host: u.Host, path: QuotePath,
 	}
 	if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
 		ac.path = p + QuotePath
@@ -199,8 +200,11 @@ func (a *HTTPAgents) closeIdle(ac *agentClient) {
 // It holds no TLS configuration: each dial clones the server's, so that a
 // host costs its names, its pin and its session.
 type agentClient struct {
-	name     string
-	pinned   []byte // the admitted certificate, DER
+	name   string
+	pinned []byte // the admitted certificate, DER
+	// pinSum is the SHA-256 of the pin's PEM as the store keeps it: a
+	// challenge tells a re-admission by it without decoding the PEM.
+	pinSum   [32]byte
 	url      string
 	addr     string // host:port to dial
 	host     string // the Host header

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"trustpool/internal/evidence"
+	"trustpool/internal/httpjson"
 	"trustpool/internal/verdict"
 )
 
@@ -198,23 +198,11 @@ func (c *vtimeCache) append(buf []byte, t time.Time) []byte {
 // readBody appends the whole request body, at most MaxPollBody bytes, to
 // buf, growing it once from Content-Length when the client sent one.
 func readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error) {
-	if n := r.ContentLength; n > 0 && n <= MaxPollBody {
-		buf = slices.Grow(buf, int(n)+1) // +1: room to see io.EOF without growing
+	claimed := r.ContentLength
+	if claimed > MaxPollBody {
+		claimed = 0
 	}
-	rd := http.MaxBytesReader(w, r.Body, MaxPollBody)
-	for {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, 4096)
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
+	return httpjson.AppendBody(buf, http.MaxBytesReader(w, r.Body, MaxPollBody), claimed)
 }
 
 // maxPooled is the largest buffer kept for reuse; the rare huge request
