@@ -73,7 +73,11 @@ type fixture struct {
 	path   string
 }
 
-func newFixture(t *testing.T, hosts ...string) *fixture {
+func newFixture(t testing.TB, hosts ...string) *fixture {
+	return newFixtureAlg(t, verifytest.RSA2048, hosts...)
+}
+
+func newFixtureAlg(t testing.TB, alg verifytest.Alg, hosts ...string) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "t.db")
@@ -85,7 +89,7 @@ func newFixture(t *testing.T, hosts ...string) *fixture {
 	ag := &agents{nodes: map[string]*verifytest.Node{}, down: map[string]bool{}, replay: map[string]*evidence.Evidence{},
 		last: map[string]*evidence.Evidence{}, lastSent: map[string]*evidence.Challenge{}}
 	for _, h := range hosts {
-		n, err := verifytest.NewNode(verifytest.RSA2048, h)
+		n, err := verifytest.NewNode(alg, h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +110,7 @@ func (f *fixture) newService() *Service {
 }
 
 // golden makes host's current measurements the known-good values.
-func (f *fixture) golden(t *testing.T, host string) {
+func (f *fixture) golden(t testing.TB, host string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := f.svc.Attest(ctx, host); err != nil {
