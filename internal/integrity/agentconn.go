@@ -125,6 +125,13 @@ type sessionCache struct {
 	ticket, state []byte
 }
 
+// has reports whether a session is kept.
+func (c *sessionCache) has() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ticket != nil
+}
+
 func (c *sessionCache) Get(string) (*tls.ClientSessionState, bool) {
 	c.mu.Lock()
 	ticket, state := c.ticket, c.state
@@ -233,18 +240,40 @@ func (ac *agentClient) request(body []byte) []byte {
 	return append(b, body...)
 }
 
+// resumeCurves are the key exchanges a resumption offers. A resumed
+// handshake's keys mix the session's secret with a fresh exchange; the
+// secret comes from a full handshake made with the hybrid X25519MLKEM768
+// (Go's default), so the session stays post-quantum with P-256 alone,
+// which costs a quarter of the hybrid exchange. Every dial that does not
+// resume is made with the default exchanges.
+var resumeCurves = []tls.CurveID{tls.CurveP256}
+
 func (a *HTTPAgents) dial(ctx context.Context, ac *agentClient) (*agentConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	resuming := ac.sessions.has()
 	cfg := a.tls.Clone()
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return a.verifyConnection(ac, cs) }
 	cfg.ClientSessionCache = &ac.sessions
+	if resuming {
+		cfg.CurvePreferences = resumeCurves
+	}
 	d := tls.Dialer{Config: cfg}
 	c, err := d.DialContext(ctx, "tcp", ac.addr)
 	if err != nil {
 		return nil, err
 	}
-	return &agentConn{Conn: c.(*tls.Conn)}, nil
+	conn := c.(*tls.Conn)
+	if cs := conn.ConnectionState(); resuming && !cs.DidResume && cs.Version == tls.VersionTLS13 {
+		// The agent refused the session (it restarted, or rotated its
+		// ticket keys): this full handshake was made with P-256 alone, and
+		// its sessions would be classical. It carries nothing; the dial is
+		// made again with the default exchanges.
+		conn.Close()
+		ac.sessions.Put("", nil)
+		return a.dial(ctx, ac)
+	}
+	return &agentConn{Conn: conn}, nil
 }
 
 // agentConn is a connection to an agent, between challenges or in one.

@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,11 +71,27 @@ func (p *agentPKI) agentCert(t testing.TB, host string) (tls.Certificate, []byte
 }
 
 // testAgent is an agent's listener on loopback answering challenges with
-// a node's evidence; it counts connections and TLS resumptions.
+// a node's evidence; it counts connections and TLS resumptions, and keeps
+// the key exchange of every handshake.
 type testAgent struct {
 	*httptest.Server
 	conns, resumed atomic.Int64
 	tls            atomic.Pointer[tls.Config]
+
+	mu         sync.Mutex
+	handshakes []handshake
+}
+
+// handshake is what a test agent saw of one.
+type handshake struct {
+	resumed bool
+	curve   tls.CurveID
+}
+
+func (a *testAgent) seen() []handshake {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.handshakes)
 }
 
 // setCert makes the agent present cert from the next handshake on, with
@@ -87,6 +105,9 @@ func (a *testAgent) setCert(p *agentPKI, cert tls.Certificate) {
 			if cs.DidResume {
 				a.resumed.Add(1)
 			}
+			a.mu.Lock()
+			a.handshakes = append(a.handshakes, handshake{cs.DidResume, cs.CurveID})
+			a.mu.Unlock()
 			return nil
 		},
 	}
@@ -205,6 +226,32 @@ func TestAgentConnectionsBeyondMaxIdle(t *testing.T) {
 	}
 	if n := checked.Load(); n != 1 {
 		t.Fatalf("pinned certificate fully checked %d times, want once for 3 connections", n)
+	}
+}
+
+// A full handshake uses the hybrid post-quantum exchange and a resumption
+// P-256 alone (its keys also mix the hybrid handshake's secret). A
+// resumption the agent refuses (new ticket keys: a restart) is not
+// continued as a classical full handshake: the dial is made again, hybrid.
+func TestAgentResumesWithP256AfterHybrid(t *testing.T) {
+	ag, h, a, p := newAgentSetup(t, 0)
+	for range 2 {
+		if err := challengeOnce(t, ag, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.setCert(p, a.tls.Load().Certificates[0]) // a restart: new ticket keys
+	for range 2 {
+		if err := challengeOnce(t, ag, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hybrid, p256 := tls.X25519MLKEM768, tls.CurveP256
+	// The refused resumption shows as a full P-256 handshake the client
+	// closed at once, before the hybrid one that carried the challenge.
+	want := []handshake{{false, hybrid}, {true, p256}, {false, p256}, {false, hybrid}, {true, p256}}
+	if got := a.seen(); !slices.Equal(got, want) {
+		t.Fatalf("handshakes (resumed, exchange) = %v, want %v", got, want)
 	}
 }
 
