@@ -155,7 +155,7 @@ func challengeOnce(t testing.TB, ag *HTTPAgents, h store.Host) error {
 	return err
 }
 
-func newAgentSetup(t *testing.T, maxIdle int64) (*HTTPAgents, store.Host, *testAgent, *agentPKI) {
+func newAgentSetup(t testing.TB, maxIdle int64) (*HTTPAgents, store.Host, *testAgent, *agentPKI) {
 	t.Helper()
 	p := newAgentPKI(t)
 	node, err := verifytest.NewNode(verifytest.P256, "node-1.test")
@@ -412,5 +412,35 @@ func TestAgentPinNotPEM(t *testing.T) {
 	}
 	if n := a.conns.Load(); n != 0 {
 		t.Errorf("the agent saw %d connections, want none", n)
+	}
+}
+
+// BenchmarkResumedChallenge is one challenge on a new connection that
+// resumes the agent's TLS session, with the exchange a resumption offers
+// (P-256) and with the hybrid one a full handshake uses. Both ends run in
+// this process, so cpu-ms/op is the server's and the agent's together.
+func BenchmarkResumedChallenge(b *testing.B) {
+	defer func(c []tls.CurveID) { resumeCurves = c }(resumeCurves)
+	for _, c := range []struct {
+		name   string
+		curves []tls.CurveID
+	}{{"P-256", []tls.CurveID{tls.CurveP256}}, {"X25519MLKEM768", []tls.CurveID{tls.X25519MLKEM768}}} {
+		b.Run(c.name, func(b *testing.B) {
+			resumeCurves = c.curves
+			ag, h, a, _ := newAgentSetup(b, 0)
+			if err := challengeOnce(b, ag, h); err != nil {
+				b.Fatal(err)
+			}
+			cpu := cpuTime(b)
+			for b.Loop() {
+				if err := challengeOnce(b, ag, h); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((cpuTime(b)-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			if r, n := a.resumed.Load(), a.conns.Load(); r != n-1 {
+				b.Fatalf("%d of %d connections resumed, want all but the first", r, n)
+			}
+		})
 	}
 }
