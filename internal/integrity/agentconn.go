@@ -244,7 +244,7 @@ func (ac *agentClient) request(body []byte) []byte {
 // handshake's keys mix the session's secret with a fresh exchange; the
 // secret comes from a full handshake made with the hybrid X25519MLKEM768
 // (Go's default), so the session stays post-quantum with P-256 alone,
-// which costs a quarter of the hybrid exchange. Every dial that does not
+// which costs a third of the hybrid exchange. Every dial that does not
 // resume is made with the default exchanges.
 var resumeCurves = []tls.CurveID{tls.CurveP256}
 
@@ -265,9 +265,9 @@ func (a *HTTPAgents) dial(ctx context.Context, ac *agentClient) (*agentConn, err
 	}
 	conn := c.(*tls.Conn)
 	if cs := conn.ConnectionState(); resuming && !cs.DidResume && cs.Version == tls.VersionTLS13 {
-		// The agent refused the session (it restarted, or rotated its
-		// ticket keys): this full handshake was made with P-256 alone, and
-		// its sessions would be classical. It carries nothing; the dial is
+		// The agent refused the session (a restart: its ticket keys are
+		// new): this full handshake was made with P-256 alone, and its
+		// sessions would be classical. It carries nothing; the dial is
 		// made again with the default exchanges.
 		conn.Close()
 		ac.sessions.Put("", nil)
