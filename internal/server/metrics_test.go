@@ -2,11 +2,13 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,11 +194,9 @@ func TestMetricsOutboxDepth(t *testing.T) {
 		}
 	}))
 	t.Cleanup(receiver.Close)
-	closed := httptest.NewServer(http.NotFoundHandler())
-	closed.Close() // a Placement endpoint where nothing answers
 	e := startServerWith(t, func(c *server.Config) {
 		c.Webhooks = &notify.Config{Targets: []string{receiver.URL}, MaxBackoff: time.Second}
-		c.Placement = &nova.TraitSyncConfig{Endpoint: closed.URL, Token: "admin"}
+		c.Placement = &nova.TraitSyncConfig{Endpoint: refusedURL(t), Token: "admin"}
 	})
 	startNode(t, e, "node1", bootsim.Profile{Launch: true})
 	e.golden("node1")
@@ -218,4 +218,25 @@ func TestMetricsOutboxDepth(t *testing.T) {
 	if got := gauge("trustpool_trait_outbox"); got != 1 {
 		t.Errorf("trustpool_trait_outbox = %v with Placement unreachable, want 1", got)
 	}
+}
+
+// refusedURL is a loopback URL whose connections are refused for the whole
+// test: a socket bound to its port but not listening holds the port, so
+// that no listener the test starts can take it (a closed listener's port
+// can be, and then something else answers).
+func refusedURL(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
