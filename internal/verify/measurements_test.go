@@ -2,7 +2,6 @@ package verify_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -95,89 +94,4 @@ func TestMeasuredPCRs(t *testing.T) {
 	if _, err := verify.UnmarshalMeasurements([]byte(`{"pcrs":`)); err == nil {
 		t.Fatal("UnmarshalMeasurements accepted a truncated document")
 	}
-}
-
-// measurementsFrom builds measurements of every shape (nil and empty
-// members, unusual bank names, PCR keys that sort apart as strings) from
-// the bytes of r.
-func measurementsFrom(r *bytes.Reader) *verify.Measurements {
-	next := func(n int) int {
-		c, err := r.ReadByte()
-		if err != nil || n == 0 {
-			return 0
-		}
-		return int(c) % n
-	}
-	banks := []evidence.Bank{evidence.SHA1, evidence.SHA256, evidence.SHA384, "", `"<&>\`, "a&b", "ba\x01nk", "bänk", "\xff"}
-	value := func() []byte {
-		switch n := next(40); n {
-		case 0:
-			return nil
-		default:
-			return bytes.Repeat([]byte{byte(next(256))}, n-1)
-		}
-	}
-	events := func() []eventlog.Event {
-		n := next(5)
-		if n == 0 {
-			return nil
-		}
-		es := make([]eventlog.Event, n-1)
-		for i := range es {
-			es[i] = eventlog.Event{Index: next(256) - 8, PCR: next(256)<<next(24) - 1, Type: uint32(next(256)) << next(32), Data: value()}
-			if d := next(4); d > 0 {
-				es[i].Digests = make([]eventlog.Digest, d-1)
-				for j := range es[i].Digests {
-					es[i].Digests[j] = eventlog.Digest{Bank: banks[next(len(banks))], Value: value()}
-				}
-			}
-		}
-		return es
-	}
-	m := &verify.Measurements{}
-	if n := next(4); n > 0 {
-		m.PCRs = map[evidence.Bank]map[int][]byte{}
-		for range n - 1 {
-			bank := banks[next(len(banks))]
-			if next(5) == 0 {
-				m.PCRs[bank] = nil
-				continue
-			}
-			values := map[int][]byte{}
-			for range next(30) {
-				values[next(256)-2] = value()
-			}
-			m.PCRs[bank] = values
-		}
-	}
-	m.Events, m.DRTMEvents = events(), events()
-	if next(3) == 0 {
-		m.Unproven = []verdict.Reason{verdict.PCRReason(verdict.CodeUnproven, next(24), "sha256", "no <sha256> & more")}
-	}
-	return m
-}
-
-// MarshalMeasurements writes what encoding/json writes, byte for byte.
-func FuzzMarshalMeasurements(f *testing.F) {
-	for i := range 200 {
-		seed := make([]byte, 400)
-		for j := range seed {
-			seed[j] = byte(i*131 + j*j*7 + j/3)
-		}
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m := measurementsFrom(bytes.NewReader(b))
-		got, err := verify.MarshalMeasurements(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("MarshalMeasurements differs from encoding/json:\n got %s\nwant %s", got, want)
-		}
-	})
 }
