@@ -49,13 +49,19 @@ func (s *Store) AdmitHost(ctx context.Context, a Admission) error {
 			}
 		}
 		// Evidence quoted by the AK this admission replaces no longer
-		// verifies under the host's AK: it goes, so that the next
-		// attestation is stored in full even when it measures the same
-		// (see EvidenceRecord). A failed admission rolls this back.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM evidence WHERE host = $1 AND EXISTS (
-				SELECT 1 FROM hosts WHERE name = $1 AND ek_hash = $2 AND ak_public IS DISTINCT FROM $3)`,
-			h.Name, EKHash(h.EKPublic), h.AKPublic); err != nil {
-			return fmt.Errorf("admit host %s: drop evidence of the replaced AK: %w", h.Name, err)
+		// verifies under the host's AK: it goes, with the verdict row's
+		// hash of its measurements, so that the next attestation is stored
+		// in full even when it measures the same (see EvidenceRecord). A
+		// failed admission rolls this back.
+		const replaced = `host = $1 AND EXISTS (
+				SELECT 1 FROM hosts WHERE name = $1 AND ek_hash = $2 AND ak_public IS DISTINCT FROM $3)`
+		for _, stmt := range []string{
+			`DELETE FROM evidence WHERE ` + replaced,
+			`UPDATE verdicts SET measurements_hash = NULL, evidence_at = NULL, evidence_seq = NULL WHERE ` + replaced,
+		} {
+			if _, err := tx.ExecContext(ctx, stmt, h.Name, EKHash(h.EKPublic), h.AKPublic); err != nil {
+				return fmt.Errorf("admit host %s: drop evidence of the replaced AK: %w", h.Name, err)
+			}
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO hosts (`+hostColumns+`, ek_hash)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)

@@ -12,7 +12,8 @@ import (
 // are valid only during the call. An error from fn stops the scan and is
 // returned as is.
 func (s *Store) AllMeasurements(ctx context.Context, fn func(host string, measurements []byte, verifiedAt time.Time, seq int64) error) error {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT host, measurements, verified_at, seq FROM evidence`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT e.host, e.measurements, `+latestVerification+`
+		FROM evidence e LEFT JOIN verdicts v ON v.host = e.host`)
 	if err != nil {
 		return fmt.Errorf("all measurements: %w", err)
 	}

@@ -30,43 +30,37 @@ type EvidenceRecord struct {
 	ContentHash  []byte // SHA-256 of Evidence, set by the store
 }
 
-// The statements of writeEvidence, on the hot write path. An attestation
-// that measured what is stored touches only its time and number: on SQLite
-// the one page holding the row's end (the unchanged evidence pages are not
-// rewritten), on PostgreSQL a tuple whose TOASTed bodies are not copied.
-const (
-	touchEvidence = `UPDATE evidence SET verified_at = $2, seq = $3
-		WHERE host = $1 AND measurements = $4`
-	upsertEvidence = `INSERT INTO evidence (host, evidence, nonce, measurements, verified_at, seq, content_hash)
+// upsertEvidence stores a host's evidence in full. RecordVerdicts runs it
+// only when the measurements differ from the stored ones (the verdict row
+// keeps their hash): a steady host's attestation then writes its verdict
+// row alone, with the time and number of this latest verification, and
+// never rewrites the evidence's kilobytes (on SQLite an update of a row
+// reads and rewrites all of it).
+const upsertEvidence = `INSERT INTO evidence (host, evidence, nonce, measurements, verified_at, seq, content_hash)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (host) DO UPDATE SET evidence = excluded.evidence, nonce = excluded.nonce,
 			measurements = excluded.measurements, verified_at = excluded.verified_at, seq = excluded.seq,
 			content_hash = excluded.content_hash`
-)
 
-// writeEvidence makes ev, verified by attestation seq, the host's latest
-// evidence in tx: in full when its measurements differ from the stored
-// ones (or none are stored), else only its time and number (see
-// EvidenceRecord).
+// writeEvidence makes ev, verified by attestation seq, the host's stored
+// evidence in tx.
 func (s *Store) writeEvidence(ctx context.Context, tx *sql.Tx, ev *EvidenceRecord, seq int64) error {
-	res, err := s.txExec(ctx, tx, touchEvidence, ev.Host, micros(ev.VerifiedAt), seq, ev.Measurements)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return err
-	}
 	sum := sha256.Sum256(ev.Evidence)
-	_, err = s.txExec(ctx, tx, upsertEvidence, ev.Host, ev.Evidence, ev.Nonce, ev.Measurements, micros(ev.VerifiedAt), seq, sum[:])
+	_, err := s.txExec(ctx, tx, upsertEvidence, ev.Host, ev.Evidence, ev.Nonce, ev.Measurements, micros(ev.VerifiedAt), seq, sum[:])
 	return err
 }
+
+// latestVerification is the time and number of the stored evidence's
+// latest verification, in a query joining evidence e and verdicts v.
+const latestVerification = `COALESCE(v.evidence_at, e.verified_at), COALESCE(v.evidence_seq, e.seq)`
 
 // LatestEvidence returns the host's latest verified evidence, or
 // ErrNotFound when it has none.
 func (s *Store) LatestEvidence(ctx context.Context, host string) (EvidenceRecord, error) {
 	e := EvidenceRecord{Host: host}
 	var at int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT evidence, nonce, measurements, verified_at, seq, content_hash FROM evidence WHERE host = $1`, host).
+	err := s.rdb.QueryRowContext(ctx, `SELECT e.evidence, e.nonce, e.measurements, `+latestVerification+`, e.content_hash
+		FROM evidence e LEFT JOIN verdicts v ON v.host = e.host WHERE e.host = $1`, host).
 		Scan(&e.Evidence, &e.Nonce, &e.Measurements, &at, &e.Seq, &e.ContentHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound

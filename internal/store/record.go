@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -55,17 +57,23 @@ type Consequences func(v verdict.Verdict, prev verdict.Level) Transition
 // a history row are written alone or, in a batch, many rows a statement
 // (rowBatch): the multi-row forms are the same statement with more rows.
 const (
-	selectStored = `SELECT level, vtime, expiry, seq FROM verdicts WHERE host = $1`
+	selectStored = `SELECT level, vtime, expiry, seq, measurements_hash FROM verdicts WHERE host = $1`
 	// selectHostStored is lockOne and selectStored in one, for engines
 	// without row locks.
-	selectHostStored = `SELECT v.level, v.vtime, v.expiry, v.seq FROM hosts h LEFT JOIN verdicts v ON v.host = h.name WHERE h.name = $1`
-	verdictInsert    = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq) VALUES `
+	selectHostStored = `SELECT v.level, v.vtime, v.expiry, v.seq, v.measurements_hash FROM hosts h LEFT JOIN verdicts v ON v.host = h.name WHERE h.name = $1`
+	verdictInsert    = `INSERT INTO verdicts (host, level, vtime, expiry, policy, reasons, seq, measurements_hash, evidence_at, evidence_seq) VALUES `
 	historyInsert    = `INSERT INTO verdict_history (host, level, vtime, expiry, policy, reasons, seq) VALUES `
-	verdictRow       = `(?, ?, ?, ?, ?, ?, ?)`
-	verdictUpdate    = `
+	verdictRow       = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	historyRow       = `(?, ?, ?, ?, ?, ?, ?)`
+	// A verdict without evidence (a failure, an expiry, a re-evaluation)
+	// keeps the stored evidence's hash, time and number.
+	verdictUpdate = `
 		ON CONFLICT (host) DO UPDATE SET level = excluded.level, vtime = excluded.vtime,
-			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq`
-	upsertVerdict     = verdictInsert + `($1, $2, $3, $4, $5, $6, $7)` + verdictUpdate
+			expiry = excluded.expiry, policy = excluded.policy, reasons = excluded.reasons, seq = excluded.seq,
+			measurements_hash = COALESCE(excluded.measurements_hash, verdicts.measurements_hash),
+			evidence_at = COALESCE(excluded.evidence_at, verdicts.evidence_at),
+			evidence_seq = COALESCE(excluded.evidence_seq, verdicts.evidence_seq)`
+	upsertVerdict     = verdictInsert + `($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)` + verdictUpdate
 	insertHistory     = historyInsert + `($1, $2, $3, $4, $5, $6, $7)`
 	numberAttestation = `UPDATE hosts SET attest_seq = attest_seq + 1 WHERE name = $1 RETURNING ` + attestColumns + `, attest_seq`
 	// attestColumns are hostColumns with NULL for the EK's public area and
@@ -97,9 +105,12 @@ func (s *Store) NumberAttestation(ctx context.Context, name string) (Host, int64
 
 // stored is a host's stored verdict, as RecordVerdicts compares it.
 type stored struct {
-	level          verdict.Level
-	vtime, expiry  int64
-	seq            int64
+	level         verdict.Level
+	vtime, expiry int64
+	seq           int64
+	// measured is the SHA-256 of the measurements in the host's evidence
+	// row (nil: unknown, the evidence is written in full).
+	measured       []byte
 	had, hostKnown bool
 }
 
@@ -138,7 +149,7 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 	}
 	out := make([]Recorded, len(recs))
 	lockOne := `SELECT 1 FROM hosts h WHERE h.name = $1` + s.eng.forUpdate("h", false)
-	s.warm(ctx, lockOne, selectStored, selectHostStored, upsertVerdict, insertHistory, touchEvidence, upsertEvidence, upsertTrait,
+	s.warm(ctx, lockOne, selectStored, selectHostStored, upsertVerdict, insertHistory, upsertEvidence, upsertTrait,
 		advanceHead, insertAudit, updateHead, insertNotification)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		prev, err := s.lockStored(ctx, tx, recs, lockOne)
@@ -153,7 +164,7 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 			notes  []Notification
 		)
 		verdicts := s.newRowBatch(tx, upsertVerdict, verdictInsert, verdictRow, verdictUpdate, true)
-		history := s.newRowBatch(tx, insertHistory, historyInsert, verdictRow, "", false)
+		history := s.newRowBatch(tx, insertHistory, historyInsert, historyRow, "", false)
 		for i, r := range recs {
 			v := r.Verdict
 			p := prev[v.Host]
@@ -172,17 +183,25 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 			}
 			out[i] = Recorded{Written: true, Prev: from, Changed: from != v.Level}
 			row := []any{v.Host, string(v.Level), micros(v.VTime), micros(v.Expiry), v.Policy, reasons[i], v.Seq}
-			if err := verdicts.add(ctx, v.Host, row...); err != nil {
+			// The verdict row's evidence columns (NULL keeps the stored
+			// ones); the evidence itself is written only when it measured
+			// something else than what is stored.
+			measured, evidence := p.measured, []any{nil, nil, nil}
+			if ev := r.Evidence; ev != nil {
+				sum := sha256.Sum256(ev.Measurements)
+				if measured = sum[:]; !bytes.Equal(measured, p.measured) {
+					if err := s.writeEvidence(ctx, tx, ev, v.Seq); err != nil {
+						return fmt.Errorf("write evidence of %s: %w", v.Host, err)
+					}
+				}
+				evidence = []any{measured, micros(ev.VerifiedAt), v.Seq}
+			}
+			if err := verdicts.add(ctx, v.Host, append(row, evidence...)...); err != nil {
 				return fmt.Errorf("write verdicts (%s): %w", v.Host, err)
 			}
 			if !p.had || out[i].Changed {
 				if err := history.add(ctx, "", row...); err != nil {
 					return fmt.Errorf("append history (%s): %w", v.Host, err)
-				}
-			}
-			if r.Evidence != nil {
-				if err := s.writeEvidence(ctx, tx, r.Evidence, v.Seq); err != nil {
-					return fmt.Errorf("write evidence of %s: %w", v.Host, err)
 				}
 			}
 			if out[i].Changed && then != nil {
@@ -195,7 +214,7 @@ func (s *Store) RecordVerdicts(ctx context.Context, recs []Record, then Conseque
 				}
 				notes = append(notes, t.Notifications...)
 			}
-			prev[v.Host] = stored{level: v.Level, vtime: micros(v.VTime), expiry: micros(v.Expiry), seq: v.Seq, had: true, hostKnown: true}
+			prev[v.Host] = stored{level: v.Level, vtime: micros(v.VTime), expiry: micros(v.Expiry), seq: v.Seq, measured: measured, had: true, hostKnown: true}
 		}
 		if err := verdicts.close(ctx); err != nil {
 			return fmt.Errorf("write verdicts: %w", err)
@@ -268,7 +287,7 @@ func (s *Store) lockStored(ctx context.Context, tx *sql.Tx, recs []Record, lockO
 	for _, n := range names {
 		prev[n] = stored{hostKnown: true}
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT host, level, vtime, expiry, seq FROM verdicts`)
+	rows, err = tx.QueryContext(ctx, `SELECT host, level, vtime, expiry, seq, measurements_hash FROM verdicts`)
 	if err != nil {
 		return nil, fmt.Errorf("read stored verdicts: %w", err)
 	}
@@ -278,7 +297,7 @@ func (s *Store) lockStored(ctx context.Context, tx *sql.Tx, recs []Record, lockO
 			h, l string
 			p    = stored{had: true, hostKnown: true}
 		)
-		if err := rows.Scan(&h, &l, &p.vtime, &p.expiry, &p.seq); err != nil {
+		if err := rows.Scan(&h, &l, &p.vtime, &p.expiry, &p.seq, &p.measured); err != nil {
 			return nil, fmt.Errorf("read stored verdicts: %w", err)
 		}
 		p.level = verdict.Level(l)
@@ -299,7 +318,7 @@ func (s *Store) lockHost(ctx context.Context, tx *sql.Tx, host, lockOne string, 
 		var level sql.NullString
 		var p stored
 		var vtime, expiry, seq sql.NullInt64
-		switch err := s.txQueryRow(ctx, tx, selectHostStored, host).Scan(&level, &vtime, &expiry, &seq); {
+		switch err := s.txQueryRow(ctx, tx, selectHostStored, host).Scan(&level, &vtime, &expiry, &seq, &p.measured); {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil
 		case err != nil:
@@ -332,7 +351,7 @@ func (s *Store) lockHost(ctx context.Context, tx *sql.Tx, host, lockOne string, 
 func (s *Store) readStored(ctx context.Context, tx *sql.Tx, host string) (stored, error) {
 	var p stored
 	var level string
-	switch err := s.txQueryRow(ctx, tx, selectStored, host).Scan(&level, &p.vtime, &p.expiry, &p.seq); {
+	switch err := s.txQueryRow(ctx, tx, selectStored, host).Scan(&level, &p.vtime, &p.expiry, &p.seq, &p.measured); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return stored{}, fmt.Errorf("read stored verdict: %w", err)

@@ -184,9 +184,26 @@ func verdictTests() map[string]func(*testing.T, Opener) {
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("after new measurements: %+v\nwant %+v", got, want)
 			}
+			later := testEvidence("node1", "four", 12)
+			later.Measurements = changed.Measurements
+			put(4, later)
+			want.VerifiedAt, want.Seq = later.VerifiedAt, 4
+			got, err = s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after the same measurements again: %+v\nwant %+v", got, want)
+			}
+			// A verdict without evidence (the agent unreachable) keeps the
+			// latest verification.
+			put(5, nil)
+			got, err = s.LatestEvidence(ctx, "node1")
+			must(t, "latest evidence", err)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after a verdict without evidence: %+v\nwant %+v", got, want)
+			}
 			// The re-evaluation reads the latest time and number too.
 			must(t, "all measurements", s.AllMeasurements(ctx, func(host string, m []byte, at time.Time, seq int64) error {
-				if string(m) != string(changed.Measurements) || !at.Equal(changed.VerifiedAt) || seq != 3 {
+				if string(m) != string(changed.Measurements) || !at.Equal(later.VerifiedAt) || seq != 4 {
 					t.Errorf("AllMeasurements: %s %q %v %d", host, m, at, seq)
 				}
 				return nil
